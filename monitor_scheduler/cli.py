@@ -1,0 +1,293 @@
+"""`monitor-scheduler`: the operators' command line.
+
+Exit codes: 0 done; 1 the pass or command failed (for example Redis went away); 2 bad input,
+bad setting or unknown user (nothing written); 3 the user is running (lease held).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor_scheduler import repository as repo
+from monitor_scheduler import schedules as schedule_service
+from monitor_scheduler.app import App
+from monitor_scheduler.exceptions import MonitorSchedulerError
+from monitor_scheduler.repository import Schedule, ScheduleFilter
+from monitor_scheduler.settings import Settings, load_settings
+from dispatcher.service import DispatchSummary, Mode
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.LOG_LEVEL,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.LOG_LEVEL)))
+
+
+def _fmt(moment) -> str:  # type: ignore[no-untyped-def]
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _schedule_dict(schedule: Schedule) -> dict:  # type: ignore[type-arg]
+    return {
+        "userId": schedule.user_id,
+        "enabled": schedule.enabled,
+        "intervalMinutes": schedule.interval_minutes,
+        "nextRunAt": _fmt(schedule.next_run_at),
+        "lastRunAt": _fmt(schedule.last_run_at),
+        "lastStatus": schedule.last_status,
+        "lastError": schedule.last_error,
+        "lockedUntil": _fmt(schedule.locked_until),
+        "lockedBy": schedule.locked_by,
+    }
+
+
+def _print_schedules(rows: Sequence[Schedule]) -> None:
+    print(f"{'userId':<24} {'enabled':<7} {'every':>6} {'nextRunAt':<24} {'lastRunAt':<24} {'lastStatus':<10} lockedBy")
+    for r in rows:
+        print(
+            f"{r.user_id:<24} {('yes' if r.enabled else 'no'):<7} {str(r.interval_minutes) + 'm':>6} "
+            f"{_fmt(r.next_run_at):<24} {_fmt(r.last_run_at):<24} {(r.last_status or '-'):<10} {r.locked_by or '-'}"
+        )
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_migrate(app: App, args: argparse.Namespace) -> int:
+    from schema.migrate import current_revision, upgrade
+
+    upgrade(app.engine)
+    print(f"database at revision {current_revision(app.engine)}")
+    return EXIT_OK
+
+
+def cmd_schema_sql(app: App | None, args: argparse.Namespace) -> int:
+    from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
+
+    ddl = render_mysql_ddl()
+    if args.check:
+        if MYSQL_DDL_FILE.read_text() != ddl:
+            print(f"{MYSQL_DDL_FILE} is out of date: run `monitor-scheduler schema-sql --write`", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{MYSQL_DDL_FILE} matches the migrations")
+    elif args.write:
+        MYSQL_DDL_FILE.write_text(ddl)
+        print(f"wrote {MYSQL_DDL_FILE}")
+    else:
+        sys.stdout.write(ddl)
+    return EXIT_OK
+
+
+def _print_summary(summary: DispatchSummary, as_json: bool) -> None:
+    print(json.dumps(summary.as_dict()) if as_json else summary.line())
+
+
+def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
+    mode = Mode(args.mode) if args.mode else app.default_mode()
+    dispatcher = app.dispatcher(mode)
+    try:
+        if args.user is not None:
+            summary = dispatcher.run_user_now(args.user, mode)
+        else:
+            summary = dispatcher.tick(mode)
+    except MonitorSchedulerError as exc:
+        summary = getattr(exc, "summary", None)
+        if summary is not None:
+            _print_summary(summary, args.json)
+        raise
+    _print_summary(summary, args.json)
+    return EXIT_OK
+
+
+def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    from worker.pool import run_workers
+
+    app.runner()  # fail fast: MONITOR_TASK must import before any worker starts
+    return run_workers(
+        app.settings,
+        app.redis,
+        concurrency=args.concurrency or app.settings.WORKER_CONCURRENCY,
+        burst=args.burst,
+        worker_class=args.worker_class or app.settings.WORKER_CLASS,
+    )
+
+
+def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
+    change = schedule_service.set_schedule(
+        app.engine, app.clock, user_id=args.user, interval=args.interval, enabled=args.enabled,
+        default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
+    )
+    verb = "created" if change.created else "updated"
+    print(f"{verb} " + json.dumps(_schedule_dict(change.schedule)))
+    return EXIT_OK
+
+
+def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
+    schedule = schedule_service.get_schedule(app.engine, args.user)
+    data = _schedule_dict(schedule)
+    with app.engine.connect() as conn:
+        data["recentRuns"] = [
+            {"slot": _fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
+             "finishedAt": _fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
+            for r in repo.recent_runs(conn, user_id=args.user, limit=args.runs)
+        ]
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
+    which = next((f for f in ScheduleFilter if getattr(args, f.value)), None)
+    with app.engine.connect() as conn:
+        now = app.clock.now(conn)
+        rows = repo.list_schedules(conn, now=now, which=which, search=args.search, limit=args.limit, offset=args.offset)
+    if args.json:
+        print(json.dumps([_schedule_dict(r) for r in rows], ensure_ascii=False))
+    else:
+        _print_schedules(rows)
+    return EXIT_OK
+
+
+def cmd_unlock(app: App, args: argparse.Namespace) -> int:
+    with app.engine.begin() as conn:
+        now = app.clock.now(conn)
+        released = repo.unlock_expired(conn, now=now)
+    print(f"unlocked {len(released)} expired lease(s)" + (": " + ", ".join(released[:20]) if released else ""))
+    return EXIT_OK
+
+
+def cmd_prune(app: App, args: argparse.Namespace) -> int:
+    days = args.days or app.settings.HISTORY_RETENTION_DAYS
+    total = 0
+    with app.engine.connect() as conn:
+        cutoff = app.clock.now(conn) - timedelta(days=days)
+    while True:
+        with app.engine.begin() as conn:
+            deleted = repo.prune_runs(conn, finished_before=cutoff)
+        total += deleted
+        if deleted == 0:
+            break
+    print(f"pruned {total} run(s) finished before {_fmt(cutoff)}")
+    return EXIT_OK
+
+
+DEMO_USERS = (("demo-alice", 1), ("demo-bob", 2), ("demo-carol", 5))
+
+
+def cmd_demo(app: App, args: argparse.Namespace) -> int:
+    """Migrate, seed demo users, run sync passes: the embedded default end to end."""
+    from schema.migrate import upgrade
+
+    upgrade(app.engine)
+    for user_id, interval in DEMO_USERS:
+        schedule_service.set_schedule(
+            app.engine, app.clock, user_id=user_id, interval=interval, enabled=True,
+            default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
+        )
+    print(f"seeded demo users: {', '.join(u for u, _ in DEMO_USERS)} (database {app.settings.DATABASE_URL})")
+    dispatcher = app.dispatcher(Mode.SYNC)
+    print(dispatcher.tick(Mode.SYNC).line())
+    with app.engine.connect() as conn:
+        _print_schedules(repo.list_schedules(conn, now=app.clock.now(conn)))
+    return EXIT_OK
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("schema-sql", help="print the MySQL DDL generated from the migrations")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--write", action="store_true", help="write schema/mysql.sql")
+    group.add_argument("--check", action="store_true", help="exit 1 if schema/mysql.sql is out of date")
+    p.set_defaults(func=cmd_schema_sql, needs_app=False)
+
+    p = sub.add_parser("dispatch", help="one dispatch pass (or run one user now with --user)")
+    p.add_argument("--mode", choices=[m.value for m in Mode], help="default: queue when REDIS_URL is set, else sync")
+    p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_dispatch)
+
+    p = sub.add_parser("worker", help="start RQ workers on the queue")
+    p.add_argument("--concurrency", type=int, help="worker processes (default WORKER_CONCURRENCY)")
+    p.add_argument("--worker-class", choices=["simple", "fork"], help="default WORKER_CLASS")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
+
+    sched = sub.add_parser("schedule", help="show and change schedules").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = sched.add_parser("set", help="create or change a user's schedule")
+    p.add_argument("user")
+    p.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    toggle = p.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True)
+    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    p.set_defaults(func=cmd_schedule_set, enabled=None)
+    p = sched.add_parser("show", help="one user's schedule and recent runs")
+    p.add_argument("user")
+    p.add_argument("--runs", type=int, default=10)
+    p.set_defaults(func=cmd_schedule_show)
+    p = sched.add_parser("list", help="list schedules")
+    filters = p.add_mutually_exclusive_group()
+    for f in ScheduleFilter:
+        filters.add_argument(f"--{f.value}", action="store_true")
+    p.add_argument("--search", help="user id contains")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_schedule_list)
+
+    p = sub.add_parser("unlock", help="release expired leases (recording the lost runs)")
+    p.add_argument("--expired", action="store_true", required=True, help="only expired leases (the only kind)")
+    p.set_defaults(func=cmd_unlock)
+
+    p = sub.add_parser("prune", help="delete run history older than HISTORY_RETENTION_DAYS")
+    p.add_argument("--days", type=int, help="override HISTORY_RETENTION_DAYS")
+    p.set_defaults(func=cmd_prune)
+
+    sub.add_parser("demo", help="seed demo users and run them once on the embedded default").set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not getattr(args, "needs_app", True):
+            return args.func(None, args)
+        settings = load_settings()
+        _configure_logging(settings)
+        app = App.from_settings(settings)
+        try:
+            return args.func(app, args)
+        finally:
+            app.close()
+    except MonitorSchedulerError as exc:
+        print(f"monitor-scheduler: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SQLAlchemyError as exc:
+        logger.debug("database error", exc_info=True)
+        print(f"monitor-scheduler: database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Where "now" comes from.
+
+Every scheduling decision takes exactly one "now". Where several hosts meet (MySQL/MariaDB) it is the
+database's clock, so dispatchers and workers with skewed clocks agree; SQLite lives on one host, so
+the process clock is the same thing there. Tests pass a `FixedClock` and need no sleeps.
+
+All times are naive UTC datetimes truncated to milliseconds, the precision of `DATETIME(3)`: a value
+written and read back compares equal, on SQLite and MySQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import Connection, text
+
+
+def to_ms_precision(moment: datetime) -> datetime:
+    """Truncate to whole milliseconds (what DATETIME(3) stores)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def utc_naive(moment: datetime) -> datetime:
+    """Convert an aware datetime to naive UTC; naive values are taken as UTC already."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return to_ms_precision(moment)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch of a naive UTC datetime."""
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def from_epoch_ms(value: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(milliseconds=value)
+
+
+class Clock(Protocol):
+    def now(self, conn: Connection) -> datetime:
+        """The current time (naive UTC, millisecond precision) for a decision made on `conn`."""
+        ...
+
+
+class DatabaseClock:
+    """The database server's UTC clock: one clock for every host that shares the database."""
+
+    def now(self, conn: Connection) -> datetime:
+        value = conn.execute(text("SELECT UTC_TIMESTAMP(3)")).scalar_one()
+        return to_ms_precision(value)
+
+
+class ProcessClock:
+    """This process's UTC clock; right for SQLite, whose writers all live on one host."""
+
+    def now(self, conn: Connection) -> datetime:
+        return to_ms_precision(datetime.now(UTC).replace(tzinfo=None))
+
+
+class FixedClock:
+    """A clock that says what the test tells it to; `advance()` moves it forward."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = utc_naive(moment)
+
+    def now(self, conn: Connection) -> datetime:
+        return self.moment
+
+    def advance(self, **delta: float) -> datetime:
+        self.moment = to_ms_precision(self.moment + timedelta(**delta))
+        return self.moment
+
+
+def clock_for_dialect(dialect_name: str) -> Clock:
+    """The production clock for a database: the server's where hosts meet, else the process's."""
+    if dialect_name in ("mysql", "mariadb"):
+        return DatabaseClock()
+    return ProcessClock()

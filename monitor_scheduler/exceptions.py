@@ -1,0 +1,55 @@
+"""Every exception the project raises on purpose, in one place.
+
+Driver errors (SQLAlchemy, redis-py) are translated into these at the boundary so that the CLI and
+web layers can turn them into one clear line and an exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class MonitorSchedulerError(Exception):
+    """Base class for the project's own errors; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigurationError(MonitorSchedulerError):
+    """A setting from the environment or .env is missing or invalid."""
+
+    exit_code = 2
+
+
+class InvalidInput(MonitorSchedulerError):
+    """Input from a user or operator was rejected before anything was written."""
+
+    exit_code = 2
+
+
+class UnknownUser(MonitorSchedulerError):
+    """No schedule exists for the given user id."""
+
+    exit_code = 2
+
+
+class LeaseHeld(MonitorSchedulerError):
+    """A run of this user holds a live lease, so another run may not start now."""
+
+    exit_code = 3
+
+
+class QueueUnavailable(MonitorSchedulerError):
+    """Redis could not be reached or failed while jobs were being enqueued."""
+
+    exit_code = 1
+
+
+class DatabaseUnavailable(MonitorSchedulerError):
+    """The database could not be reached or refused the operation."""
+
+    exit_code = 1
+
+
+class TaskImportError(MonitorSchedulerError):
+    """MONITOR_TASK does not name an importable callable."""
+
+    exit_code = 2

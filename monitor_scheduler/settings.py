@@ -1,0 +1,128 @@
+"""One typed settings object, read once at start-up from the environment and `.env`.
+
+Names follow the operators' docs (DATABASE_URL, REDIS_URL, DISPATCH_BATCH_SIZE, ...). A bad value
+fails at start with the variable's name in the message (`load_settings` raises ConfigurationError).
+Nothing below the CLI/web entry points reads the environment: the object is passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor_scheduler.exceptions import ConfigurationError
+from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
+
+DEFAULT_SQLITE_FILE = "monitor-scheduler.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True, frozen=True
+    )
+
+    DATABASE_URL: str = Field(
+        default=f"sqlite:///{DEFAULT_SQLITE_FILE}",
+        description="SQLAlchemy URL; mysql:// and mysql+pymysql:// both work. Default: a SQLite file in the working directory.",
+    )
+    REDIS_URL: str | None = Field(
+        default=None, description="Redis for the RQ queue. Unset: dispatch runs jobs in-process (sync mode)."
+    )
+    QUEUE_NAME: str = Field(default="monitor-user-tasks", min_length=1, description="RQ queue name.")
+    DISPATCH_BATCH_SIZE: int = Field(
+        default=100_000, ge=1, description="Most users one dispatch pass claims (a cap per pass)."
+    )
+    DISPATCH_CHUNK_SIZE: int = Field(
+        default=1_000, ge=1, le=10_000, description="Users claimed in one transaction and enqueued in one pipeline."
+    )
+    DISPATCH_LOCK_TTL: int = Field(
+        default=900_000, ge=1_000, description="Lease length in milliseconds; a dead worker's user is due again after it."
+    )
+    QUEUE_MAX_DEPTH: int = Field(
+        default=100_000, ge=1, description="Back-pressure: no enqueue while the queue holds this many jobs or more."
+    )
+    DEFAULT_INTERVAL_MINUTES: int = Field(
+        default=5, ge=MIN_INTERVAL_MINUTES, le=MAX_INTERVAL_MINUTES, description="Interval of new schedules."
+    )
+    WORKER_CONCURRENCY: int = Field(default=2, ge=1, le=256, description="RQ worker processes `worker` starts.")
+    WORKER_CLASS: Literal["simple", "fork"] = Field(
+        default="simple", description="simple: jobs run in the worker process; fork: a fresh process per job."
+    )
+    MONITOR_TASK: str = Field(
+        default="worker.tasks:demo_task", description="package.module:function run for each user."
+    )
+    JOB_TIMEOUT: int = Field(default=600, ge=1, description="Seconds a run may take before RQ stops it.")
+    SYNC_TIME_BUDGET: float = Field(
+        default=50.0, gt=0, description="Seconds a sync-mode pass may spend before it stops claiming."
+    )
+    HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("mysql://"):
+            value = "mysql+pymysql://" + value[len("mysql://") :]
+        elif value.startswith("mariadb://"):
+            value = "mysql+pymysql://" + value[len("mariadb://") :]
+        if not value.startswith(("sqlite://", "mysql+pymysql://")):
+            raise ValueError("must start with sqlite:///, mysql:// or mysql+pymysql://")
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value.strip()
+
+    @field_validator("MONITOR_TASK")
+    @classmethod
+    def _check_task_path(cls, value: str) -> str:
+        module, sep, attr = value.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError("must look like package.module:function")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeat(self) -> Settings:
+        # The lease is renewed every third of its length while a job runs (see worker.runner), so a
+        # running job keeps it whatever JOB_TIMEOUT is; a lease shorter than 3 s would need
+        # renewals more often than a database round trip can be trusted to take.
+        if self.DISPATCH_LOCK_TTL < 3_000 and self.JOB_TIMEOUT * 1000 > self.DISPATCH_LOCK_TTL:
+            raise ValueError("DISPATCH_LOCK_TTL below 3000 ms needs JOB_TIMEOUT shorter than the lease")
+        return self
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.DISPATCH_LOCK_TTL / 1000
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds / 3
+
+    @property
+    def queue_mode_available(self) -> bool:
+        return self.REDIS_URL is not None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+    """Parse the environment once; raise ConfigurationError naming the variable on a bad value."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid setting " + "; ".join(problems)) from None

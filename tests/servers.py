@@ -1,0 +1,847 @@
+"""Throwaway real servers (MariaDB, Redis) for the test suite and benchmarks.
+
+No mocks: every server is a real ``mariadbd`` / ``redis-server`` process on a
+free loopback port, with its data, socket, pid and log files under a directory
+the caller chooses (normally from ``tmp_path_factory``).
+
+Usage from tests::
+
+    @pytest.fixture(scope="module")
+    def mariadb(tmp_path_factory):
+        server = server_or_skip(lambda: mariadb_server(tmp_path_factory.mktemp("mariadb")))
+        yield server
+        server.stop()
+
+Usage from a benchmark script::
+
+    with start_redis(Path(tempfile.mkdtemp())) as redis_server:
+        ...
+
+If ``TEST_MYSQL_URL`` / ``TEST_REDIS_URL`` are set, ``mariadb_from_env()`` /
+``redis_from_env()`` (and the ``mariadb_server()`` / ``redis_server()``
+conveniences) return handles on those existing servers instead; their
+``stop()`` does nothing.
+
+Only the standard library, pymysql and redis are used; pytest is imported
+lazily inside ``server_or_skip`` so scripts can use this module without it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+__all__ = [
+    "ServerUnavailable",
+    "ServerStartError",
+    "MariaDBServer",
+    "ExternalMariaDB",
+    "RedisServer",
+    "ExternalRedis",
+    "start_mariadb",
+    "start_redis",
+    "mariadb_from_env",
+    "redis_from_env",
+    "mariadb_server",
+    "redis_server",
+    "server_or_skip",
+    "missing_servers_allowed",
+    "stop_all",
+]
+
+STARTUP_TIMEOUT = 60.0  # seconds to wait for a server to accept connections
+MARIADB_STOP_TIMEOUT = 20.0  # seconds for a clean shutdown before SIGKILL
+REDIS_STOP_TIMEOUT = 10.0
+_START_ATTEMPTS = 3  # retries when the chosen free port got taken meanwhile
+_MAX_UNIX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+_DB_NAME_RE = re.compile(r"^[A-Za-z0-9_$]{1,64}$")
+
+
+class ServerUnavailable(Exception):
+    """A server binary this harness needs is not installed.
+
+    ``str(exc)`` / ``exc.reason`` explains what is missing and how to get it.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ServerStartError(RuntimeError):
+    """The server binary exists but the server did not come up (bug, not skip)."""
+
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------
+# process bookkeeping
+# --------------------------------------------------------------------------
+
+_live_lock = threading.Lock()
+_live: list["_ManagedProcess"] = []
+_handed_out_ports: set[int] = set()
+
+
+def stop_all() -> None:
+    """Stop every server this process started and is still running."""
+    with _live_lock:
+        servers = list(reversed(_live))
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as exc:  # never let one failure leak the others
+            print(f"tests.servers: failed to stop {server!r}: {exc}", file=sys.stderr)
+
+
+atexit.register(stop_all)
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (not handed out before)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        with _live_lock:
+            if port not in _handed_out_ports:
+                _handed_out_ports.add(port)
+                return port
+    raise ServerStartError("could not find a free TCP port on 127.0.0.1")
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _which(name: str, *extra_dirs: str) -> str | None:
+    """shutil.which, also looking in sbin dirs that a normal user's PATH lacks."""
+    found = shutil.which(name)
+    if found:
+        return found
+    path = os.pathsep.join([*extra_dirs, "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=path)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    """preexec_fn that makes the child die with us even if we are SIGKILLed.
+
+    atexit only covers orderly interpreter exits; PR_SET_PDEATHSIG also covers
+    a hard kill of the test runner. Linux-only, silently skipped elsewhere.
+    Note: the signal fires when the *thread* that started the server exits, so
+    start servers from the main thread (pytest fixtures always do).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    PR_SET_PDEATHSIG = 1
+
+    def setup() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # parent already gone before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(could not read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or f"({path} is empty)"
+
+
+class _ManagedProcess:
+    """Common process handling for servers started by this module."""
+
+    external = False
+    name = "server"
+
+    def __init__(self, proc: subprocess.Popen, base_dir: Path, log_path: Path) -> None:
+        self.proc = proc
+        self.base_dir = base_dir
+        self.log_path = log_path
+        self._stopped = False
+        with _live_lock:
+            _live.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def is_running(self) -> bool:
+        """True while the server process has not exited."""
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Tail of the server's log, plus its stdout/stderr if it wrote any."""
+        text = _tail(self.log_path, lines)
+        stdout = self.log_path.with_suffix(".stdout")
+        if stdout.exists() and stdout.stat().st_size:
+            text += f"\n--- stdout/stderr ({stdout}) ---\n" + _tail(stdout, lines)
+        return text
+
+    def _forget(self) -> None:
+        self._stopped = True
+        with _live_lock:
+            if self in _live:
+                _live.remove(self)
+
+    def _terminate(self, timeout: float) -> None:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL and reap."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the server (no clean shutdown) and reap it."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self._forget()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _spawn(argv: list[str], log_path: Path, cwd: Path) -> subprocess.Popen:
+    out = open(log_path.with_suffix(".stdout"), "ab")
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # own process group: a Ctrl-C in the terminal reaches pytest, which
+            # then stops the servers cleanly, instead of killing them mid-test
+            start_new_session=True,
+            preexec_fn=_child_setup(),
+            close_fds=True,
+        )
+    finally:
+        out.close()
+
+
+def _short_socket_path(base_dir: Path, name: str) -> tuple[Path, Path | None]:
+    """A unix socket path short enough for sun_path; may need its own tempdir."""
+    candidate = base_dir / name
+    if len(os.fsencode(str(candidate))) <= _MAX_UNIX_SOCKET_PATH:
+        return candidate, None
+    short_dir = Path(tempfile.mkdtemp(prefix="msrv-"))
+    return short_dir / name, short_dir
+
+
+# --------------------------------------------------------------------------
+# MariaDB
+# --------------------------------------------------------------------------
+
+# Options shared by the bootstrap (mariadb-install-db) and the real server, so
+# InnoDB files are created with the sizes the server then runs with.
+_MARIADB_COMMON_OPTS = [
+    "--character-set-server=utf8mb4",
+    "--collation-server=utf8mb4_unicode_ci",
+    "--innodb-buffer-pool-size=64M",
+    "--innodb-log-file-size=32M",
+    "--innodb-log-buffer-size=8M",
+    # Kernel AIO / io_uring are often unavailable or capped in containers.
+    "--innodb-use-native-aio=0",
+    "--skip-log-bin",
+]
+
+_MARIADB_SERVER_OPTS = [
+    "--bind-address=127.0.0.1",
+    "--skip-name-resolve",
+    "--default-time-zone=+00:00",
+    "--innodb-flush-log-at-trx-commit=2",
+    "--innodb-doublewrite=0",
+    "--sync-binlog=0",
+    "--performance-schema=OFF",
+    "--key-buffer-size=8M",
+    "--aria-pagecache-buffer-size=8M",
+    "--query-cache-size=0",
+    "--max-connections=300",
+    "--max-allowed-packet=64M",
+    "--skip-symbolic-links",
+]
+
+
+def _url_with_db(admin_url: str, name: str) -> str:
+    return admin_url.rstrip("/") + "/" + quote(name, safe="")
+
+
+def _check_db_name(name: str) -> str:
+    if not _DB_NAME_RE.match(name):
+        raise ValueError(f"unsafe database name {name!r} (use [A-Za-z0-9_$], max 64 chars)")
+    return name
+
+
+class _MariaDBClientMixin:
+    host: str
+    port: int
+    user: str
+    password: str
+    admin_url: str
+    _unix_socket: str | None = None
+
+    def connect(self, database: str | None = None, **kwargs):
+        """A new pymysql connection as the admin user (autocommit on)."""
+        import pymysql
+
+        params = dict(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            database=database,
+            charset="utf8mb4",
+            autocommit=True,
+            connect_timeout=5,
+        )
+        params.update(kwargs)
+        return pymysql.connect(**params)
+
+    def execute(self, sql: str, args=None, database: str | None = None) -> list[tuple]:
+        """Run one statement on a fresh admin connection and return all rows."""
+        conn = self.connect(database=database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (utf8mb4) and return its SQLAlchemy URL."""
+        _check_db_name(name)
+        self.execute(
+            f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+        )
+        return _url_with_db(self.admin_url, name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database ``name`` if it exists."""
+        _check_db_name(name)
+        self.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def url_for(self, name: str) -> str:
+        """SQLAlchemy URL of database ``name`` (without creating it)."""
+        return _url_with_db(self.admin_url, _check_db_name(name))
+
+    def _fetch_version(self) -> str:
+        return str(self.execute("SELECT VERSION()")[0][0])
+
+
+class MariaDBServer(_MariaDBClientMixin, _ManagedProcess):
+    """A throwaway ``mariadbd`` started by :func:`start_mariadb`."""
+
+    name = "mariadbd"
+
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        base_dir: Path,
+        log_path: Path,
+        port: int,
+        socket_path: Path,
+        socket_dir: Path | None,
+    ) -> None:
+        super().__init__(proc, base_dir, log_path)
+        self.host = "127.0.0.1"
+        self.port = port
+        self.user = "root"
+        self.password = ""
+        self.admin_url = f"mysql+pymysql://root@127.0.0.1:{port}/"
+        self.socket_path = socket_path
+        self._socket_dir = socket_dir
+        self.version = ""
+        self.startup_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"<MariaDBServer 127.0.0.1:{self.port} pid={self.proc.pid} dir={self.base_dir}>"
+
+    def stop(self) -> None:
+        """Clean shutdown (SIGTERM); SIGKILL if it has not exited after 20 s."""
+        if self._stopped:
+            return
+        self._terminate(MARIADB_STOP_TIMEOUT)
+        self._forget()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _mariadb_binaries() -> tuple[str, str]:
+    mariadbd = _which("mariadbd") or _which("mysqld")
+    install_db = _which("mariadb-install-db") or _which("mysql_install_db")
+    missing = [n for n, p in (("mariadbd", mariadbd), ("mariadb-install-db", install_db)) if not p]
+    if missing:
+        raise ServerUnavailable(
+            f"{' and '.join(missing)} not found (install the Debian package "
+            "mariadb-server, e.g. with scripts/install-test-deps)"
+        )
+    return mariadbd, install_db  # type: ignore[return-value]
+
+
+def start_mariadb(
+    base_dir: Path,
+    *,
+    timeout: float = STARTUP_TIMEOUT,
+    extra_args: Sequence[str] = (),
+) -> MariaDBServer:
+    """Initialise a fresh datadir under ``base_dir`` and start ``mariadbd``.
+
+    The server listens on 127.0.0.1 only, on a free port; root connects over
+    TCP without a password. ``extra_args`` are appended to the ``mariadbd``
+    command line (e.g. ``["--innodb-lock-wait-timeout=5"]``). Raises :class:`ServerUnavailable` when the
+    binaries are missing, :class:`ServerStartError` when it fails to start.
+    """
+    mariadbd, install_db = _mariadb_binaries()
+    base_dir = Path(base_dir).resolve()
+    base_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    datadir = base_dir / "data"
+    tmpdir = base_dir / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    user_opts = ["--user=root"] if _is_root() else []
+
+    if datadir.exists() and any(datadir.iterdir()):
+        raise ServerStartError(f"{datadir} is not empty; give start_mariadb a fresh directory")
+
+    install_log = base_dir / "install-db.log"
+    with open(install_log, "wb") as out:
+        result = subprocess.run(
+            [
+                install_db,
+                "--no-defaults",  # must be first: ignore /etc/mysql/*.cnf
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *user_opts,
+                f"--tmpdir={tmpdir}",
+                *_MARIADB_COMMON_OPTS,
+            ],
+            cwd=str(base_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    if result.returncode != 0:
+        raise ServerStartError(
+            f"mariadb-install-db failed with exit code {result.returncode}; "
+            f"tail of {install_log}:\n{_tail(install_log)}"
+        )
+
+    socket_path, socket_dir = _short_socket_path(base_dir, "mariadb.sock")
+    last_error: ServerStartError | None = None
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = _free_port()
+        log_path = base_dir / f"mariadb-{port}.err"
+        argv = [
+            mariadbd,
+            "--no-defaults",  # must be first
+            f"--datadir={datadir}",
+            f"--tmpdir={tmpdir}",
+            f"--port={port}",
+            f"--socket={socket_path}",
+            f"--pid-file={base_dir / 'mariadb.pid'}",
+            f"--log-error={log_path}",
+            *user_opts,
+            *_MARIADB_COMMON_OPTS,
+            *_MARIADB_SERVER_OPTS,
+            *extra_args,
+        ]
+        proc = _spawn(argv, log_path, base_dir)
+        server = MariaDBServer(proc, base_dir, log_path, port, socket_path, socket_dir)
+        try:
+            _wait_for_mariadb(server, timeout)
+        except ServerStartError as exc:
+            server.kill()
+            last_error = exc
+            if _port_clash(server) and attempt < _START_ATTEMPTS:
+                continue
+            if socket_dir is not None:
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            raise
+        server.version = server._fetch_version()
+        server.startup_seconds = time.monotonic() - t0
+        return server
+    assert last_error is not None
+    raise last_error
+
+
+def _port_clash(server: _ManagedProcess) -> bool:
+    text = server.log_tail(200)
+    return "Address already in use" in text or "Do you already have another" in text
+
+
+def _wait_for_mariadb(server: MariaDBServer, timeout: float) -> None:
+    import pymysql
+
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        code = server.proc.poll()
+        if code is not None:
+            raise ServerStartError(
+                f"mariadbd exited with code {code} during start-up; "
+                f"tail of {server.log_path}:\n{server.log_tail()}"
+            )
+        try:
+            conn = pymysql.connect(
+                host=server.host, port=server.port, user="root", password="", connect_timeout=2
+            )
+        except pymysql.err.OperationalError as exc:
+            last_exc = exc
+            time.sleep(0.1)
+            continue
+        conn.close()
+        return
+    raise ServerStartError(
+        f"mariadbd did not accept connections on 127.0.0.1:{server.port} within "
+        f"{timeout:.0f} s (last error: {last_exc}); tail of {server.log_path}:\n{server.log_tail()}"
+    )
+
+
+class ExternalMariaDB(_MariaDBClientMixin):
+    """Handle on an existing server from ``TEST_MYSQL_URL``; never stopped by us."""
+
+    external = True
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.scheme.startswith(("mysql", "mariadb")):
+            raise ValueError(f"TEST_MYSQL_URL must be a mysql+pymysql:// URL, got {url!r}")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 3306
+        self.user = unquote(parts.username or "root")
+        self.password = unquote(parts.password or "")
+        userinfo = quote(self.user, safe="")
+        if self.password:
+            userinfo += ":" + quote(self.password, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.admin_url = f"mysql+pymysql://{userinfo}@{host}:{self.port}/"
+        self.version = self._fetch_version()
+
+    def __repr__(self) -> str:
+        return f"<ExternalMariaDB {self.host}:{self.port}>"
+
+    def is_running(self) -> bool:
+        try:
+            self.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Does nothing: the server is not ours."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def mariadb_from_env() -> ExternalMariaDB | None:
+    """The server named by ``TEST_MYSQL_URL``, or None when it is not set."""
+    url = os.environ.get("TEST_MYSQL_URL", "").strip()
+    return ExternalMariaDB(url) if url else None
+
+
+def mariadb_server(base_dir: Path) -> MariaDBServer | ExternalMariaDB:
+    """``TEST_MYSQL_URL``'s server if set, else a fresh :func:`start_mariadb`."""
+    return mariadb_from_env() or start_mariadb(base_dir)
+
+
+# --------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------
+
+
+class _RedisClientMixin:
+    url: str
+
+    def client(self, **kwargs):
+        """A new ``redis.Redis`` for this server (short timeouts)."""
+        import redis
+
+        kwargs.setdefault("socket_connect_timeout", 2)
+        kwargs.setdefault("socket_timeout", 5)
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    def ping(self) -> bool:
+        """True when the server answers PING."""
+        client = self.client()
+        try:
+            return bool(client.ping())
+        except Exception:
+            return False
+        finally:
+            client.close()
+
+    def flushall(self) -> None:
+        client = self.client()
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+
+class RedisServer(_RedisClientMixin, _ManagedProcess):
+    """A throwaway ``redis-server`` started by :func:`start_redis`."""
+
+    name = "redis-server"
+
+    def __init__(self, proc: subprocess.Popen, base_dir: Path, log_path: Path, port: int) -> None:
+        super().__init__(proc, base_dir, log_path)
+        self.host = "127.0.0.1"
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.version = ""
+        self.startup_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"<RedisServer 127.0.0.1:{self.port} pid={self.proc.pid} dir={self.base_dir}>"
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE, falling back to SIGTERM then SIGKILL; waits for exit."""
+        if self._stopped:
+            return
+        if self.proc.poll() is None:
+            client = self.client(socket_timeout=2)
+            try:
+                client.shutdown(nosave=True)
+            except Exception:
+                pass  # the connection drops as the server exits, or it is wedged
+            finally:
+                client.close()
+            try:
+                self.proc.wait(timeout=REDIS_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._terminate(REDIS_STOP_TIMEOUT)
+        self.proc.wait()
+        self._forget()
+
+
+def start_redis(
+    base_dir: Path,
+    *,
+    timeout: float = STARTUP_TIMEOUT,
+    extra_config: Sequence[str] = (),
+) -> RedisServer:
+    """Start ``redis-server`` on a free loopback port with no persistence.
+
+    ``extra_config`` lines (e.g. ``["maxmemory 64mb"]``) are appended to the
+    generated redis.conf. Raises :class:`ServerUnavailable` when the binary is missing,
+    :class:`ServerStartError` when it fails to start.
+    """
+    binary = _which("redis-server")
+    if not binary:
+        raise ServerUnavailable(
+            "redis-server not found (install the Debian package redis-server, "
+            "e.g. with scripts/install-test-deps)"
+        )
+    base_dir = Path(base_dir).resolve()
+    base_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+
+    last_error: ServerStartError | None = None
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = _free_port()
+        log_path = base_dir / f"redis-{port}.log"
+        conf = base_dir / f"redis-{port}.conf"
+        # A config file rather than argv: `save ""` survives quoting this way.
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    "protected-mode yes",
+                    "daemonize no",
+                    'save ""',
+                    "appendonly no",
+                    f'dir "{base_dir}"',
+                    f'logfile "{log_path}"',
+                    f'pidfile "{base_dir / f"redis-{port}.pid"}"',
+                    "loglevel notice",
+                    "databases 16",
+                    "tcp-backlog 128",
+                    *extra_config,
+                    "",
+                ]
+            )
+        )
+        proc = _spawn([binary, str(conf)], log_path, base_dir)
+        server = RedisServer(proc, base_dir, log_path, port)
+        try:
+            _wait_for_redis(server, timeout)
+        except ServerStartError as exc:
+            server.kill()
+            last_error = exc
+            if _port_clash(server) and attempt < _START_ATTEMPTS:
+                continue
+            raise
+        client = server.client()
+        try:
+            server.version = str(client.info("server").get("redis_version", ""))
+        finally:
+            client.close()
+        server.startup_seconds = time.monotonic() - t0
+        return server
+    assert last_error is not None
+    raise last_error
+
+
+def _wait_for_redis(server: RedisServer, timeout: float) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        code = server.proc.poll()
+        if code is not None:
+            raise ServerStartError(
+                f"redis-server exited with code {code} during start-up; "
+                f"tail of {server.log_path}:\n{server.log_tail()}"
+            )
+        client = redis.Redis(
+            host=server.host, port=server.port, socket_connect_timeout=1, socket_timeout=2
+        )
+        try:
+            if client.ping():
+                return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            last_exc = exc
+        except redis.exceptions.BusyLoadingError as exc:
+            last_exc = exc
+        finally:
+            client.close()
+        time.sleep(0.05)
+    raise ServerStartError(
+        f"redis-server did not answer PING on 127.0.0.1:{server.port} within {timeout:.0f} s "
+        f"(last error: {last_exc}); tail of {server.log_path}:\n{server.log_tail()}"
+    )
+
+
+class ExternalRedis(_RedisClientMixin):
+    """Handle on an existing server from ``TEST_REDIS_URL``; never stopped by us."""
+
+    external = True
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"TEST_REDIS_URL must be a redis:// URL, got {url!r}")
+        self.url = url
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        client = self.client()
+        try:
+            self.version = str(client.info("server").get("redis_version", ""))
+        finally:
+            client.close()
+
+    def __repr__(self) -> str:
+        return f"<ExternalRedis {self.host}:{self.port}>"
+
+    def is_running(self) -> bool:
+        return self.ping()
+
+    def stop(self) -> None:
+        """Does nothing: the server is not ours."""
+
+    def kill(self) -> None:
+        raise RuntimeError(
+            "cannot kill an external Redis (TEST_REDIS_URL); start one with start_redis()"
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def redis_from_env() -> ExternalRedis | None:
+    """The server named by ``TEST_REDIS_URL``, or None when it is not set."""
+    url = os.environ.get("TEST_REDIS_URL", "").strip()
+    return ExternalRedis(url) if url else None
+
+
+def redis_server(base_dir: Path) -> RedisServer | ExternalRedis:
+    """``TEST_REDIS_URL``'s server if set, else a fresh :func:`start_redis`."""
+    return redis_from_env() or start_redis(base_dir)
+
+
+# --------------------------------------------------------------------------
+# pytest glue
+# --------------------------------------------------------------------------
+
+
+def missing_servers_allowed() -> bool:
+    """Skipping is allowed only with MONITOR_ALLOW_MISSING_SERVERS=1 outside CI."""
+    return (
+        os.environ.get("MONITOR_ALLOW_MISSING_SERVERS") == "1"
+        and os.environ.get("CI", "").strip().lower() != "true"
+    )
+
+
+def server_or_skip(factory: Callable[[], T]) -> T:
+    """Call ``factory()``; if a server binary is missing, skip or fail the test.
+
+    It skips only when ``MONITOR_ALLOW_MISSING_SERVERS=1`` and ``CI`` is not
+    ``true``; otherwise the test fails with the reason. Start-up errors other
+    than a missing binary (:class:`ServerStartError`) always propagate.
+    """
+    import pytest
+
+    try:
+        return factory()
+    except ServerUnavailable as exc:
+        if missing_servers_allowed():
+            pytest.skip(f"server unavailable: {exc.reason}")
+        pytest.fail(
+            f"server unavailable: {exc.reason}. Run scripts/install-test-deps, or set "
+            "MONITOR_ALLOW_MISSING_SERVERS=1 (outside CI) to skip these tests.",
+            pytrace=False,
+        )

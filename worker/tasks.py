@@ -1,0 +1,54 @@
+"""The user's monitoring task: a callable named by MONITOR_TASK (`package.module:function`).
+
+It is called as `task(user_id, context)` and its return value is ignored; raising marks the run
+failed (the error text is stored, truncated) and the schedule still moves on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from monitor_scheduler.exceptions import TaskImportError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    slot: datetime
+    trigger: str
+    attempt: int
+
+
+Task = Callable[[str, RunContext], object]
+
+
+def load_task(path: str) -> Task:
+    """Import `package.module:function`; raise TaskImportError with the path on failure."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        task = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise TaskImportError(f"MONITOR_TASK {path!r} cannot be imported: {exc}") from exc
+    if not callable(task):
+        raise TaskImportError(f"MONITOR_TASK {path!r} is not callable")
+    return task
+
+
+def demo_task(user_id: str, context: RunContext) -> None:
+    """The built-in default: pretends to check the user's monitors and logs one line."""
+    logger.info("demo task ran for user=%s slot=%s trigger=%s attempt=%s", user_id, context.slot, context.trigger, context.attempt)
+
+
+def noop_task(user_id: str, context: RunContext) -> None:
+    """Does nothing: for benchmarks and tests of the scheduling overhead."""
+
+
+def failing_task(user_id: str, context: RunContext) -> None:
+    """Always raises: for trying out how failures are recorded."""
+    raise RuntimeError(f"demo failure for {user_id}")
