@@ -403,6 +403,9 @@ class MariaDBServer(_MariaDBClientMixin, _ManagedProcess):
             return
         self._terminate(MARIADB_STOP_TIMEOUT)
         self._forget()
+
+    def _forget(self) -> None:
+        super()._forget()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
@@ -447,34 +450,40 @@ def start_mariadb(
 
     install_log = base_dir / "install-db.log"
     with open(install_log, "wb") as out:
-        result = subprocess.run(
-            [
-                install_db,
-                "--no-defaults",  # must be first: ignore /etc/mysql/*.cnf
-                f"--datadir={datadir}",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--skip-name-resolve",
-                *user_opts,
-                f"--tmpdir={tmpdir}",
-                *_MARIADB_COMMON_OPTS,
-            ],
-            cwd=str(base_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
+        try:
+            result = subprocess.run(
+                [
+                    install_db,
+                    "--no-defaults",  # must be first: ignore /etc/mysql/*.cnf
+                    f"--datadir={datadir}",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--skip-name-resolve",
+                    *user_opts,
+                    f"--tmpdir={tmpdir}",
+                    *_MARIADB_COMMON_OPTS,
+                ],
+                cwd=str(base_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise ServerStartError(
+                f"mariadb-install-db did not finish within {timeout:.0f} s; "
+                f"tail of {install_log}:\n{_tail(install_log)}"
+            ) from None
     if result.returncode != 0:
         raise ServerStartError(
             f"mariadb-install-db failed with exit code {result.returncode}; "
             f"tail of {install_log}:\n{_tail(install_log)}"
         )
 
-    socket_path, socket_dir = _short_socket_path(base_dir, "mariadb.sock")
     last_error: ServerStartError | None = None
     for attempt in range(1, _START_ATTEMPTS + 1):
         port = _free_port()
+        socket_path, socket_dir = _short_socket_path(base_dir, "mariadb.sock")
         log_path = base_dir / f"mariadb-{port}.err"
         argv = [
             mariadbd,
@@ -499,8 +508,6 @@ def start_mariadb(
             last_error = exc
             if _port_clash(server) and attempt < _START_ATTEMPTS:
                 continue
-            if socket_dir is not None:
-                shutil.rmtree(socket_dir, ignore_errors=True)
             raise
         server.version = server._fetch_version()
         server.startup_seconds = time.monotonic() - t0
@@ -530,7 +537,7 @@ def _wait_for_mariadb(server: MariaDBServer, timeout: float) -> None:
             conn = pymysql.connect(
                 host=server.host, port=server.port, user="root", password="", connect_timeout=2
             )
-        except pymysql.err.OperationalError as exc:
+        except (pymysql.err.MySQLError, OSError) as exc:
             last_exc = exc
             time.sleep(0.1)
             continue
@@ -750,9 +757,8 @@ def _wait_for_redis(server: RedisServer, timeout: float) -> None:
         try:
             if client.ping():
                 return
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            last_exc = exc
-        except redis.exceptions.BusyLoadingError as exc:
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # ConnectionError / TimeoutError until it listens, BusyLoadingError while loading
             last_exc = exc
         finally:
             client.close()

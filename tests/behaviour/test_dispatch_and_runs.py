@@ -1,0 +1,269 @@
+"""The scheduling behaviour, told as stories, run against SQLite and MariaDB alike.
+
+Given rows, when the dispatcher ticks at time T (a fixed clock: no sleeps), then exactly these
+users are claimed, run, recorded and rescheduled.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dispatcher.service import Dispatcher, Mode
+from monitor_scheduler import repository as repo
+from monitor_scheduler.exceptions import LeaseHeld, UnknownUser
+from monitor_scheduler.repository import RunStatus, Trigger
+from tests.conftest import T0, Backend
+from worker.runner import Runner
+
+
+def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):  # type: ignore[no-untyped-def]
+    cfg = backend.settings(**settings)
+    calls: list[str] = []
+
+    def default_task(user_id, context):  # type: ignore[no-untyped-def]
+        calls.append(user_id)
+
+    runner = Runner(backend.engine, cfg, backend.clock, task or default_task, worker_name="test")
+    kwargs = {"monotonic": monotonic} if monotonic else {}
+    return Dispatcher(backend.engine, cfg, backend.clock, runner=runner, **kwargs), runner, calls
+
+
+def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):  # type: ignore[no-untyped-def]
+    now = backend.clock.moment
+    with backend.engine.begin() as conn:
+        return repo.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE)
+
+
+def test_due_rows_are_claimed_oldest_first_and_leave_the_due_range(backend: Backend) -> None:
+    backend.add_schedules(3, due_at=T0 - timedelta(minutes=3), spread_ms=60_000, prefix="due")
+    backend.add_schedules(2, due_at=T0 + timedelta(seconds=1), prefix="future")
+
+    claimed = claim(backend)
+
+    assert [c.user_id for c in claimed] == ["due-000000", "due-000001", "due-000002"]
+    assert [c.slot for c in claimed] == [T0 - timedelta(minutes=3), T0 - timedelta(minutes=2), T0 - timedelta(minutes=1)]
+    assert all(c.attempt == 1 for c in claimed)
+    row = backend.schedule("due-000000")
+    assert row.locked_by == "tok-A"
+    assert row.locked_until == T0 + timedelta(minutes=15)
+    assert row.next_run_at == row.locked_until, "the claim moves the row out of the due range"
+    assert row.run_slot == T0 - timedelta(minutes=3)
+    assert claim(backend, token="tok-B") == [], "a claimed row is not due again while its lease lives"
+
+
+def test_disabled_rows_are_never_claimed(backend: Backend) -> None:
+    backend.add_schedules(2, due_at=T0 - timedelta(minutes=1), enabled=False)
+    assert claim(backend) == []
+
+
+def test_batch_size_caps_users_per_pass(backend: Backend) -> None:
+    backend.add_schedules(50)
+    dispatcher, _, calls = make_dispatcher(backend, DISPATCH_BATCH_SIZE=20)
+
+    first = dispatcher.tick(Mode.SYNC)
+    second = dispatcher.tick(Mode.SYNC)
+
+    assert (first.claimed, first.ran, second.claimed) == (20, 20, 20)
+    assert len(set(calls)) == 40
+
+
+def test_expired_lease_is_claimed_again_and_the_lost_run_recorded(backend: Backend) -> None:
+    backend.add_schedules(1, due_at=T0 - timedelta(minutes=1))
+    [first] = claim(backend, token="dead-worker")
+    backend.clock.advance(minutes=14, seconds=59)
+    assert claim(backend, token="too-early") == [], "never while the lease lives"
+
+    backend.clock.advance(seconds=1)
+    [second] = claim(backend, token="rescuer")
+
+    assert (second.slot, second.attempt) == (first.slot, 2), "the lost slot is retried, not skipped"
+    [lost] = backend.runs("user-000000")
+    assert (lost.status, lost.lease_token, lost.attempt) == ("lost", "dead-worker", 1)
+    row = backend.schedule("user-000000")
+    assert (row.locked_by, row.last_status) == ("rescuer", "lost")
+
+
+def test_a_sync_pass_runs_records_and_reschedules_at_a_fixed_rate(backend: Backend) -> None:
+    backend.add_schedules(2, due_at=T0 - timedelta(seconds=30), interval=5)
+    dispatcher, _, calls = make_dispatcher(backend)
+
+    summary = dispatcher.tick(Mode.SYNC)
+
+    assert (summary.claimed, summary.ran, summary.succeeded, summary.released) == (2, 2, 2, 0)
+    assert sorted(calls) == ["user-000000", "user-000001"]
+    row = backend.schedule("user-000000")
+    assert row.next_run_at == T0 - timedelta(seconds=30) + timedelta(minutes=5), "next = slot + interval"
+    assert (row.last_status, row.locked_by, row.locked_until, row.last_run_at) == ("succeeded", None, None, T0)
+    [run] = backend.runs("user-000000")
+    assert (run.trigger, run.status, run.attempt, run.skipped_slots) == ("sync", "succeeded", 1, 0)
+
+
+def test_slots_already_past_are_skipped_and_counted(backend: Backend) -> None:
+    backend.add_schedules(1, due_at=T0 - timedelta(minutes=12), interval=5)
+    dispatcher, _, calls = make_dispatcher(backend)
+
+    dispatcher.tick(Mode.SYNC)
+
+    assert calls == ["user-000000"], "one run, no burst of catch-up runs"
+    assert backend.schedule("user-000000").next_run_at == T0 + timedelta(minutes=3)
+    assert backend.runs("user-000000")[0].skipped_slots == 2
+
+
+def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) -> None:
+    backend.add_schedules(1, interval=10)
+
+    def explode(user_id, context):  # type: ignore[no-untyped-def]
+        raise ValueError("x" * 5000)
+
+    dispatcher, _, _ = make_dispatcher(backend, task=explode)
+    summary = dispatcher.tick(Mode.SYNC)
+
+    assert (summary.ran, summary.failed) == (1, 1)
+    row = backend.schedule("user-000000")
+    assert row.last_status == "failed"
+    assert row.last_error.startswith("ValueError: xxx") and len(row.last_error) <= repo.ERROR_TEXT_LIMIT
+    assert row.next_run_at == T0 + timedelta(minutes=10)
+    assert row.locked_by is None
+
+
+def test_a_stale_worker_cannot_overwrite_the_newer_run(backend: Backend) -> None:
+    backend.add_schedules(1, interval=5)
+    cfg = backend.settings()
+    [old] = claim(backend, token="old-worker")
+    backend.clock.advance(minutes=16)  # the old worker hangs past its lease
+    [new] = claim(backend, token="new-worker")
+    Runner(backend.engine, cfg, backend.clock, lambda u, c: None).execute(new)
+    newer = backend.schedule("user-000000")
+
+    def late_failure(user_id, context):  # type: ignore[no-untyped-def]
+        raise RuntimeError("late result")
+
+    result = Runner(backend.engine, cfg, backend.clock, late_failure).execute(old)
+
+    assert result.status is RunStatus.SKIPPED, "the old job finds its lease gone before running the task"
+    assert backend.schedule("user-000000") == newer
+
+
+def test_a_result_written_after_the_lease_was_taken_over_is_refused(backend: Backend) -> None:
+    backend.add_schedules(1, interval=5)
+    cfg = backend.settings()
+    [old] = claim(backend, token="old-worker")
+    state = {}
+
+    def slow_task(user_id, context):  # type: ignore[no-untyped-def]
+        # While this run is "hanging", its lease expires and another dispatcher takes over and
+        # finishes a newer run.
+        backend.clock.advance(minutes=16)
+        [new] = claim(backend, token="new-worker")
+        Runner(backend.engine, cfg, backend.clock, lambda u, c: None).execute(new)
+        state["newer"] = backend.schedule("user-000000")
+        raise RuntimeError("old result")
+
+    result = Runner(backend.engine, cfg, backend.clock, slow_task).execute(old)
+
+    assert (result.status, result.applied) == (RunStatus.STALE, False)
+    assert backend.schedule("user-000000") == state["newer"], "the newer run's result stands"
+    statuses = [(r.lease_token, r.status) for r in backend.runs("user-000000")]
+    assert statuses == [("old-worker", "lost"), ("new-worker", "succeeded"), ("old-worker", "stale")]
+
+
+def test_released_leases_are_due_at_once_with_a_new_attempt(backend: Backend) -> None:
+    backend.add_schedules(1, due_at=T0 - timedelta(minutes=1))
+    [first] = claim(backend, token="t1")
+    with backend.engine.begin() as conn:
+        assert repo.release_leases(conn, user_ids=["user-000000"], token="someone-else") == 0, "fenced"
+        assert repo.release_leases(conn, user_ids=["user-000000"], token="t1") == 1
+
+    row = backend.schedule("user-000000")
+    assert (row.locked_by, row.next_run_at) == (None, T0 - timedelta(minutes=1))
+    [again] = claim(backend, token="t2")
+    assert (again.slot, again.attempt) == (first.slot, 2), "a new job id: the released run is never enqueued twice"
+
+
+def test_sync_mode_stops_at_its_time_budget_and_releases_the_rest(backend: Backend) -> None:
+    backend.add_schedules(10)
+    fake_time = [0.0]
+
+    def slow_task(user_id, context):  # type: ignore[no-untyped-def]
+        fake_time[0] += 1.0  # each run "takes" one second
+
+    dispatcher, _, _ = make_dispatcher(backend, task=slow_task, monotonic=lambda: fake_time[0], SYNC_TIME_BUDGET=3.5)
+    summary = dispatcher.tick(Mode.SYNC)
+
+    assert (summary.ran, summary.released, summary.budget_exhausted) == (4, 6, True)
+    with backend.engine.connect() as conn:
+        assert repo.count_due(conn, now=backend.clock.moment) == 6, "unrun rows are due again at once"
+
+
+def test_direct_mode_runs_one_user_now_and_restarts_its_cadence(backend: Backend) -> None:
+    backend.add_schedules(1, due_at=T0 + timedelta(hours=3), interval=60)
+    dispatcher, _, calls = make_dispatcher(backend)
+
+    summary = dispatcher.run_user_now("user-000000", Mode.SYNC)
+
+    assert (summary.ran, calls) == (1, ["user-000000"])
+    assert backend.schedule("user-000000").next_run_at == T0 + timedelta(minutes=60)
+    assert backend.runs("user-000000")[0].trigger == "manual"
+
+
+def test_direct_mode_refuses_unknown_users_and_running_ones(backend: Backend) -> None:
+    backend.add_schedules(1)
+    dispatcher, _, calls = make_dispatcher(backend)
+    with pytest.raises(UnknownUser):
+        dispatcher.run_user_now("nobody", Mode.SYNC)
+    claim(backend, token="running")
+    with pytest.raises(LeaseHeld):
+        dispatcher.run_user_now("user-000000", Mode.SYNC)
+    assert calls == []
+    assert backend.schedule("user-000000").locked_by == "running"
+
+
+def test_unlock_expired_releases_and_records_lost_runs(backend: Backend) -> None:
+    backend.add_schedules(2)
+    claim(backend, limit=1, token="dead")
+    with backend.engine.begin() as conn:
+        assert repo.unlock_expired(conn, now=backend.clock.moment) == [], "live leases are left alone"
+    backend.clock.advance(minutes=20)
+    with backend.engine.begin() as conn:
+        assert repo.unlock_expired(conn, now=backend.clock.moment) == ["user-000000"]
+    row = backend.schedule("user-000000")
+    assert (row.locked_by, row.next_run_at, row.last_status) == (None, T0, "lost")
+    assert [r.status for r in backend.runs("user-000000")] == ["lost"]
+
+
+def test_prune_deletes_only_history_older_than_the_cutoff(backend: Backend) -> None:
+    backend.add_schedules(1)
+    dispatcher, _, _ = make_dispatcher(backend)
+    dispatcher.tick(Mode.SYNC)
+    backend.clock.advance(days=40)
+    dispatcher.run_user_now("user-000000", Mode.SYNC)
+    with backend.engine.begin() as conn:
+        assert repo.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30), batch=1) == 1
+        assert repo.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30)) == 0
+    assert [r.trigger for r in backend.runs()] == ["manual"]
+
+
+def test_the_heartbeat_keeps_the_lease_of_a_long_run(backend: Backend) -> None:
+    import time
+
+    backend.add_schedules(1)
+    cfg = backend.settings(DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=2)
+    [run] = claim(backend)
+    seen = []
+
+    def long_task(user_id, context):  # type: ignore[no-untyped-def]
+        backend.clock.advance(seconds=10)  # far past the 3 s lease
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            until = backend.schedule(user_id).locked_until
+            if until == backend.clock.moment + timedelta(seconds=3):
+                seen.append(until)
+                return
+            time.sleep(0.05)
+
+    result = Runner(backend.engine, cfg, backend.clock, long_task).execute(run)
+
+    assert seen, "the heartbeat renewed the lease from the current time while the task ran"
+    assert result.status is RunStatus.SUCCEEDED

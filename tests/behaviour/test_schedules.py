@@ -1,0 +1,73 @@
+"""Creating and editing schedules: how enabling, disabling and interval changes move nextRunAt."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from dispatcher.service import Dispatcher, Mode
+from monitor_scheduler.exceptions import InvalidInput, UnknownUser
+from monitor_scheduler.schedules import get_schedule, set_schedule
+from tests.conftest import T0, Backend
+from worker.runner import Runner
+
+
+def change(backend: Backend, user_id: str = "alice", **kwargs):  # type: ignore[no-untyped-def]
+    return set_schedule(backend.engine, backend.clock, user_id=user_id, default_interval=5, **kwargs)
+
+
+def run_once(backend: Backend) -> None:
+    cfg = backend.settings()
+    Dispatcher(backend.engine, cfg, backend.clock, runner=Runner(backend.engine, cfg, backend.clock, lambda u, c: None)).tick(Mode.SYNC)
+
+
+def test_a_new_schedule_is_due_at_once_with_the_default_interval(backend: Backend) -> None:
+    created = change(backend)
+    assert created.created
+    assert (created.schedule.enabled, created.schedule.interval_minutes, created.schedule.next_run_at) == (True, 5, T0)
+
+
+@pytest.mark.parametrize("bad", [0, 1441, "ten", "2.5"])
+def test_a_bad_interval_writes_nothing(backend: Backend, bad) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput, match="between 1 and 1440"):
+        change(backend, interval=bad)
+    with pytest.raises(UnknownUser):
+        get_schedule(backend.engine, "alice")
+    change(backend, interval=30)
+    with pytest.raises(InvalidInput):
+        change(backend, interval=bad)
+    assert backend.schedule("alice").interval_minutes == 30
+
+
+def test_changing_the_interval_continues_from_the_last_slot(backend: Backend) -> None:
+    change(backend, interval=60)
+    run_once(backend)  # ran at slot T0; next T0+60m
+    backend.clock.advance(minutes=10)
+    assert change(backend, interval=30).schedule.next_run_at == T0 + timedelta(minutes=30)
+    assert change(backend, interval=5).schedule.next_run_at == backend.clock.moment, "never in the past"
+
+
+def test_disabling_keeps_next_run_and_enabling_recomputes_it(backend: Backend) -> None:
+    change(backend, interval=15)
+    run_once(backend)
+    disabled = change(backend, enabled=False).schedule
+    assert (disabled.enabled, disabled.next_run_at) == (False, T0 + timedelta(minutes=15))
+    backend.clock.advance(hours=2)
+    enabled = change(backend, enabled=True).schedule
+    assert (enabled.enabled, enabled.next_run_at) == (True, backend.clock.moment)
+
+
+def test_a_running_schedule_keeps_its_lease_and_the_run_uses_the_new_interval(backend: Backend) -> None:
+    change(backend, interval=5)
+    cfg = backend.settings()
+    seen = {}
+
+    def task(user_id, context):  # type: ignore[no-untyped-def]
+        seen["during"] = change(backend, interval=20).schedule
+
+    Dispatcher(backend.engine, cfg, backend.clock, runner=Runner(backend.engine, cfg, backend.clock, task)).tick(Mode.SYNC)
+
+    assert seen["during"].locked_by is not None
+    assert seen["during"].next_run_at == seen["during"].locked_until, "the lease still owns nextRunAt"
+    assert backend.schedule("alice").next_run_at == T0 + timedelta(minutes=20)

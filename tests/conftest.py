@@ -1,0 +1,162 @@
+"""Shared fixtures.
+
+Real servers only: a throwaway MariaDB and Redis are started once per test session on free
+loopback ports (tests/servers.py), or taken from TEST_MYSQL_URL / TEST_REDIS_URL. A missing
+server fails the run, unless MONITOR_ALLOW_MISSING_SERVERS=1 outside CI (then it skips).
+
+`backend` runs a test once on SQLite and once on MariaDB: the behaviour suite is one suite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from sqlalchemy import Engine
+
+from monitor_scheduler import repository as repo
+from monitor_scheduler.clock import FixedClock
+from monitor_scheduler.db import create_db_engine
+from monitor_scheduler.settings import Settings, load_settings
+from schema.migrate import upgrade
+from tests import servers
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 1, 5, 12, 0, 0)
+_db_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    server = servers.server_or_skip(lambda: servers.mariadb_from_env() or servers.start_mariadb(tmp_path_factory.mktemp("mariadb")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    server = servers.server_or_skip(lambda: servers.redis_from_env() or servers.start_redis(tmp_path_factory.mktemp("redis")))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A flushed Redis database for one test."""
+    conn = Redis.from_url(redis_server.url)
+    conn.flushdb()
+    yield redis_server.url
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[Redis]:
+    conn = Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def mysql_url(mariadb) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh, migrated MariaDB database for one test."""
+    name = f"t{os.getpid()}_{next(_db_names)}"
+    url = mariadb.create_database(name)
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    mariadb.drop_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'monitor.db'}"
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@dataclass
+class Backend:
+    """A migrated database, a fixed clock at T0 and settings pointing at them."""
+
+    name: str
+    url: str
+    engine: Engine
+    clock: FixedClock
+    overrides: dict = field(default_factory=dict)  # type: ignore[type-arg]
+
+    def settings(self, **overrides: object) -> Settings:
+        values = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task"}
+        values.update(self.overrides)
+        values.update(overrides)
+        return load_settings(env_file=None, **values)
+
+    def add_schedules(self, count: int, *, due_at: datetime | None = None, interval: int = 5, prefix: str = "user", spread_ms: int = 0, enabled: bool = True) -> list[str]:
+        """Insert `count` schedules due at `due_at` (default: the clock's now), optionally spread."""
+        due_at = due_at or self.clock.moment
+        ids = [f"{prefix}-{i:06d}" for i in range(count)]
+        rows = [
+            {
+                "userId": uid, "enabled": enabled, "intervalMinutes": interval,
+                "nextRunAt": due_at + timedelta(milliseconds=i * spread_ms), "attempt": 0,
+                "createdAt": due_at, "updatedAt": due_at,
+            }
+            for i, uid in enumerate(ids)
+        ]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                repo.insert_schedules(conn, rows[start : start + 5000])
+        return ids
+
+    def schedule(self, user_id: str) -> repo.Schedule:
+        with self.engine.connect() as conn:
+            found = repo.get_schedule(conn, user_id)
+        assert found is not None, f"no schedule for {user_id}"
+        return found
+
+    def runs(self, user_id: str | None = None) -> list[repo.RunRecord]:
+        with self.engine.connect() as conn:
+            return list(reversed(repo.recent_runs(conn, user_id=user_id, limit=100_000)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "mysql_url")
+    engine = create_db_engine(url)
+    yield Backend(request.param, url, engine, FixedClock(T0))
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_backend(sqlite_url: str) -> Iterator[Backend]:
+    engine = create_db_engine(sqlite_url)
+    yield Backend("sqlite", sqlite_url, engine, FixedClock(T0))
+    engine.dispose()
+
+
+@pytest.fixture
+def mysql_backend(mysql_url: str) -> Iterator[Backend]:
+    engine = create_db_engine(mysql_url)
+    yield Backend("mysql", mysql_url, engine, FixedClock(T0))
+    engine.dispose()
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    """Environment for running the CLI as a subprocess: this interpreter's, plus `values`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK"))}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(values)
+    return env
+
+
+PYTHON = sys.executable

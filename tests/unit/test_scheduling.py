@@ -1,0 +1,79 @@
+"""Fixed-rate rescheduling and input validation: properties, not examples."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monitor_scheduler.scheduling import (
+    next_fixed_rate_slot,
+    rescheduled_after_change,
+    validate_interval,
+    validate_user_id,
+)
+
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
+    lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)
+)
+intervals = st.integers(min_value=1, max_value=1440)
+lateness = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30))
+
+
+@given(slot=moments, interval=intervals, late=lateness)
+def test_next_slot_is_on_the_grid_in_the_future_and_the_first_such(slot, interval, late) -> None:  # type: ignore[no-untyped-def]
+    now = slot + late
+    step = timedelta(minutes=interval)
+    nxt = next_fixed_rate_slot(slot, interval, now)
+
+    assert nxt.at > now, "never schedules into the past"
+    assert (nxt.at - slot) % step == timedelta(0), "stays on the slot grid (fixed rate, no drift)"
+    assert nxt.at - step <= now, "the first grid slot after now: no slot is skipped needlessly"
+    assert nxt.skipped == (nxt.at - slot) // step - 1, "every grid slot between is counted as skipped"
+
+
+@given(slot=moments, interval=intervals, run_time=st.timedeltas(min_value=timedelta(0), max_value=timedelta(minutes=1)))
+def test_a_run_that_ends_before_its_next_slot_skips_nothing(slot, interval, run_time) -> None:  # type: ignore[no-untyped-def]
+    if run_time >= timedelta(minutes=interval):
+        return
+    nxt = next_fixed_rate_slot(slot, interval, slot + run_time)
+    assert (nxt.at, nxt.skipped) == (slot + timedelta(minutes=interval), 0)
+
+
+@given(slot=moments, old=intervals, new=intervals, late=lateness)
+def test_an_interval_change_applies_from_the_slot_that_ran(slot, old, new, late) -> None:  # type: ignore[no-untyped-def]
+    now = slot + late
+    nxt = next_fixed_rate_slot(slot, new, now)
+    assert (nxt.at - slot) % timedelta(minutes=new) == timedelta(0)
+    after_change = rescheduled_after_change(now, slot, new)
+    assert after_change >= now
+    assert after_change == max(now, slot + timedelta(minutes=new))
+
+
+def test_a_schedule_that_never_ran_is_due_now_after_a_change() -> None:
+    now = datetime(2026, 1, 1, 12)
+    assert rescheduled_after_change(now, None, 30) == now
+
+
+@pytest.mark.parametrize("good,expected", [(1, 1), (1440, 1440), ("15", 15), (" 7 ", 7)])
+def test_valid_intervals(good, expected) -> None:  # type: ignore[no-untyped-def]
+    assert validate_interval(good) == expected
+
+
+@pytest.mark.parametrize("bad", [0, 1441, -5, "abc", "1.5", 2.5, "", None, True, "1e3"])
+def test_invalid_intervals_name_the_limits(bad) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="between 1 and 1440"):
+        validate_interval(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 65, "tab\there", "nul\x00"])
+def test_invalid_user_ids(bad) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError):
+        validate_user_id(bad)
+
+
+def test_user_ids_may_be_any_text_up_to_64_characters() -> None:
+    for uid in ["a", "ü" * 64, "user@example.com", "a b/c?d=e", "日本語"]:
+        assert validate_user_id(uid) == uid

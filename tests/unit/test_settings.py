@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from monitor_scheduler.exceptions import ConfigurationError
+from monitor_scheduler.settings import load_settings
+
+
+def test_defaults_are_the_embedded_default() -> None:
+    s = load_settings(env_file=None)
+    assert s.DATABASE_URL == "sqlite:///monitor-scheduler.db"
+    assert s.REDIS_URL is None and not s.queue_mode_available
+    assert (s.DISPATCH_LOCK_TTL, s.DEFAULT_INTERVAL_MINUTES, s.WORKER_CONCURRENCY) == (900_000, 5, 2)
+    assert s.QUEUE_NAME == "monitor-user-tasks"
+    assert s.DISPATCH_BATCH_SIZE >= 100_000, "one pass dispatches 100k due users"
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@db:3306/app", "mysql+pymysql://u:p@db:3306/app"])
+def test_both_mysql_url_spellings_work(url: str) -> None:
+    assert load_settings(env_file=None, DATABASE_URL=url).DATABASE_URL == "mysql+pymysql://u:p@db:3306/app"
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("DISPATCH_BATCH_SIZE", "abc"),
+        ("DISPATCH_BATCH_SIZE", "0"),
+        ("DISPATCH_LOCK_TTL", "10"),
+        ("DEFAULT_INTERVAL_MINUTES", "1441"),
+        ("WORKER_CONCURRENCY", "-1"),
+        ("DATABASE_URL", "postgres://x"),
+        ("REDIS_URL", "http://x"),
+        ("MONITOR_TASK", "no_colon"),
+        ("JOB_TIMEOUT", "0"),
+    ],
+)
+def test_a_bad_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings(env_file=None)
+
+
+def test_settings_come_from_a_dotenv_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = tmp_path / ".env"
+    env.write_text("DISPATCH_BATCH_SIZE=20\nREDIS_URL=redis://127.0.0.1:6379/0\n")
+    s = load_settings(env_file=env)
+    assert (s.DISPATCH_BATCH_SIZE, s.queue_mode_available) == (20, True)
+
+
+def test_env_example_lists_every_setting() -> None:
+    from pathlib import Path
+
+    from monitor_scheduler.settings import Settings
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"{name}=" in example, f".env.example does not list {name}"
