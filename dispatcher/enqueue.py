@@ -48,23 +48,16 @@ class RqEnqueuer:
         self.queue = Queue(queue_name, connection=connection, default_timeout=job_timeout)
         self.job_timeout = job_timeout
 
-    def check(self) -> None:
-        """Fail fast, before anything is claimed, when Redis cannot be reached."""
-        try:
-            self.connection.ping()
-        except RedisError as exc:
-            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
-
     def depth(self) -> int:
+        """Jobs waiting in the queue; also the fail-fast check that Redis answers."""
         try:
             return self.queue.count
         except RedisError as exc:
             raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
 
     def enqueue(self, claimed: Sequence[ClaimedRun]) -> int:
-        """Enqueue every run in one MULTI/EXEC pipeline: all of the batch lands, or none of it."""
-        if not claimed:
-            return 0
+        """Enqueue every run in one MULTI/EXEC pipeline (all of the batch lands, or none of it);
+        returns the queue's depth afterwards, read in the same round trip, for back-pressure."""
         datas = [
             Queue.prepare_data(
                 JOB_FUNCTION,
@@ -78,7 +71,8 @@ class RqEnqueuer:
         try:
             with self.connection.pipeline() as pipe:
                 self.queue.enqueue_many(datas, pipeline=pipe)
-                pipe.execute()
+                pipe.llen(self.queue.key)
+                depth = pipe.execute()[-1]
         except RedisError as exc:
             raise QueueUnavailable(f"Redis failed while enqueueing: {exc}") from exc
-        return len(datas)
+        return int(depth)

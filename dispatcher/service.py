@@ -124,15 +124,18 @@ class Dispatcher:
 
     def _queue_pass(self, now: datetime, summary: DispatchSummary) -> None:
         enqueuer = self._require_enqueuer()
-        enqueuer.check()
+        depth = enqueuer.depth()  # before anything is claimed: fails fast when Redis is down
         remaining = self.settings.DISPATCH_BATCH_SIZE
         lease_until = repo.lease_until(now, self.settings.DISPATCH_LOCK_TTL)
         while remaining > 0:
-            if enqueuer.depth() >= self.settings.QUEUE_MAX_DEPTH:
+            if depth >= self.settings.QUEUE_MAX_DEPTH:
                 summary.backpressure = True
                 with self.engine.connect() as conn:
                     summary.skipped_backpressure = min(remaining, repo.count_due(conn, now=now))
-                logger.warning("queue holds %s jobs or more: not enqueueing (backpressure)", self.settings.QUEUE_MAX_DEPTH)
+                logger.warning(
+                    "queue holds %s jobs (QUEUE_MAX_DEPTH=%s): not enqueueing, %s due users wait",
+                    depth, self.settings.QUEUE_MAX_DEPTH, summary.skipped_backpressure,
+                )
                 return
             limit = min(self.settings.DISPATCH_CHUNK_SIZE, remaining)
             claimed = self._claim(now, limit, lease_until, Trigger.SCHEDULE)
@@ -141,13 +144,14 @@ class Dispatcher:
             summary.claimed += len(claimed)
             summary.batches.append(len(claimed))
             try:
-                summary.enqueued += enqueuer.enqueue(claimed)
+                depth = enqueuer.enqueue(claimed)
             except QueueUnavailable as exc:
                 summary.released += self._release(claimed)
                 summary.error = str(exc)
                 logger.error("enqueue failed, released %s leases: %s", len(claimed), exc)
                 exc.summary = summary  # type: ignore[attr-defined]
                 raise
+            summary.enqueued += len(claimed)
             remaining -= len(claimed)
             if len(claimed) < limit:
                 return
@@ -193,7 +197,7 @@ class Dispatcher:
         """Direct mode: run `user_id` now whatever its nextRunAt, never beside a live run of it."""
         started = time.perf_counter()
         if mode is Mode.QUEUE:
-            self._require_enqueuer().check()
+            self._require_enqueuer().depth()  # fail fast, before the lease is taken
         token = new_lease_token()
         with self.engine.begin() as conn:
             now = now or self.clock.now(conn)
@@ -211,7 +215,8 @@ class Dispatcher:
         try:
             if mode is Mode.QUEUE:
                 try:
-                    summary.enqueued = self._require_enqueuer().enqueue([claimed])
+                    self._require_enqueuer().enqueue([claimed])
+                    summary.enqueued = 1
                 except QueueUnavailable as exc:
                     summary.released = self._release([claimed])
                     summary.error = str(exc)

@@ -1,0 +1,230 @@
+"""Concurrency claims, proved by racing real processes against real MariaDB and Redis.
+
+- several dispatchers over the same due users: each user enqueued exactly once;
+- a worker killed with SIGKILL mid-job: the user runs again after the lease expires, never while
+  the worker lives (its heartbeat keeps the lease past the TTL);
+- a stale worker (frozen with SIGSTOP past its lease) finishing after a takeover: its write is
+  refused and the newer run's result stands;
+- Redis killed during a pass: leases of what was not enqueued are released, exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+
+from monitor_scheduler import repository as repo
+from monitor_scheduler.app import App
+from monitor_scheduler.settings import load_settings
+from dispatcher.service import Mode
+from tests import servers
+from tests.conftest import PYTHON, Backend, cli_env
+from tests.tasks import release_marker, started_marker
+
+pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
+
+QUEUE = "monitor-user-tasks"
+
+
+def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def queued_users(redis_conn: Redis) -> list[str]:
+    queue = Queue(QUEUE, connection=redis_conn)
+    return [job.args[0] for job in queue.get_jobs()]
+
+
+def real_now(backend: Backend):  # type: ignore[no-untyped-def]
+    from monitor_scheduler.clock import DatabaseClock
+
+    with backend.engine.connect() as conn:
+        return DatabaseClock().now(conn)
+
+
+@pytest.fixture
+def mysql_now_backend(mysql_backend: Backend) -> Backend:
+    """MariaDB whose schedules are due by the database's real clock (processes use NOW())."""
+    mysql_backend.clock.moment = real_now(mysql_backend)
+    return mysql_backend
+
+
+@pytest.mark.parametrize("dispatchers", [3])
+def test_racing_dispatchers_enqueue_each_user_exactly_once(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, dispatchers: int) -> None:
+    users = mysql_now_backend.add_schedules(5000)
+    env = cli_env(DATABASE_URL=mysql_now_backend.url, REDIS_URL=redis_url, DISPATCH_CHUNK_SIZE="50")
+
+    procs = [cli("dispatch", "--mode", "queue", "--json", env=env) for _ in range(dispatchers)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0] * dispatchers, outputs
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert sum(s["claimed"] for s in summaries) == 5000
+    assert sum(1 for s in summaries if s["claimed"] > 0) >= 2, f"the dispatchers did not overlap: {summaries}"
+    enqueued = Counter(queued_users(redis_conn))
+    assert len(enqueued) == 5000 and set(enqueued) == set(users)
+    assert max(enqueued.values()) == 1, "a user was enqueued twice"
+
+
+def test_racing_dispatchers_on_sqlite_enqueue_each_user_exactly_once(sqlite_backend: Backend, redis_url: str, redis_conn: Redis) -> None:
+    from monitor_scheduler.clock import ProcessClock
+
+    with sqlite_backend.engine.connect() as conn:
+        sqlite_backend.clock.moment = ProcessClock().now(conn)
+    users = sqlite_backend.add_schedules(2000)
+    env = cli_env(DATABASE_URL=sqlite_backend.url, REDIS_URL=redis_url, DISPATCH_CHUNK_SIZE="50")
+
+    procs = [cli("dispatch", "--mode", "queue", "--json", env=env) for _ in range(3)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    enqueued = Counter(queued_users(redis_conn))
+    assert set(enqueued) == set(users) and max(enqueued.values()) == 1
+
+
+def worker_env(backend: Backend, redis_url: str, test_dir: Path, task: str, **extra: str) -> dict[str, str]:
+    return cli_env(
+        DATABASE_URL=backend.url, REDIS_URL=redis_url, MONITOR_TASK=task, MONITOR_TEST_DIR=str(test_dir),
+        DISPATCH_LOCK_TTL="3000", JOB_TIMEOUT="60", **extra,
+    )
+
+
+def dispatch_once(backend: Backend, redis_url: str, **overrides: str):  # type: ignore[no-untyped-def]
+    settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
+    app = App.from_settings(settings)
+    try:
+        return app.dispatcher(Mode.QUEUE).tick(Mode.QUEUE)
+    finally:
+        app.close()
+
+
+def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = mysql_now_backend.add_schedules(1, interval=1)
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task")
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
+    worker = cli("worker", "--concurrency", "1", env=env, start_new_session=True)
+    try:
+        wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
+        # The lease is 3 s; the job has run longer than that, and no pass may claim it while the
+        # worker lives (its heartbeat renews the lease).
+        live_until = time.monotonic() + 4.5
+        while time.monotonic() < live_until:
+            assert dispatch_once(mysql_now_backend, redis_url).claimed == 0, "claimed while the worker lives"
+            time.sleep(0.5)
+        os.killpg(worker.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.communicate(timeout=10)
+
+    summary = wait_for(lambda: (s := dispatch_once(mysql_now_backend, redis_url)).claimed and s, 15, "the user to be claimed again", 0.2)
+    assert summary.claimed == 1
+    assert time.monotonic() - killed_at > 1.0, "claimed again before the dead worker's lease could have expired"
+    [lost] = mysql_now_backend.runs(user)
+    assert lost.status == "lost" and lost.attempt == 1
+    row = mysql_now_backend.schedule(user)
+    assert row.attempt == 2 and row.run_slot == lost.slot, "the lost slot is retried"
+
+
+def test_a_frozen_worker_cannot_overwrite_the_run_that_replaced_it(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = mysql_now_backend.add_schedules(1, interval=5)
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
+    stale = cli("worker", "--concurrency", "1", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task"), start_new_session=True)
+    try:
+        wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
+        os.killpg(stale.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM: the heartbeat stops too
+        wait_for(lambda: dispatch_once(mysql_now_backend, redis_url).claimed, 15, "the takeover", 0.2)
+        fresh = cli("worker", "--concurrency", "1", "--burst", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
+        assert fresh.wait(timeout=60) == 0
+        newer = mysql_now_backend.schedule(user)
+        assert (newer.last_status, newer.locked_by) == ("succeeded", None)
+
+        release_marker(tmp_path, user).write_text("go")
+        os.killpg(stale.pid, signal.SIGCONT)
+        wait_for(lambda: any(r.status == "stale" for r in mysql_now_backend.runs(user)), 30, "the stale result to be refused")
+    finally:
+        os.killpg(stale.pid, signal.SIGKILL)
+        stale.communicate(timeout=10)
+
+    assert mysql_now_backend.schedule(user) == newer, "the newer run's result stands"
+    assert [r.status for r in mysql_now_backend.runs(user)] == ["lost", "succeeded", "stale"]
+
+
+def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: Backend, tmp_path: Path) -> None:
+    redis_server = servers.start_redis(tmp_path / "redis")
+    try:
+        mysql_now_backend.add_schedules(20_000)
+        env = cli_env(DATABASE_URL=mysql_now_backend.url, REDIS_URL=redis_server.url, DISPATCH_CHUNK_SIZE="100")
+        dispatcher = cli("dispatch", "--mode", "queue", "--json", env=env)
+        probe = Redis.from_url(redis_server.url)
+        wait_for(lambda: probe.llen(f"rq:queue:{QUEUE}") > 0, 60, "the first batch", 0.005)
+        redis_server.kill()
+        out, err = dispatcher.communicate(timeout=120)
+    finally:
+        redis_server.stop()
+
+    assert dispatcher.returncode == 1, (out, err)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert "Redis" in err.strip().splitlines()[-1] and len(err.strip().splitlines()[-1]) < 400
+    assert summary["claimed"] == summary["enqueued"] + summary["released"]
+    assert 0 < summary["enqueued"] < 20_000
+    now = real_now(mysql_now_backend)
+    with mysql_now_backend.engine.connect() as conn:
+        due = repo.count_due(conn, now=now)
+        leased = len(repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.RUNNING, limit=100_000))
+    assert leased == summary["enqueued"], "only rows whose job reached Redis keep a lease"
+    assert due == 20_000 - summary["enqueued"], "everything else is due again at once"
+
+
+def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    users = mysql_now_backend.add_schedules(30, interval=7)
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 30
+    rq_cli = Path(PYTHON).with_name("rq")
+    rq_cmd = [str(rq_cli)] if rq_cli.exists() else [PYTHON, "-m", "rq.cli"]
+
+    info = subprocess.run([*rq_cmd, "info", "--url", redis_url, QUEUE], capture_output=True, text=True, timeout=60, env=cli_env())
+
+    assert info.returncode == 0, info.stderr
+    assert QUEUE in info.stdout and "30" in info.stdout, info.stdout
+
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task")
+    workers = cli("worker", "--concurrency", "2", "--burst", env=env)
+    assert workers.wait(timeout=120) == 0, workers.communicate()
+    ran = [line.split()[0] for line in (tmp_path / "runs.log").read_text().splitlines()]
+    assert sorted(ran) == sorted(users)
+    assert {mysql_now_backend.schedule(u).last_status for u in users} == {"succeeded"}
+    assert len({line.split()[3] for line in (tmp_path / "runs.log").read_text().splitlines()}) == 2, "two worker processes shared the work"
+
+
+def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = mysql_now_backend.add_schedules(1)
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="2")
+    worker = cli("worker", "--concurrency", "2", env=env)
+    wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
+
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=60)
+
+    row = mysql_now_backend.schedule(user)
+    assert (row.last_status, row.locked_by) == ("succeeded", None), "the job finished instead of being killed"

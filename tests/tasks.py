@@ -1,0 +1,53 @@
+"""Tasks used by integration tests through MONITOR_TASK (they run inside real worker processes).
+
+They coordinate with the test through files in MONITOR_TEST_DIR: `started-<user>` is written when
+a run starts, and a blocking task waits for `release-<user>` before it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from worker.tasks import RunContext
+
+
+def _dir() -> Path:
+    return Path(os.environ["MONITOR_TEST_DIR"])
+
+
+def _safe(user_id: str) -> str:
+    return user_id.encode().hex()
+
+
+def started_marker(directory: Path, user_id: str) -> Path:
+    return directory / f"started-{_safe(user_id)}"
+
+
+def release_marker(directory: Path, user_id: str) -> Path:
+    return directory / f"release-{_safe(user_id)}"
+
+
+def recording_task(user_id: str, context: RunContext) -> None:
+    """Appends `user_id slot attempt pid` to runs.log: the ground truth of what ran."""
+    with open(_dir() / "runs.log", "a") as log:
+        log.write(f"{user_id} {context.slot.isoformat()} {context.attempt} {os.getpid()}\n")
+
+
+def blocking_task(user_id: str, context: RunContext) -> None:
+    """Marks itself started, then waits (up to 60 s) for the test to release it."""
+    recording_task(user_id, context)
+    started_marker(_dir(), user_id).write_text(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not release_marker(_dir(), user_id).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("never released")
+        time.sleep(0.02)
+
+
+def sleeping_task(user_id: str, context: RunContext) -> None:
+    """Runs for MONITOR_TEST_SLEEP seconds (default 2) after marking itself started."""
+    recording_task(user_id, context)
+    started_marker(_dir(), user_id).write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "2")))
