@@ -99,6 +99,8 @@ def _print_summary(summary: DispatchSummary, as_json: bool) -> None:
 def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
     mode = Mode(args.mode) if args.mode else app.default_mode()
     dispatcher = app.dispatcher(mode)
+    if args.loop:
+        return _dispatch_loop(dispatcher, mode, args)
     try:
         if args.user is not None:
             summary = dispatcher.run_user_now(args.user, mode)
@@ -110,6 +112,24 @@ def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
             _print_summary(summary, args.json)
         raise
     _print_summary(summary, args.json)
+    return EXIT_OK
+
+
+def _dispatch_loop(dispatcher, mode: Mode, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    import signal
+
+    from dispatcher.loop import DispatchLoop, parse_duration
+
+    loop = DispatchLoop(lambda: _print_summary(dispatcher.tick(mode), args.json), parse_duration(args.every))
+
+    def request_stop(signum, _frame):  # type: ignore[no-untyped-def]
+        logger.info("signal %s: stopping after the current pass", signum)
+        loop.stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    logger.info("dispatcher loop: mode=%s every=%ss", mode.value, loop.every)
+    loop.run()
     return EXIT_OK
 
 
@@ -224,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=[m.value for m in Mode], help="default: queue when REDIS_URL is set, else sync")
     p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--loop", action="store_true", help="keep dispatching every --every until SIGTERM")
+    p.add_argument("--every", default="60s", help="loop period: 10s, 500ms, 1m (default 60s)")
     p.set_defaults(func=cmd_dispatch)
 
     p = sub.add_parser("worker", help="start RQ workers on the queue")

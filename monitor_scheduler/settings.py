@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor_scheduler.exceptions import ConfigurationError
@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     )
     HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    CRON_SECRET: SecretStr | None = Field(
+        default=None, description="Shared secret for POST /api/cron/one-click-start (header x-cron-secret). Unset: the endpoint answers 503."
+    )
+    SECRET_KEY: SecretStr | None = Field(
+        default=None, description="HMAC key for sign-in tokens and session cookies. Unset: the web refuses to start (unless --dev)."
+    )
+    WEB_BASE_URL: str = Field(default="http://127.0.0.1:10111", description="Public base URL of the web app, for sign-in links.")
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -81,6 +88,11 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value.strip()
+
+    @field_validator("CRON_SECRET", "SECRET_KEY", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     @field_validator("MONITOR_TASK")
     @classmethod
