@@ -58,7 +58,7 @@ class DispatchSummary:
     batches: list[int] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
-        parts = [f"dispatch mode={self.mode}", f"claimed={self.claimed}"]
+        parts = [f"dispatch at={self.now} mode={self.mode}", f"claimed={self.claimed}"]
         if self.mode == Mode.QUEUE:
             parts.append(f"enqueued={self.enqueued}")
         else:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitor_scheduler import repository as repo
 from monitor_scheduler import schedules as schedule_service
 from monitor_scheduler.app import App
-from monitor_scheduler.exceptions import MonitorSchedulerError
+from monitor_scheduler.exceptions import ConfigurationError, MonitorSchedulerError
 from monitor_scheduler.repository import Schedule, ScheduleFilter
 from monitor_scheduler.settings import Settings, load_settings
 from dispatcher.service import DispatchSummary, Mode
@@ -99,6 +99,8 @@ def _print_summary(summary: DispatchSummary, as_json: bool) -> None:
 def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
     mode = Mode(args.mode) if args.mode else app.default_mode()
     dispatcher = app.dispatcher(mode)
+    if args.via_http:
+        return _dispatch_via_http(app, args)
     if args.loop:
         return _dispatch_loop(dispatcher, mode, args)
     try:
@@ -112,6 +114,37 @@ def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
             _print_summary(summary, args.json)
         raise
     _print_summary(summary, args.json)
+    return EXIT_OK
+
+
+def _dispatch_via_http(app: App, args: argparse.Namespace) -> int:
+    """Ask a running web app to do the pass (cron on a host without database access)."""
+    import urllib.error
+    import urllib.request
+
+    secret = app.settings.CRON_SECRET
+    if secret is None:
+        raise ConfigurationError("invalid setting CRON_SECRET: required with --via-http")
+    body: dict[str, str] = {}
+    if args.user:
+        body["userId"] = args.user
+    if args.mode:
+        body["mode"] = args.mode
+    request = urllib.request.Request(
+        args.via_http.rstrip("/") + "/api/cron/one-click-start",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "x-cron-secret": secret.get_secret_value()},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            payload = response.read().decode()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise MonitorSchedulerError(f"{args.via_http} answered {exc.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        raise MonitorSchedulerError(f"{args.via_http} unreachable: {exc}") from None
+    print(payload.strip())
     return EXIT_OK
 
 
@@ -245,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--loop", action="store_true", help="keep dispatching every --every until SIGTERM")
+    p.add_argument("--via-http", metavar="URL", help="ask the web app at URL to dispatch (POST /api/cron/one-click-start)")
     p.add_argument("--every", default="60s", help="loop period: 10s, 500ms, 1m (default 60s)")
     p.set_defaults(func=cmd_dispatch)
 

@@ -1,0 +1,152 @@
+"""The schema on a real MariaDB: the claim's plan, the hand-applied DDL, UTC, CHECK."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from monitor_scheduler import repository as repo
+from monitor_scheduler.clock import DatabaseClock
+from monitor_scheduler.db import create_db_engine
+from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
+from schema.models import metadata
+from tests.conftest import T0, Backend
+
+
+def explain(backend: Backend, query) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    with backend.engine.connect() as conn:
+        compiled = query.compile(dialect=conn.dialect)
+        return [dict(row._mapping) for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params)]
+
+
+@pytest.mark.mysql
+def test_the_due_query_is_an_index_range_scan_without_filesort(mysql_backend: Backend) -> None:
+    mysql_backend.add_schedules(3000, due_at=T0 - timedelta(hours=1), spread_ms=1000)
+    mysql_backend.add_schedules(500, enabled=False, prefix="off")
+    with mysql_backend.engine.begin() as conn:
+        conn.execute(text("ANALYZE TABLE UserMonitorSchedule"))
+
+    [plan] = explain(mysql_backend, repo.due_rows_query(T0, 1000))
+
+    assert plan["key"] == "ix_UserMonitorSchedule_due", plan
+    assert plan["type"] == "range", plan
+    assert "filesort" not in (plan["Extra"] or ""), plan
+
+
+@pytest.mark.mysql
+def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Backend) -> None:
+    """SKIP LOCKED over the ordered index: while one claim's transaction is open, another claims
+    the next rows at once instead of waiting or getting nothing."""
+    mysql_backend.add_schedules(40, due_at=T0 - timedelta(minutes=1), spread_ms=10)
+    other = create_db_engine(mysql_backend.url)
+    lease = T0 + timedelta(minutes=15)
+    try:
+        with mysql_backend.engine.begin() as first_conn:
+            first = repo.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=lease, trigger=repo.Trigger.SCHEDULE)
+            with other.begin() as second_conn:
+                second_conn.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
+                second = repo.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=lease, trigger=repo.Trigger.SCHEDULE)
+    finally:
+        other.dispose()
+    assert len(first) == len(second) == 10
+    assert not {r.user_id for r in first} & {r.user_id for r in second}
+    assert [r.user_id for r in second] == [f"user-{i:06d}" for i in range(10, 20)], "the next oldest rows"
+
+
+def test_the_shipped_mysql_ddl_is_generated_from_the_migrations() -> None:
+    assert MYSQL_DDL_FILE.read_text() == render_mysql_ddl(), "run: monitor-scheduler schema-sql --write"
+
+
+def _columns_and_indexes(conn) -> tuple[list, list]:  # type: ignore[no-untyped-def,type-arg]
+    columns = conn.execute(
+        text(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        )
+    ).all()
+    indexes = conn.execute(
+        text(
+            "SELECT TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+        )
+    ).all()
+    return [tuple(c) for c in columns], [tuple(i) for i in indexes]
+
+
+@pytest.mark.mysql
+def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:  # type: ignore[no-untyped-def]
+    by_hand_url = mariadb.create_database("by_hand_ddl")
+    by_hand = create_db_engine(by_hand_url)
+    migrated = create_db_engine(mysql_url)
+    try:
+        # Exactly as the file's header tells operators to apply it: the real client, stdin.
+        client = shutil.which("mariadb") or shutil.which("mysql")
+        assert client, "the mariadb client comes with mariadb-server"
+        with MYSQL_DDL_FILE.open("rb") as ddl:
+            subprocess.run(
+                [client, "--protocol=TCP", "-h", "127.0.0.1", "-P", str(mariadb.port), "-u", "root",
+                 "--default-character-set=utf8mb4", "by_hand_ddl"],
+                stdin=ddl, check=True, capture_output=True, timeout=60,
+            )
+        with by_hand.connect() as a, migrated.connect() as b:
+            assert _columns_and_indexes(a) == _columns_and_indexes(b)
+    finally:
+        by_hand.dispose()
+        migrated.dispose()
+        mariadb.drop_database("by_hand_ddl")
+
+
+def test_models_and_migrations_agree(backend: Backend) -> None:
+    with backend.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+@pytest.mark.mysql
+def test_the_interval_check_constraint_is_enforced_by_the_database(mysql_backend: Backend) -> None:
+    with pytest.raises(DBAPIError, match="ck_UserMonitorSchedule_interval"):
+        with mysql_backend.engine.begin() as conn:
+            repo.insert_schedule(conn, user_id="x", enabled=True, interval_minutes=0, next_run_at=T0, now=T0)
+
+
+def test_user_ids_are_exact_and_case_sensitive(backend: Backend) -> None:
+    with backend.engine.begin() as conn:
+        for uid in ("Alice", "alice", "ålice ", "日本"):
+            repo.insert_schedule(conn, user_id=uid, enabled=True, interval_minutes=5, next_run_at=T0, now=T0)
+    assert backend.schedule("Alice").user_id == "Alice"
+    assert backend.schedule("ålice ").user_id == "ålice "
+
+
+@pytest.mark.mysql
+def test_connections_are_utc_so_the_operators_unlock_sql_means_what_it_says(mysql_backend: Backend) -> None:
+    with mysql_backend.engine.begin() as conn:
+        assert conn.execute(text("SELECT @@session.time_zone")).scalar_one() == "+00:00"
+        now = DatabaseClock().now(conn)
+        assert abs((conn.execute(text("SELECT NOW(3)")).scalar_one() - now).total_seconds()) < 1
+    mysql_backend.add_schedules(2, due_at=now - timedelta(minutes=1))
+    with mysql_backend.engine.begin() as conn:
+        repo.claim_due(conn, now=now, limit=1, token="dead", lease_until=now - timedelta(seconds=5), trigger=repo.Trigger.SCHEDULE)
+        repo.claim_due(conn, now=now, limit=1, token="alive", lease_until=now + timedelta(minutes=10), trigger=repo.Trigger.SCHEDULE)
+        released = conn.execute(
+            text("UPDATE UserMonitorSchedule SET lockedUntil = NULL, lockedBy = NULL WHERE lockedUntil < NOW();")
+        ).rowcount
+    assert released == 1
+    assert mysql_backend.schedule("user-000000").locked_by is None
+    assert mysql_backend.schedule("user-000001").locked_by == "alive"
+    with mysql_backend.engine.connect() as conn:
+        assert [r.user_id for r in repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.DUE)] == ["user-000000"]
+
+
+@pytest.mark.mysql
+def test_times_keep_millisecond_precision(mysql_backend: Backend) -> None:
+    moment = T0.replace(microsecond=123000)
+    with mysql_backend.engine.begin() as conn:
+        repo.insert_schedule(conn, user_id="ms", enabled=True, interval_minutes=5, next_run_at=moment, now=moment)
+    assert mysql_backend.schedule("ms").next_run_at == moment
