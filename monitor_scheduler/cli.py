@@ -149,18 +149,10 @@ def _dispatch_via_http(app: App, args: argparse.Namespace) -> int:
 
 
 def _dispatch_loop(dispatcher, mode: Mode, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    import signal
-
     from dispatcher.loop import DispatchLoop, parse_duration
 
     loop = DispatchLoop(lambda: _print_summary(dispatcher.tick(mode), args.json), parse_duration(args.every))
-
-    def request_stop(signum, _frame):  # type: ignore[no-untyped-def]
-        logger.info("signal %s: stopping after the current pass", signum)
-        loop.stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    _stop_on_signals(loop)
     logger.info("dispatcher loop: mode=%s every=%ss", mode.value, loop.every)
     loop.run()
     return EXIT_OK
@@ -241,7 +233,7 @@ DEMO_USERS = (("demo-alice", 1), ("demo-bob", 2), ("demo-carol", 5))
 
 
 def cmd_demo(app: App, args: argparse.Namespace) -> int:
-    """Migrate, seed demo users, run sync passes: the embedded default end to end."""
+    """Migrate, seed demo users and dispatch them in sync mode: the embedded default end to end."""
     from schema.migrate import upgrade
 
     upgrade(app.engine)
@@ -250,12 +242,38 @@ def cmd_demo(app: App, args: argparse.Namespace) -> int:
             app.engine, app.clock, user_id=user_id, interval=interval, enabled=True,
             default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
         )
-    print(f"seeded demo users: {', '.join(u for u, _ in DEMO_USERS)} (database {app.settings.DATABASE_URL})")
+    print(f"seeded demo users {', '.join(u for u, _ in DEMO_USERS)} in {app.settings.DATABASE_URL}")
     dispatcher = app.dispatcher(Mode.SYNC)
-    print(dispatcher.tick(Mode.SYNC).line())
-    with app.engine.connect() as conn:
-        _print_schedules(repo.list_schedules(conn, now=app.clock.now(conn)))
+
+    def one_pass() -> None:
+        summary = dispatcher.tick(Mode.SYNC)
+        if summary.claimed or not args.loop:
+            print(summary.line())
+            with app.engine.connect() as conn:
+                _print_schedules(repo.list_schedules(conn, now=app.clock.now(conn)))
+            print(flush=True)
+
+    if not args.loop:
+        one_pass()
+        return EXIT_OK
+    from dispatcher.loop import DispatchLoop, parse_duration
+
+    print(f"dispatching every {args.every} in sync mode; each pass that runs someone is shown. Ctrl-C stops.", flush=True)
+    loop = DispatchLoop(one_pass, parse_duration(args.every))
+    _stop_on_signals(loop)
+    loop.run()
     return EXIT_OK
+
+
+def _stop_on_signals(loop) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    def request_stop(signum, _frame):  # type: ignore[no-untyped-def]
+        logger.info("signal %s: stopping after the current pass", signum)
+        loop.stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -318,7 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, help="override HISTORY_RETENTION_DAYS")
     p.set_defaults(func=cmd_prune)
 
-    sub.add_parser("demo", help="seed demo users and run them once on the embedded default").set_defaults(func=cmd_demo)
+    p = sub.add_parser("demo", help="seed demo users and dispatch them in sync mode (the embedded default)")
+    p.add_argument("--loop", action="store_true", help="keep dispatching until Ctrl-C")
+    p.add_argument("--every", default="10s", help="loop period (default 10s)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

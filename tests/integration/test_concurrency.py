@@ -196,13 +196,18 @@ def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: 
     assert due == 20_000 - summary["enqueued"], "everything else is due again at once"
 
 
+def rq_info(redis_url: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """The real `rq` CLI, as operators run it."""
+    rq_cli = Path(PYTHON).with_name("rq")
+    rq_cmd = [str(rq_cli)] if rq_cli.exists() else [PYTHON, "-m", "rq.cli"]
+    return subprocess.run([*rq_cmd, "info", "--url", redis_url, *args], capture_output=True, text=True, timeout=60, env=cli_env())
+
+
 def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
     users = mysql_now_backend.add_schedules(30, interval=7)
     assert dispatch_once(mysql_now_backend, redis_url).enqueued == 30
-    rq_cli = Path(PYTHON).with_name("rq")
-    rq_cmd = [str(rq_cli)] if rq_cli.exists() else [PYTHON, "-m", "rq.cli"]
 
-    info = subprocess.run([*rq_cmd, "info", "--url", redis_url, QUEUE], capture_output=True, text=True, timeout=60, env=cli_env())
+    info = rq_info(redis_url, QUEUE)
 
     assert info.returncode == 0, info.stderr
     assert QUEUE in info.stdout and "30" in info.stdout, info.stdout
@@ -219,9 +224,11 @@ def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Bac
 def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
     [user] = mysql_now_backend.add_schedules(1)
     assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="2")
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="4")
     worker = cli("worker", "--concurrency", "2", env=env)
     wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
+    listing = wait_for(lambda: (r := rq_info(redis_url, "--only-workers")).stdout.count(QUEUE) >= 2 and r, 20, "both workers in rq info")
+    assert "2 workers" in listing.stdout, listing.stdout
 
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=60)
