@@ -8,6 +8,7 @@ same pass (the rows are due again at once) and the pass ends with QueueUnavailab
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -119,8 +120,14 @@ class Dispatcher:
                 self._sync_pass(now, summary)
         finally:
             summary.duration_ms = int((time.perf_counter() - started) * 1000)
+        self._record_pass(summary)
         logger.info("%s", summary.line())
         return summary
+
+    def _record_pass(self, summary: DispatchSummary) -> None:
+        """Note a successful pass for the dead-man check; a failed pass raised before this."""
+        with self.engine.begin() as conn:
+            repo.record_dispatch_pass(conn, at=self.clock.now(conn), detail=json.dumps(summary.as_dict()))
 
     def _queue_pass(self, now: datetime, summary: DispatchSummary) -> None:
         enqueuer = self._require_enqueuer()

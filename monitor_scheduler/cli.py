@@ -206,6 +206,21 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(app: App, args: argparse.Namespace) -> int:
+    """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
+    from monitor_scheduler.health import evaluate
+
+    with app.engine.connect() as conn:
+        report = evaluate(conn, now=app.clock.now(conn), settings=app.settings)
+    age = report.last_pass_age_seconds
+    facts = f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
+    if report.ok:
+        print(f"ok {facts}")
+        return EXIT_OK
+    print(f"unhealthy {facts}: " + "; ".join(report.problems))
+    return EXIT_FAILED
+
+
 def cmd_unlock(app: App, args: argparse.Namespace) -> int:
     with app.engine.begin() as conn:
         now = app.clock.now(conn)
@@ -327,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_schedule_list)
+
+    sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long").set_defaults(func=cmd_check)
 
     p = sub.add_parser("unlock", help="release expired leases (recording the lost runs)")
     p.add_argument("--expired", action="store_true", required=True, help="only expired leases (the only kind)")

@@ -34,7 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from schema.models import runs, schedules
+from schema.models import runs, schedules, status
 
 s = schedules.c
 
@@ -490,3 +490,26 @@ def oldest_due(conn: Connection, *, now: datetime) -> datetime | None:
 
 def lease_until(now: datetime, lease_ms: int) -> datetime:
     return now + timedelta(milliseconds=lease_ms)
+
+
+# --- liveness -------------------------------------------------------------------------------------
+
+DISPATCH_STATUS = "dispatch"
+
+
+def record_dispatch_pass(conn: Connection, *, at: datetime, detail: str) -> None:
+    """Remember the last successful pass (one row, written by every dispatcher)."""
+    conn.execute(update(status).where(status.c.name == DISPATCH_STATUS).values(at=at, detail=detail))
+
+
+def last_dispatch_pass(conn: Connection) -> tuple[datetime | None, str | None]:
+    row = conn.execute(select(status.c.at, status.c.detail).where(status.c.name == DISPATCH_STATUS)).first()
+    return (row.at, row.detail) if row else (None, None)
+
+
+# --- web ------------------------------------------------------------------------------------------
+
+
+def ping(conn: Connection) -> None:
+    """Readiness: the database answers and the schedules table exists (migrations ran)."""
+    conn.execute(select(s.userId).limit(1)).all()

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         default=50.0, gt=0, description="Seconds a sync-mode pass may spend before it stops claiming."
     )
     HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
+    HEALTH_MAX_PASS_AGE: int = Field(
+        default=300, ge=1, description="`check`/readyz fail when no dispatch pass succeeded for this many seconds."
+    )
+    HEALTH_MAX_DUE_AGE: int = Field(
+        default=300, ge=1, description="`check`/readyz fail when the oldest due schedule waited this many seconds."
+    )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     CRON_SECRET: SecretStr | None = Field(
         default=None, description="Shared secret for POST /api/cron/one-click-start (header x-cron-secret). Unset: the endpoint answers 503."

@@ -81,3 +81,14 @@ runs = Table(
     Index("ix_UserMonitorRun_finishedAt", "finishedAt"),
     **MYSQL_TABLE_OPTIONS,
 )
+
+# Liveness facts shared by every process, one row per key ("dispatch": the last successful pass).
+# `monitor-scheduler check`, /readyz and /metrics read it to notice a dispatcher that silently stopped.
+status = Table(
+    "SchedulerStatus",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("at", Millis, nullable=True),
+    Column("detail", ErrorText, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)

@@ -55,3 +55,16 @@ CREATE INDEX `ix_UserMonitorRun_finishedAt` ON `UserMonitorRun` (`finishedAt`);
 
 INSERT INTO alembic_version (version_num) VALUES ('0001');
 
+-- Running upgrade 0001 -> 0002
+
+CREATE TABLE `SchedulerStatus` (
+    name VARCHAR(64) NOT NULL, 
+    at DATETIME(3), 
+    detail TEXT CHARACTER SET utf8mb4, 
+    PRIMARY KEY (name)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+INSERT INTO `SchedulerStatus` (name, at, detail) VALUES ('dispatch', NULL, NULL);
+
+UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
+

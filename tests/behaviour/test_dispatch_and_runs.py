@@ -267,3 +267,26 @@ def test_the_heartbeat_keeps_the_lease_of_a_long_run(backend: Backend) -> None:
 
     assert seen, "the heartbeat renewed the lease from the current time while the task ran"
     assert result.status is RunStatus.SUCCEEDED
+
+
+def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Backend) -> None:
+    from monitor_scheduler.health import evaluate
+
+    cfg = backend.settings(HEALTH_MAX_PASS_AGE=120, HEALTH_MAX_DUE_AGE=60)
+
+    def report():  # type: ignore[no-untyped-def]
+        with backend.engine.connect() as conn:
+            return evaluate(conn, now=backend.clock.moment, settings=cfg)
+
+    assert report().problems == ["no dispatch pass has succeeded yet"]
+    dispatcher, _, _ = make_dispatcher(backend)
+    dispatcher.tick(Mode.SYNC)
+    assert report().ok
+    backend.add_schedules(1, due_at=backend.clock.moment, prefix="late")
+    backend.clock.advance(seconds=90)
+    assert [p.split(" ")[0:3] for p in report().problems] == [["oldest", "due", "schedule"]]
+    assert report().scheduling_lag_seconds == 90
+    backend.clock.advance(seconds=60)
+    assert len(report().problems) == 2, "the pass is now 150 s old too"
+    dispatcher.tick(Mode.SYNC)
+    assert report().ok, "one pass runs the late user and proves the dispatcher alive"
