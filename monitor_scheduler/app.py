@@ -41,7 +41,7 @@ class App:
         return Mode.QUEUE if self.settings.queue_mode_available else Mode.SYNC
 
     def runner(self) -> Runner:
-        return Runner(self.engine, self.settings, self.clock, load_task(self.settings.MONITOR_TASK))
+        return Runner(self.engine, self.settings, self.clock, load_task(self.settings.MONITOR_TASK, self.settings))
 
     def enqueuer(self) -> RqEnqueuer:
         return RqEnqueuer(self.redis, self.settings.QUEUE_NAME, self.settings.JOB_TIMEOUT)

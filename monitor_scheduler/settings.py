@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     MONITOR_TASK: str = Field(
         default="worker.tasks:demo_task", description="package.module:function run for each user."
     )
+    MONITOR_WEBHOOK_URL: str | None = Field(
+        default=None, description="Where worker.webhook:WebhookTask POSTs each run (http:// or https://)."
+    )
+    MONITOR_WEBHOOK_SECRET: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of the webhook's X-Monitor-Signature header."
+    )
+    MONITOR_WEBHOOK_TIMEOUT: float = Field(default=10.0, gt=0, le=300, description="Seconds the webhook may take.")
     JOB_TIMEOUT: int = Field(default=600, ge=1, description="Seconds a run may take before RQ stops it.")
     SYNC_TIME_BUDGET: float = Field(
         default=50.0, gt=0, description="Seconds a sync-mode pass may spend before it stops claiming."
@@ -95,7 +102,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value.strip()
 
-    @field_validator("CRON_SECRET", "SECRET_KEY", mode="before")
+    @field_validator("MONITOR_WEBHOOK_URL")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.strip()
+
+    @field_validator("CRON_SECRET", "SECRET_KEY", "MONITOR_WEBHOOK_SECRET", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and value.strip() == "" else value

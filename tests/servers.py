@@ -390,6 +390,7 @@ class MariaDBServer(_MariaDBClientMixin, _ManagedProcess):
         self.password = ""
         self.admin_url = f"mysql+pymysql://root@127.0.0.1:{port}/"
         self.socket_path = socket_path
+        self.pid_file = base_dir / "mariadb.pid"
         self._socket_dir = socket_dir
         self.version = ""
         self.startup_seconds = 0.0
@@ -492,7 +493,7 @@ def start_mariadb(
             f"--tmpdir={tmpdir}",
             f"--port={port}",
             f"--socket={socket_path}",
-            f"--pid-file={base_dir / 'mariadb.pid'}",
+            f"--pid-file={base_dir / 'mariadb.pid'}",  # == MariaDBServer.pid_file
             f"--log-error={log_path}",
             *user_opts,
             *_MARIADB_COMMON_OPTS,
@@ -534,15 +535,33 @@ def _wait_for_mariadb(server: MariaDBServer, timeout: float) -> None:
                 f"tail of {server.log_path}:\n{server.log_tail()}"
             )
         try:
+            # read_timeout too: something else listening on a stolen port may
+            # accept the TCP connection and never send a MySQL greeting.
             conn = pymysql.connect(
-                host=server.host, port=server.port, user="root", password="", connect_timeout=2
+                host=server.host,
+                port=server.port,
+                user="root",
+                password="",
+                connect_timeout=2,
+                read_timeout=2,
+                write_timeout=2,
             )
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@pid_file")
+                    pid_file = cur.fetchone()[0]
+            finally:
+                conn.close()
         except (pymysql.err.MySQLError, OSError) as exc:
             last_exc = exc
             time.sleep(0.1)
             continue
-        conn.close()
-        return
+        if Path(pid_file) == server.pid_file:
+            return
+        # Someone else's MariaDB took the port first; ours will exit with a
+        # bind error, which the caller recognises and retries on another port.
+        last_exc = ServerStartError(f"port {server.port} answered by a server using {pid_file}")
+        time.sleep(0.1)
     raise ServerStartError(
         f"mariadbd did not accept connections on 127.0.0.1:{server.port} within "
         f"{timeout:.0f} s (last error: {last_exc}); tail of {server.log_path}:\n{server.log_tail()}"
@@ -755,8 +774,13 @@ def _wait_for_redis(server: RedisServer, timeout: float) -> None:
             host=server.host, port=server.port, socket_connect_timeout=1, socket_timeout=2
         )
         try:
-            if client.ping():
+            info = client.info("server")
+            if int(info.get("process_id", -1)) == server.proc.pid:
                 return
+            # another Redis took the port first; ours will exit with a bind error
+            last_exc = ServerStartError(
+                f"port {server.port} answered by redis pid {info.get('process_id')}"
+            )
         except (redis.exceptions.RedisError, OSError) as exc:
             # ConnectionError / TimeoutError until it listens, BusyLoadingError while loading
             last_exc = exc

@@ -41,7 +41,7 @@ def get_runner(worker_name: str | None = None) -> Runner:
 
 def build_runner(settings: Settings, engine: Engine | None = None) -> Runner:
     engine = engine or create_db_engine(settings.DATABASE_URL, pool_size=2)
-    return Runner(engine, settings, clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK))
+    return Runner(engine, settings, clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
 
 
 def reset() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from monitor_scheduler.exceptions import TaskImportError
+from monitor_scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,23 @@ class RunContext:
 Task = Callable[[str, RunContext], object]
 
 
-def load_task(path: str) -> Task:
-    """Import `package.module:function`; raise TaskImportError with the path on failure."""
+def load_task(path: str, settings: Settings | None = None) -> Task:
+    """Import `package.module:function`; raise TaskImportError with the path on failure.
+
+    An object with a `from_settings(settings)` factory (a class, say) is built with the settings,
+    so a task that needs configuration gets it passed down instead of reading the environment.
+    """
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
         task = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise TaskImportError(f"MONITOR_TASK {path!r} cannot be imported: {exc}") from exc
+    factory = getattr(task, "from_settings", None)
+    if factory is not None:
+        if settings is None:
+            raise TaskImportError(f"MONITOR_TASK {path!r} needs settings to be built")
+        task = factory(settings)
     if not callable(task):
         raise TaskImportError(f"MONITOR_TASK {path!r} is not callable")
     return task

@@ -1,0 +1,106 @@
+"""The webhook task against a real HTTP server on loopback, through the full run path."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from dispatcher.service import Dispatcher, Mode
+from monitor_scheduler.exceptions import ConfigurationError
+from tests.conftest import Backend
+from worker.runner import Runner
+from worker.tasks import load_task
+from worker.webhook import SIGNATURE_HEADER, verify
+
+SECRET = "whsec-test"
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []  # type: ignore[type-arg]
+        self.status = 200
+        self.delay = 0.0
+        self.body = b'{"ok":true}'
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers["content-length"]))
+            state.requests.append({"headers": dict(self.headers), "raw": raw, "at": int(time.time())})
+            time.sleep(state.delay)
+            try:
+                self.send_response(state.status)
+                self.send_header("content-length", str(len(state.body)))
+                self.end_headers()
+                self.wfile.write(state.body)
+            except BrokenPipeError:
+                pass  # the client gave up (the timeout test)
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{server.server_port}/hooks/monitor"
+    server.shutdown()
+    server.server_close()
+
+
+def run_pass(backend: Backend, url: str, **settings):  # type: ignore[no-untyped-def]
+    cfg = backend.settings(MONITOR_TASK="worker.webhook:WebhookTask", MONITOR_WEBHOOK_URL=url, MONITOR_WEBHOOK_SECRET=SECRET, **settings)
+    runner = Runner(backend.engine, cfg, backend.clock, load_task(cfg.MONITOR_TASK, cfg))
+    return Dispatcher(backend.engine, cfg, backend.clock, runner=runner).tick(Mode.SYNC)
+
+
+def test_each_run_is_posted_signed_and_succeeds_on_2xx(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+    state, url = receiver
+    sqlite_backend.add_schedules(1)
+    assert run_pass(sqlite_backend, url).succeeded == 1
+    [request] = state.requests
+    assert json.loads(request["raw"]) == {"userId": "user-000000", "slot": "2026-01-05T12:00:00.000Z", "trigger": "sync", "attempt": 1}
+    header = request["headers"][SIGNATURE_HEADER]
+    assert verify(SECRET.encode(), header, request["raw"], now=request["at"])
+    assert not verify(b"other-secret", header, request["raw"], now=request["at"])
+    assert not verify(SECRET.encode(), header, request["raw"] + b" ", now=request["at"]), "the body is signed"
+    assert not verify(SECRET.encode(), header, request["raw"], now=request["at"] + 3600), "an old signature is a replay"
+
+
+def test_a_non_2xx_answer_fails_the_run_with_status_and_excerpt(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+    state, url = receiver
+    state.status, state.body = 503, b"maintenance until noon" + b"x" * 1000
+    sqlite_backend.add_schedules(1)
+    assert run_pass(sqlite_backend, url).failed == 1
+    row = sqlite_backend.schedule("user-000000")
+    assert row.last_status == "failed"
+    assert "HTTP 503" in row.last_error and "maintenance until noon" in row.last_error
+    assert len(row.last_error) < 400, "an excerpt, not the whole answer"
+    assert row.locked_by is None and row.next_run_at > sqlite_backend.clock.moment, "the schedule moves on"
+
+
+def test_a_timeout_fails_the_run(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+    state, url = receiver
+    state.delay = 1.5
+    sqlite_backend.add_schedules(1)
+    assert run_pass(sqlite_backend, url, MONITOR_WEBHOOK_TIMEOUT=0.3).failed == 1
+    assert "timed out" in sqlite_backend.schedule("user-000000").last_error
+
+
+def test_an_unreachable_receiver_fails_the_run(sqlite_backend: Backend) -> None:
+    sqlite_backend.add_schedules(1)
+    assert run_pass(sqlite_backend, "http://127.0.0.1:1/hook").failed == 1
+    assert "webhook failed" in sqlite_backend.schedule("user-000000").last_error
+
+
+def test_the_webhook_task_needs_its_url_and_secret(sqlite_backend: Backend) -> None:
+    cfg = sqlite_backend.settings(MONITOR_TASK="worker.webhook:WebhookTask")
+    with pytest.raises(ConfigurationError, match="MONITOR_WEBHOOK_URL"):
+        load_task(cfg.MONITOR_TASK, cfg)
