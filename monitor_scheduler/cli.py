@@ -19,6 +19,7 @@ from monitor_scheduler import repository as repo
 from monitor_scheduler import schedules as schedule_service
 from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import ConfigurationError, MonitorSchedulerError
+from monitor_scheduler.logs import configure_logging
 from monitor_scheduler.repository import Schedule, ScheduleFilter
 from monitor_scheduler.settings import Settings, load_settings
 from dispatcher.service import DispatchSummary, Mode
@@ -26,15 +27,6 @@ from dispatcher.service import DispatchSummary, Mode
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.LOG_LEVEL,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(settings.LOG_LEVEL)))
 
 
 def _fmt(moment) -> str:  # type: ignore[no-untyped-def]
@@ -206,6 +198,21 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tick(app: App, args: argparse.Namespace) -> int:
+    from dispatcher import tick
+
+    if args.action == "install":
+        status = tick.install(app.redis, app.settings.QUEUE_NAME, cron=args.cron)
+        print(f"installed rq-scheduler tick '{status.cron}' (job {tick.TICK_JOB_ID}), next run {_fmt(status.next_run)}; run `rqscheduler --url $REDIS_URL` and a worker")
+    elif args.action == "uninstall":
+        removed = tick.uninstall(app.redis, app.settings.QUEUE_NAME)
+        print("uninstalled rq-scheduler tick" if removed else "rq-scheduler tick was not installed")
+    else:
+        status = tick.status(app.redis, app.settings.QUEUE_NAME)
+        print(f"installed cron='{status.cron}' next run {_fmt(status.next_run)}" if status.installed else "not installed")
+    return EXIT_OK
+
+
 def cmd_check(app: App, args: argparse.Namespace) -> int:
     """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
     from monitor_scheduler.health import evaluate
@@ -343,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_schedule_list)
 
+    p = sub.add_parser("tick", help="register the dispatch pass with rq-scheduler (no crontab needed)")
+    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("--cron", default="* * * * *", help="croniter expression (default: every minute)")
+    p.set_defaults(func=cmd_tick)
+
     sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long").set_defaults(func=cmd_check)
 
     p = sub.add_parser("unlock", help="release expired leases (recording the lost runs)")
@@ -366,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "needs_app", True):
             return args.func(None, args)
         settings = load_settings()
-        _configure_logging(settings)
+        configure_logging(settings)
         app = App.from_settings(settings)
         try:
             return args.func(app, args)

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
         default=300, ge=1, description="`check`/readyz fail when the oldest due schedule waited this many seconds."
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     CRON_SECRET: SecretStr | None = Field(
         default=None, description="Shared secret for POST /api/cron/one-click-start (header x-cron-secret). Unset: the endpoint answers 503."
     )

@@ -39,6 +39,21 @@ def get_runner(worker_name: str | None = None) -> Runner:
         return runner  # type: ignore[return-value]
 
 
+def get_app():  # type: ignore[no-untyped-def]
+    """The wired application for job functions that dispatch (the rq-scheduler tick)."""
+    from monitor_scheduler.app import App
+
+    with _lock:
+        app = _state.get("app")
+        if app is not None and _state.get("app_pid") != os.getpid():
+            app.engine.dispose(close=False)  # type: ignore[attr-defined]
+            _state["app_pid"] = os.getpid()
+        if app is None:
+            app = App.from_settings(load_settings())
+            _state.update(app=app, app_pid=os.getpid())
+        return app
+
+
 def build_runner(settings: Settings, engine: Engine | None = None) -> Runner:
     engine = engine or create_db_engine(settings.DATABASE_URL, pool_size=2)
     return Runner(engine, settings, clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
@@ -50,4 +65,7 @@ def reset() -> None:
         runner = _state.pop("runner", None)
         if runner is not None:
             runner.engine.dispose()  # type: ignore[attr-defined]
+        app = _state.pop("app", None)
+        if app is not None:
+            app.close()  # type: ignore[attr-defined]
         _state.clear()

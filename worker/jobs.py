@@ -20,3 +20,10 @@ def run_user_monitor(user_id: str, slot_ms: int, attempt: int, token: str, trigg
     enqueued_at = from_epoch_ms(enqueued_ms) if enqueued_ms is not None else None
     run = ClaimedRun(user_id, from_epoch_ms(slot_ms), attempt, token, Trigger(trigger), enqueued_at or from_epoch_ms(slot_ms))
     return runner.execute(run, enqueued_at=enqueued_at).status.value
+
+
+def dispatch_pass() -> dict:  # type: ignore[type-arg]
+    """One dispatch pass in queue mode: what rq-scheduler's tick job runs (see dispatcher.tick)."""
+    from dispatcher.service import Mode
+
+    return context.get_app().dispatcher(Mode.QUEUE).tick(Mode.QUEUE).as_dict()

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from monitor_scheduler import repository as repo
 from monitor_scheduler.clock import Clock
+from monitor_scheduler.logs import run_fields
 from monitor_scheduler.repository import ClaimedRun, RunRecord, RunStatus
 from monitor_scheduler.scheduling import next_fixed_rate_slot
 from monitor_scheduler.settings import Settings
@@ -71,11 +72,11 @@ class LeaseHeartbeat:
                         lease_until=repo.lease_until(now, self._lease_ms),
                     )
             except Exception:  # a failed renewal is retried next period; the lease may still hold
-                logger.warning("lease renewal failed user=%s token=%s", self._run.user_id, self._run.token, exc_info=True)
+                logger.warning("lease renewal failed user=%s token=%s", self._run.user_id, self._run.token, exc_info=True, extra=run_fields(self._run))
                 continue
             if not held:
                 self.lost = True
-                logger.warning("lease lost while running user=%s token=%s", self._run.user_id, self._run.token)
+                logger.warning("lease lost while running user=%s token=%s", self._run.user_id, self._run.token, extra=run_fields(self._run))
                 return
 
 
@@ -111,7 +112,7 @@ class Runner:
         try:
             self.task(run.user_id, context)
         except Exception as exc:  # the task's failure is the run's outcome, not ours
-            logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc)
+            logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
             text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             return RunStatus.FAILED, text
         return RunStatus.SUCCEEDED, None
@@ -133,16 +134,16 @@ class Runner:
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             repo.insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
         if applied:
-            logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped)
+            logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
         else:
-            logger.warning("run result refused, lease lost user=%s slot=%s token=%s status=%s", run.user_id, run.slot, run.token, status.value)
+            logger.warning("run result refused, lease lost user=%s slot=%s token=%s status=%s", run.user_id, run.slot, run.token, status.value, extra=run_fields(run))
         return RunResult(run.user_id, status if applied else RunStatus.STALE, error, skipped, applied)
 
     def _record_skipped(self, run: ClaimedRun, enqueued_at) -> RunResult:  # type: ignore[no-untyped-def]
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
             repo.insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
-        logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token)
+        logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token, extra=run_fields(run))
         return RunResult(run.user_id, RunStatus.SKIPPED, applied=False)
 
     def _record(self, run, status, error, skipped, enqueued_at, started_at, finished_at, duration_ms) -> RunRecord:  # type: ignore[no-untyped-def]

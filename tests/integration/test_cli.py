@@ -186,3 +186,14 @@ def test_dispatch_via_http_posts_the_secret_and_prints_the_answer(workdir: Path)
     assert len(requests) == 2, "no request without a secret"
     assert wrong.returncode == 1 and "401" in wrong.stderr
     assert missing.returncode == 2 and "CRON_SECRET" in missing.stderr
+
+
+def test_json_logs_carry_the_run_identity(workdir: Path) -> None:
+    run(workdir, "migrate")
+    run(workdir, "schedule", "set", "alice")
+    result = run(workdir, "dispatch", LOG_FORMAT="json", LOG_LEVEL="INFO")
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.strip().splitlines()]  # every line is JSON
+    [finished] = [e for e in entries if e["message"].startswith("run finished")]
+    assert finished["user_id"] == "alice" and finished["lease_token"] and finished["slot"].endswith("Z")
+    assert {e["level"] for e in entries} <= {"INFO", "WARNING"}

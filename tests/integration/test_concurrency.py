@@ -155,7 +155,8 @@ def test_a_frozen_worker_cannot_overwrite_the_run_that_replaced_it(mysql_now_bac
         os.killpg(stale.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM: the heartbeat stops too
         wait_for(lambda: dispatch_once(mysql_now_backend, redis_url).claimed, 15, "the takeover", 0.2)
         fresh = cli("worker", "--concurrency", "1", "--burst", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
-        assert fresh.wait(timeout=60) == 0
+        fresh.communicate(timeout=60)  # reads its output while waiting: a full pipe would block it
+        assert fresh.returncode == 0
         newer = mysql_now_backend.schedule(user)
         assert (newer.last_status, newer.locked_by) == ("succeeded", None)
 
@@ -214,7 +215,8 @@ def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Bac
 
     env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task")
     workers = cli("worker", "--concurrency", "2", "--burst", env=env)
-    assert workers.wait(timeout=120) == 0, workers.communicate()
+    _, worker_log = workers.communicate(timeout=120)
+    assert workers.returncode == 0, worker_log
     ran = [line.split()[0] for line in (tmp_path / "runs.log").read_text().splitlines()]
     assert sorted(ran) == sorted(users)
     assert {mysql_now_backend.schedule(u).last_status for u in users} == {"succeeded"}
