@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from monitor_scheduler import repository as repo
 from monitor_scheduler.clock import Clock
-from monitor_scheduler.exceptions import LeaseHeld, QueueUnavailable, UnknownUser
+from monitor_scheduler.exceptions import ConfigurationError, LeaseHeld, QueueUnavailable, UnknownUser
 from monitor_scheduler.repository import ClaimedRun, RunStatus, Trigger
 from monitor_scheduler.settings import Settings
 from dispatcher.enqueue import RqEnqueuer
@@ -255,7 +255,7 @@ class Dispatcher:
 
     def _require_enqueuer(self) -> RqEnqueuer:
         if self.enqueuer is None:
-            raise QueueUnavailable("queue mode needs REDIS_URL")
+            raise ConfigurationError("invalid setting REDIS_URL: queue mode needs it (or use --mode sync)")
         return self.enqueuer
 
     def _require_runner(self) -> Runner:

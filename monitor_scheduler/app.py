@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from monitor_scheduler.clock import Clock, clock_for_dialect
 from monitor_scheduler.db import create_db_engine
+from monitor_scheduler.exceptions import ConfigurationError
 from monitor_scheduler.settings import Settings
 from dispatcher.enqueue import RqEnqueuer
 from dispatcher.service import Dispatcher, Mode
@@ -34,7 +35,7 @@ class App:
     @cached_property
     def redis(self) -> Redis:
         if self.settings.REDIS_URL is None:
-            raise ValueError("REDIS_URL is not set")
+            raise ConfigurationError("invalid setting REDIS_URL: required here (queue mode, workers, rq-scheduler tick)")
         return Redis.from_url(self.settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=30)
 
     def default_mode(self) -> Mode:

@@ -21,7 +21,7 @@ from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import ConfigurationError, MonitorSchedulerError
 from monitor_scheduler.logs import configure_logging
 from monitor_scheduler.repository import Schedule, ScheduleFilter
-from monitor_scheduler.settings import Settings, load_settings
+from monitor_scheduler.settings import load_settings
 from dispatcher.service import DispatchSummary, Mode
 
 logger = logging.getLogger(__name__)

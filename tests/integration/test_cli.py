@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -197,3 +195,11 @@ def test_json_logs_carry_the_run_identity(workdir: Path) -> None:
     [finished] = [e for e in entries if e["message"].startswith("run finished")]
     assert finished["user_id"] == "alice" and finished["lease_token"] and finished["slot"].endswith("Z")
     assert {e["level"] for e in entries} <= {"INFO", "WARNING"}
+
+
+@pytest.mark.parametrize("command", [("worker", "--burst"), ("tick", "status"), ("dispatch", "--mode", "queue")])
+def test_commands_that_need_redis_say_so_without_a_traceback(workdir: Path, command: tuple[str, ...]) -> None:
+    run(workdir, "migrate")
+    result = run(workdir, *command)
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr and "Traceback" not in result.stderr

@@ -13,59 +13,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Queue
 
 from monitor_scheduler import repository as repo
-from monitor_scheduler.app import App
-from monitor_scheduler.settings import load_settings
-from dispatcher.service import Mode
 from tests import servers
-from tests.conftest import PYTHON, Backend, cli_env
+from tests.conftest import Backend, cli_env
+from tests.integration.helpers import QUEUE, cli, dispatch_once, queued_users, real_now, rq_info, wait_for, worker_env
 from tests.tasks import release_marker, started_marker
 
 pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
-
-QUEUE = "monitor-user-tasks"
-
-
-def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def queued_users(redis_conn: Redis) -> list[str]:
-    queue = Queue(QUEUE, connection=redis_conn)
-    return [job.args[0] for job in queue.get_jobs()]
-
-
-def real_now(backend: Backend):  # type: ignore[no-untyped-def]
-    from monitor_scheduler.clock import DatabaseClock
-
-    with backend.engine.connect() as conn:
-        return DatabaseClock().now(conn)
-
-
-@pytest.fixture
-def mysql_now_backend(mysql_backend: Backend) -> Backend:
-    """MariaDB whose schedules are due by the database's real clock (processes use NOW())."""
-    mysql_backend.clock.moment = real_now(mysql_backend)
-    return mysql_backend
 
 
 @pytest.mark.parametrize("dispatchers", [3])
@@ -99,22 +60,6 @@ def test_racing_dispatchers_on_sqlite_enqueue_each_user_exactly_once(sqlite_back
     assert [p.returncode for p in procs] == [0, 0, 0], outputs
     enqueued = Counter(queued_users(redis_conn))
     assert set(enqueued) == set(users) and max(enqueued.values()) == 1
-
-
-def worker_env(backend: Backend, redis_url: str, test_dir: Path, task: str, **extra: str) -> dict[str, str]:
-    return cli_env(
-        DATABASE_URL=backend.url, REDIS_URL=redis_url, MONITOR_TASK=task, MONITOR_TEST_DIR=str(test_dir),
-        DISPATCH_LOCK_TTL="3000", JOB_TIMEOUT="60", **extra,
-    )
-
-
-def dispatch_once(backend: Backend, redis_url: str, **overrides: str):  # type: ignore[no-untyped-def]
-    settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
-    app = App.from_settings(settings)
-    try:
-        return app.dispatcher(Mode.QUEUE).tick(Mode.QUEUE)
-    finally:
-        app.close()
 
 
 def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
@@ -195,13 +140,6 @@ def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: 
         leased = len(repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.RUNNING, limit=100_000))
     assert leased == summary["enqueued"], "only rows whose job reached Redis keep a lease"
     assert due == 20_000 - summary["enqueued"], "everything else is due again at once"
-
-
-def rq_info(redis_url: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    """The real `rq` CLI, as operators run it."""
-    rq_cli = Path(PYTHON).with_name("rq")
-    rq_cmd = [str(rq_cli)] if rq_cli.exists() else [PYTHON, "-m", "rq.cli"]
-    return subprocess.run([*rq_cmd, "info", "--url", redis_url, *args], capture_output=True, text=True, timeout=60, env=cli_env())
 
 
 def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from redis import Redis
 
 from dispatcher import tick
 from tests.conftest import PYTHON, REPO_ROOT, Backend, cli_env
-from tests.integration.test_concurrency import wait_for
+from tests.integration.helpers import real_now, wait_for
 
 pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
 
@@ -50,8 +50,6 @@ def rqscheduler_cmd() -> list[str]:
 
 
 def test_all_three_ticks_at_once_still_run_each_user_once(mysql_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
-    from tests.integration.test_concurrency import real_now
-
     mysql_backend.clock.moment = real_now(mysql_backend)
     users = mysql_backend.add_schedules(300, interval=60)
     env = cli_env(DATABASE_URL=mysql_backend.url, REDIS_URL=redis_url, MONITOR_TASK="tests.tasks:recording_task",

@@ -1,0 +1,69 @@
+"""Helpers shared by the integration tests: real processes, real servers, bounded waits."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from redis import Redis
+from rq import Queue
+
+from dispatcher.service import Mode
+from monitor_scheduler.app import App
+from monitor_scheduler.settings import load_settings
+from tests.conftest import PYTHON, Backend, cli_env
+
+QUEUE = "monitor-user-tasks"
+
+
+def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def queued_users(redis_conn: Redis) -> list[str]:
+    queue = Queue(QUEUE, connection=redis_conn)
+    return [job.args[0] for job in queue.get_jobs()]
+
+
+def real_now(backend: Backend):  # type: ignore[no-untyped-def]
+    from monitor_scheduler.clock import DatabaseClock
+
+    with backend.engine.connect() as conn:
+        return DatabaseClock().now(conn)
+
+
+def worker_env(backend: Backend, redis_url: str, test_dir: Path, task: str, **extra: str) -> dict[str, str]:
+    return cli_env(
+        DATABASE_URL=backend.url, REDIS_URL=redis_url, MONITOR_TASK=task, MONITOR_TEST_DIR=str(test_dir),
+        DISPATCH_LOCK_TTL="3000", JOB_TIMEOUT="60", **extra,
+    )
+
+
+def dispatch_once(backend: Backend, redis_url: str, **overrides: str):  # type: ignore[no-untyped-def]
+    settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
+    app = App.from_settings(settings)
+    try:
+        return app.dispatcher(Mode.QUEUE).tick(Mode.QUEUE)
+    finally:
+        app.close()
+
+
+def rq_command() -> list[str]:
+    """The real `rq` CLI of this environment, as operators run it."""
+    script = Path(PYTHON).with_name("rq")
+    return [str(script)] if script.exists() else [PYTHON, "-m", "rq.cli"]
+
+
+def rq_info(redis_url: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([*rq_command(), "info", "--url", redis_url, *args], capture_output=True, text=True, timeout=60, env=cli_env())
