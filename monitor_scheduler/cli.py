@@ -101,9 +101,9 @@ def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
         else:
             summary = dispatcher.tick(mode)
     except MonitorSchedulerError as exc:
-        summary = getattr(exc, "summary", None)
-        if summary is not None:
-            _print_summary(summary, args.json)
+        partial: DispatchSummary | None = getattr(exc, "summary", None)
+        if partial is not None:
+            _print_summary(partial, args.json)  # what the pass did before it failed
         raise
     _print_summary(summary, args.json)
     return EXIT_OK

@@ -8,7 +8,7 @@ Nothing below the CLI/web entry points reads the environment: the object is pass
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -151,10 +151,10 @@ class Settings(BaseSettings):
         return self.DATABASE_URL.startswith("sqlite")
 
 
-def load_settings(env_file: str | Path | None = ".env", **overrides: object) -> Settings:
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Parse the environment once; raise ConfigurationError naming the variable on a bad value."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]  # pydantic-settings init arg
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -12,13 +12,14 @@ import logging
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
+from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from monitor_scheduler.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-WORKER_CLASSES: dict[str, type[Worker]] = {"simple": SimpleWorker, "fork": Worker}
+WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": SimpleWorker, "fork": Worker}
 
 
 def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str) -> int:

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -88,7 +89,7 @@ class Runner:
         self.task = task
         self.worker_name = worker_name or default_worker_name()
 
-    def execute(self, run: ClaimedRun, *, enqueued_at=None) -> RunResult:  # type: ignore[no-untyped-def]
+    def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         started_at = self._start(run)
         if started_at is None:
             return self._record_skipped(run, enqueued_at)
@@ -98,7 +99,8 @@ class Runner:
         duration_ms = int((time.perf_counter() - began) * 1000)
         return self._finish(run, started_at, status, error, duration_ms, enqueued_at)
 
-    def _start(self, run: ClaimedRun):  # type: ignore[no-untyped-def]
+    def _start(self, run: ClaimedRun) -> datetime | None:
+        """The start time if the lease is still ours (renewed from now), else None."""
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
             held = repo.renew_lease(
@@ -117,7 +119,10 @@ class Runner:
             return RunStatus.FAILED, text
         return RunStatus.SUCCEEDED, None
 
-    def _finish(self, run, started_at, status, error, duration_ms, enqueued_at) -> RunResult:  # type: ignore[no-untyped-def]
+    def _finish(
+        self, run: ClaimedRun, started_at: datetime, status: RunStatus, error: str | None,
+        duration_ms: int, enqueued_at: datetime | None,
+    ) -> RunResult:
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
             interval = repo.interval_if_leased(conn, user_id=run.user_id, token=run.token)
@@ -139,14 +144,17 @@ class Runner:
             logger.warning("run result refused, lease lost user=%s slot=%s token=%s status=%s", run.user_id, run.slot, run.token, status.value, extra=run_fields(run))
         return RunResult(run.user_id, status if applied else RunStatus.STALE, error, skipped, applied)
 
-    def _record_skipped(self, run: ClaimedRun, enqueued_at) -> RunResult:  # type: ignore[no-untyped-def]
+    def _record_skipped(self, run: ClaimedRun, enqueued_at: datetime | None) -> RunResult:
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
             repo.insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
         logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token, extra=run_fields(run))
         return RunResult(run.user_id, RunStatus.SKIPPED, applied=False)
 
-    def _record(self, run, status, error, skipped, enqueued_at, started_at, finished_at, duration_ms) -> RunRecord:  # type: ignore[no-untyped-def]
+    def _record(
+        self, run: ClaimedRun, status: RunStatus, error: str | None, skipped: int, enqueued_at: datetime | None,
+        started_at: datetime | None, finished_at: datetime, duration_ms: int | None,
+    ) -> RunRecord:
         return RunRecord(
             user_id=run.user_id, trigger=str(run.trigger), slot=run.slot, attempt=run.attempt,
             lease_token=run.token, status=status, error=error, skipped_slots=skipped,
