@@ -492,6 +492,29 @@ def lease_until(now: datetime, lease_ms: int) -> datetime:
     return now + timedelta(milliseconds=lease_ms)
 
 
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def run_counts_since(conn: Connection, *, since: datetime) -> list[tuple[str, str, int]]:
+    """(status, trigger, count) of runs finished since `since` (over the finishedAt index)."""
+    rows = conn.execute(
+        select(runs.c.status, runs.c.trigger, func.count()).where(runs.c.finishedAt >= since).group_by(runs.c.status, runs.c.trigger)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def duration_buckets_since(conn: Connection, *, since: datetime, bounds_ms: Sequence[int]) -> tuple[list[int], int, int]:
+    """Cumulative counts of run durations <= each bound, the total count and the sum (ms)."""
+    timed = and_(runs.c.finishedAt >= since, runs.c.durationMs.is_not(None))
+    columns = [func.coalesce(func.sum(case((runs.c.durationMs <= bound, 1), else_=0)), 0) for bound in bounds_ms]
+    row = conn.execute(select(*columns, func.count(), func.coalesce(func.sum(runs.c.durationMs), 0)).where(timed)).one()
+    return [int(v) for v in row[: len(bounds_ms)]], int(row[-2]), int(row[-1])
+
+
+def count_expired_leases(conn: Connection, *, now: datetime) -> int:
+    return conn.execute(select(func.count()).select_from(schedules).where(_filter_clause(ScheduleFilter.STALE, now))).scalar_one()
+
+
 # --- liveness -------------------------------------------------------------------------------------
 
 DISPATCH_STATUS = "dispatch"

@@ -71,3 +71,16 @@ def test_rq_dashboard_shows_our_queue_and_jobs(mysql_now_backend: Backend, redis
     job = client.get(f"/0/data/job/{job_id}.json")
     assert job.status_code == 200 and job.get_json()["id"] == job_id
     assert client.get(f"/0/view/job/{job_id}").status_code == 200
+
+
+def test_metrics_report_queue_depth_and_failed_jobs_from_redis(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis) -> None:
+    from tests.behaviour.test_metrics import scrape
+
+    mysql_now_backend.add_schedules(4)
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 4
+    m = scrape(mysql_now_backend, redis=redis_conn, queue_name=QUEUE)
+    assert m[("monitor_scheduler_queue_depth", ())] == 4
+    assert m[("monitor_scheduler_queue_failed_jobs", ())] == 0
+    assert m[("monitor_scheduler_queue_up", ())] == 1
+    dead = scrape(mysql_now_backend, redis=Redis.from_url("redis://127.0.0.1:1/0"), queue_name=QUEUE)
+    assert dead[("monitor_scheduler_queue_up", ())] == 0, "a dead Redis shows in the scrape instead of failing it"
