@@ -77,8 +77,9 @@ def set_schedule(
 
 
 def _next_run_after_change(current: Schedule, now: datetime, enabled: bool, interval: int) -> datetime | None:
-    if current.is_running(now) or current.locked_by is not None:
-        return None  # the lease owns nextRunAt until the run finishes or the lease is taken over
+    if current.locked_by is not None:
+        # Even an expired lease owns nextRunAt until the run finishes, is taken over or unlocked.
+        return None
     enabling = enabled and not current.enabled
     interval_changed = interval != current.interval_minutes
     if enabled and (enabling or interval_changed):
