@@ -13,7 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, DateTime, literal, literal_column, text
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def to_ms_precision(moment: datetime) -> datetime:
@@ -42,6 +43,19 @@ class Clock(Protocol):
         """The current time (naive UTC, millisecond precision) for a decision made on `conn`."""
         ...
 
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
+        """The same clock as a SQL expression (now + offset), so a statement can read or write
+        "now" without a round trip of its own."""
+        ...
+
+
+class _PythonTimeClock:
+    def _current(self) -> datetime:
+        raise NotImplementedError
+
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
+        return literal(to_ms_precision(self._current() + timedelta(milliseconds=offset_ms)), DateTime())
+
 
 class DatabaseClock:
     """The database server's UTC clock: one clock for every host that shares the database."""
@@ -50,19 +64,29 @@ class DatabaseClock:
         value = conn.execute(text("SELECT UTC_TIMESTAMP(3)")).scalar_one()
         return to_ms_precision(value)
 
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
+        micros = int(offset_ms) * 1000  # an int from our own settings, never user input
+        return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {micros} MICROSECOND)", DateTime())
 
-class ProcessClock:
+
+class ProcessClock(_PythonTimeClock):
     """This process's UTC clock; right for SQLite, whose writers all live on one host."""
 
-    def now(self, conn: Connection) -> datetime:
+    def _current(self) -> datetime:
         return to_ms_precision(datetime.now(UTC).replace(tzinfo=None))
 
+    def now(self, conn: Connection) -> datetime:
+        return self._current()
 
-class FixedClock:
+
+class FixedClock(_PythonTimeClock):
     """A clock that says what the test tells it to; `advance()` moves it forward."""
 
     def __init__(self, moment: datetime) -> None:
         self.moment = utc_naive(moment)
+
+    def _current(self) -> datetime:
+        return self.moment
 
     def now(self, conn: Connection) -> datetime:
         return self.moment

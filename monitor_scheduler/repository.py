@@ -34,6 +34,9 @@ from sqlalchemy import (
     update,
 )
 
+from sqlalchemy.sql.elements import ColumnElement
+
+from monitor_scheduler.clock import to_ms_precision
 from schema.models import runs, schedules, status
 
 s = schedules.c
@@ -276,8 +279,9 @@ def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> 
     return result.rowcount
 
 
-def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: datetime) -> bool:
-    """Extend a lease this token still holds (even if it ran out, as long as nobody took it)."""
+def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime]) -> bool:
+    """Extend a lease this token still holds (even if it ran out, as long as nobody took it).
+    `lease_until` may be a clock expression (Clock.sql_now), saving a round trip for "now"."""
     result = conn.execute(
         update(schedules)
         .where(s.userId == user_id, s.lockedBy == token)
@@ -286,11 +290,18 @@ def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: date
     return result.rowcount == 1
 
 
-def interval_if_leased(conn: Connection, *, user_id: str, token: str) -> int | None:
-    """The user's current interval, locking the row, if `token` still holds its lease."""
-    return conn.execute(
-        select(s.intervalMinutes).where(s.userId == user_id, s.lockedBy == token).with_for_update()
-    ).scalar_one_or_none()
+def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: ColumnElement[datetime]) -> tuple[int, datetime] | None:
+    """(interval, now) with the row locked, if `token` still holds its lease; "now" is read from
+    the clock expression in the same round trip."""
+    row = conn.execute(
+        select(s.intervalMinutes, now.label("now")).where(s.userId == user_id, s.lockedBy == token).with_for_update()
+    ).first()
+    return None if row is None else (row.intervalMinutes, _as_datetime(row.now))
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    # A clock given as a bound value (process or test clock) comes back as text from some drivers.
+    return to_ms_precision(value if isinstance(value, datetime) else datetime.fromisoformat(value))
 
 
 def finish_run(

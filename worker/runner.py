@@ -1,6 +1,6 @@
 """Executes one claimed run: the same code for RQ workers, sync mode and direct mode.
 
-1. Check the lease is still ours (a fenced renew). If not, record a skipped run and stop.
+1. Check the lease is still ours (a fenced renew from "now"). If not, record a skipped run and stop.
 2. Run the task while a heartbeat thread renews the lease every third of its length, so a run
    longer than DISPATCH_LOCK_TTL keeps it; if the process dies, the heartbeat dies with it and the
    lease runs out, so the user is due again within one TTL.
@@ -18,12 +18,12 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from monitor_scheduler import repository as repo
-from monitor_scheduler.clock import Clock
+from monitor_scheduler.clock import Clock, to_ms_precision
 from monitor_scheduler.logs import run_fields
 from monitor_scheduler.repository import ClaimedRun, RunRecord, RunStatus
 from monitor_scheduler.scheduling import next_fixed_rate_slot
@@ -67,10 +67,8 @@ class LeaseHeartbeat:
         while not self._stop.wait(self._period):
             try:
                 with self._engine.begin() as conn:
-                    now = self._clock.now(conn)
                     held = repo.renew_lease(
-                        conn, user_id=self._run.user_id, token=self._run.token,
-                        lease_until=repo.lease_until(now, self._lease_ms),
+                        conn, user_id=self._run.user_id, token=self._run.token, lease_until=self._clock.sql_now(self._lease_ms)
                     )
             except Exception:  # a failed renewal is retried next period; the lease may still hold
                 logger.warning("lease renewal failed user=%s token=%s", self._run.user_id, self._run.token, exc_info=True, extra=run_fields(self._run))
@@ -90,24 +88,20 @@ class Runner:
         self.worker_name = worker_name or default_worker_name()
 
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
-        started_at = self._start(run)
-        if started_at is None:
+        if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
         with LeaseHeartbeat(self.engine, self.clock, run, self.settings.DISPATCH_LOCK_TTL, self.settings.heartbeat_seconds):
             status, error = self._call_task(run)
-        duration_ms = int((time.perf_counter() - began) * 1000)
-        return self._finish(run, started_at, status, error, duration_ms, enqueued_at)
+        return self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
 
-    def _start(self, run: ClaimedRun) -> datetime | None:
-        """The start time if the lease is still ours (renewed from now), else None."""
+    def _lease_still_ours(self, run: ClaimedRun) -> bool:
+        """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
+        one statement, "now" computed by the clock inside it."""
         with self.engine.begin() as conn:
-            now = self.clock.now(conn)
-            held = repo.renew_lease(
-                conn, user_id=run.user_id, token=run.token,
-                lease_until=repo.lease_until(now, self.settings.DISPATCH_LOCK_TTL),
+            return repo.renew_lease(
+                conn, user_id=run.user_id, token=run.token, lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL)
             )
-        return now if held else None
 
     def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None]:
         context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt)
@@ -120,29 +114,36 @@ class Runner:
         return RunStatus.SUCCEEDED, None
 
     def _finish(
-        self, run: ClaimedRun, started_at: datetime, status: RunStatus, error: str | None,
-        duration_ms: int, enqueued_at: datetime | None,
+        self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
     ) -> RunResult:
+        duration_ms = int(elapsed * 1000)
         with self.engine.begin() as conn:
-            now = self.clock.now(conn)
-            interval = repo.interval_if_leased(conn, user_id=run.user_id, token=run.token)
-            applied = False
-            skipped = 0
-            if interval is not None:
+            locked = repo.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
+            if locked is None:
+                now, applied, skipped = self.clock.now(conn), False, 0
+            else:
+                interval, now = locked
                 nxt = next_fixed_rate_slot(run.slot, interval, now)
                 skipped = nxt.skipped
                 applied = repo.finish_run(
-                    conn, user_id=run.user_id, token=run.token, started_at=started_at, status=status,
-                    error=error, next_run_at=nxt.at, now=now,
+                    conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
+                    status=status, error=error, next_run_at=nxt.at, now=now,
                 )
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
+            started_at = self._started_at(now, duration_ms)
             repo.insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
         if applied:
             logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
         else:
             logger.warning("run result refused, lease lost user=%s slot=%s token=%s status=%s", run.user_id, run.slot, run.token, status.value, extra=run_fields(run))
         return RunResult(run.user_id, status if applied else RunStatus.STALE, error, skipped, applied)
+
+    @staticmethod
+    def _started_at(finished_at: datetime, duration_ms: int) -> datetime:
+        """When the task started, on the decision clock: its end minus the measured duration
+        (saves reading the database clock a second time per run)."""
+        return to_ms_precision(finished_at - timedelta(milliseconds=duration_ms))
 
     def _record_skipped(self, run: ClaimedRun, enqueued_at: datetime | None) -> RunResult:
         with self.engine.begin() as conn:

@@ -150,3 +150,20 @@ def test_times_keep_millisecond_precision(mysql_backend: Backend) -> None:
     with mysql_backend.engine.begin() as conn:
         repo.insert_schedule(conn, user_id="ms", enabled=True, interval_minutes=5, next_run_at=moment, now=moment)
     assert mysql_backend.schedule("ms").next_run_at == moment
+
+
+@pytest.mark.mysql
+def test_a_connection_the_server_dropped_while_idle_is_replaced(mysql_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    import monitor_scheduler.db as db
+
+    with mysql_backend.engine.connect() as conn:  # the pooled connection
+        victim = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    killer = create_db_engine(mysql_backend.url)
+    try:
+        with killer.connect() as conn:
+            conn.execute(text(f"KILL {victim}"))  # what a server restart or wait_timeout does
+    finally:
+        killer.dispose()
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection counts as idle
+    with mysql_backend.engine.connect() as conn:
+        assert conn.execute(text("SELECT CONNECTION_ID()")).scalar_one() != victim, "replaced, not reused"
