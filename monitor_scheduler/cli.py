@@ -369,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="keep dispatching until Ctrl-C")
     p.add_argument("--every", default="10s", help="loop period (default 10s)")
     p.set_defaults(func=cmd_demo)
+    from web.cli import register as register_web; register_web(sub)
     return parser
 
 

@@ -1,0 +1,11 @@
+"""MONITOR_TASK for the browser tests: users whose id starts with "failing" fail, like a monitor
+whose endpoint is down; everyone else succeeds."""
+
+from __future__ import annotations
+
+from worker.tasks import RunContext
+
+
+def picky_task(user_id: str, context: RunContext) -> None:
+    if user_id.startswith("failing"):
+        raise RuntimeError("monitored endpoint answered HTTP 500")

@@ -1,0 +1,311 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser),
+against the app served by uvicorn on a free loopback port, on a real SQLite database (and the
+throwaway Redis plus a real `monitor-scheduler worker` for queue mode).
+
+Screenshots of the main pages go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from dispatcher.service import Mode
+from monitor_scheduler import repository as repo
+from monitor_scheduler import schedules as schedule_service
+from monitor_scheduler.app import App
+from monitor_scheduler.settings import load_settings
+from tests.conftest import PYTHON, REPO_ROOT, cli_env
+from tests.web.conftest import SECRET_KEY
+from web.app import create_app
+from web.auth import sign_in_url
+from web.state import WebState
+
+pytestmark = pytest.mark.browser
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
+TASK = "tests.web.tasks:picky_task"
+TIMEOUT_MS = 15_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: App
+    web: WebState
+
+    def link(self, user_id: str, *, admin: bool = False) -> str:
+        return sign_in_url(self.url, self.web.token_key, user_id, admin=admin, ttl_seconds=300)
+
+    def seed(self, user_id: str, *, interval: int = 5, enabled: bool = True) -> None:
+        schedule_service.set_schedule(self.app.engine, self.app.clock, user_id=user_id, interval=interval,
+                                      enabled=enabled, default_interval=5)
+
+    def run_once(self, user_id: str) -> None:
+        self.web.dispatcher(Mode.SYNC).run_user_now(user_id, Mode.SYNC)
+
+    def schedule(self, user_id: str) -> repo.Schedule:
+        with self.app.engine.connect() as conn:
+            found = repo.get_schedule(conn, user_id)
+        assert found is not None
+        return found
+
+
+def serve(database_url: str, **overrides: str) -> Iterator[LiveServer]:
+    """The app with the production clock, served by uvicorn in a background thread."""
+    port = free_port()
+    settings = load_settings(env_file=None, DATABASE_URL=database_url, REDIS_URL=overrides.pop("REDIS_URL", ""),
+                             MONITOR_TASK=TASK, SECRET_KEY=SECRET_KEY, WEB_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
+    app = App.from_settings(settings)
+    api = create_app(app)
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", log_config=None))
+    thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield LiveServer(f"http://127.0.0.1:{port}", app, api.state.web)
+    server.should_exit = True
+    thread.join(timeout=10)
+    app.close()
+
+
+@pytest.fixture
+def live(sqlite_url: str) -> Iterator[LiveServer]:
+    yield from serve(sqlite_url)
+
+
+@pytest.fixture
+def live_queue(sqlite_url: str, redis_url: str) -> Iterator[LiveServer]:
+    yield from serve(sqlite_url, REDIS_URL=redis_url)
+
+
+@pytest.fixture(scope="session")
+def browser():  # type: ignore[no-untyped-def]
+    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (scripts/install-test-deps)")
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    # A fixed zone other than UTC, so "shown in the browser's time zone" is visible in the test.
+    context = browser.new_context(timezone_id="Europe/Berlin", locale="en-GB", viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def next_run_attr(page) -> datetime:  # type: ignore[no-untyped-def]
+    value = page.locator("#next-run time").get_attribute("datetime")
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+expect = playwright_sync.expect
+
+
+# --- the user's page ------------------------------------------------------------------------------
+
+
+def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+    live.seed("alice", interval=5)
+    live.run_once("alice")  # a first run, so the cadence has a slot to continue from
+    page.goto(live.link("alice"))
+    expect(page).to_have_url(f"{live.url}/settings")
+    expect(page.locator("#signed-in-as")).to_have_text("alice")
+    expect(page.locator("#status")).to_have_text("succeeded")
+    # Times are shown in the browser's zone (Europe/Berlin: CET/CEST), not as UTC.
+    expect(page.locator("#next-run time")).to_contain_text(re.compile(r"CES?T|GMT\+[12]"))
+    before = next_run_attr(page)
+    slot = live.schedule("alice").run_slot
+    assert before == slot + timedelta(minutes=5)
+
+    page.fill("#interval", "60")
+    page.click("#save")
+    expect(page.locator("#saved-note")).to_have_text("Saved.")
+    expect(page.locator("#next-run time")).not_to_have_attribute("datetime", before.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
+    assert next_run_attr(page) == slot + timedelta(minutes=60)
+    assert live.schedule("alice").interval_minutes == 60
+    screenshot(page, "settings")
+
+    last_run_before = page.locator("#last-run time").get_attribute("datetime")
+    page.click("#run-now")
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+    expect(page.locator("#last-run time")).not_to_have_attribute("datetime", last_run_before)
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#run-now")).to_be_enabled()
+    assert [r.trigger for r in reversed(repo_runs(live, "alice"))] == ["manual", "manual"]
+
+
+def repo_runs(live: LiveServer, user_id: str) -> list[repo.RunRecord]:
+    with live.app.engine.connect() as conn:
+        return repo.recent_runs(conn, user_id=user_id)
+
+
+def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+    live.seed("failing-fred")
+    page.goto(live.link("failing-fred"))
+    expect(page.locator("#status")).to_have_text("never run")
+    page.click("#run-now")
+    expect(page.locator("#status")).to_have_text("failed")
+    expect(page.locator("#last-error")).to_contain_text("monitored endpoint answered HTTP 500")
+    screenshot(page, "settings-failed")
+
+
+@pytest.mark.redis
+def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(live_queue: LiveServer, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    live_queue.seed("bob")
+    live_queue.run_once("bob")
+    page.goto(live_queue.link("bob"))
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    page.click("#run-now")
+    expect(page.locator("#status")).to_have_text("running")
+    expect(page.locator("#run-now")).to_be_disabled()
+    expect(page.locator("#run-now")).to_have_text("Run in progress…")
+    expect(page.locator("#next-run")).to_have_text("after the current run")
+    page.reload()  # the server renders the same state: no second run can be started from here
+    expect(page.locator("#run-now")).to_be_disabled()
+    screenshot(page, "settings-running")
+
+    env = cli_env(DATABASE_URL=live_queue.app.settings.DATABASE_URL, REDIS_URL=live_queue.app.settings.REDIS_URL or "", MONITOR_TASK=TASK)
+    worker = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    # The page polls the API: the status changes without a reload.
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#run-now")).to_be_enabled()
+    expect(page.locator("#runs tbody tr")).to_have_count(2)
+
+
+def test_a_bad_interval_shows_the_inline_error_and_saves_nothing(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+    live.seed("carol", interval=15)
+    before = live.schedule("carol")
+    page.goto(live.link("carol"))
+    for bad in ("0", "1441", "-3"):
+        page.fill("#interval", bad)
+        page.click("#save")
+        expect(page.locator("#interval-error")).to_be_visible()
+        expect(page.locator("#interval-error")).to_contain_text("between 1 and 1440")
+        expect(page.locator("#interval")).to_have_attribute("aria-invalid", "true")
+    screenshot(page, "settings-invalid")
+    assert live.schedule("carol") == before
+    page.reload()
+    expect(page.locator("#interval")).to_have_value("15")
+    # The server checks again: a request that skips the page's check is refused the same way.
+    status = page.evaluate(
+        """async () => (await fetch('/api/schedules/me', {method: 'PATCH', headers: {'Content-Type': 'application/json',
+           'X-CSRF-Token': document.body.dataset.csrf}, body: JSON.stringify({intervalMinutes: 5000})})).status"""
+    )
+    assert status == 422
+    assert live.schedule("carol") == before
+
+
+def test_a_user_cannot_reach_another_users_data_or_the_admin_page(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+    live.seed("dave", interval=7)
+    live.seed("erin", interval=33)
+    live.run_once("erin")
+    link = live.link("dave")
+    page.goto(link)
+    expect(page.locator("#signed-in-as")).to_have_text("dave")
+    expect(page.locator("body")).not_to_contain_text("erin")
+    expect(page.locator("nav")).not_to_contain_text("Admin")
+    response = page.goto(f"{live.url}/admin")
+    assert response.status == 403
+    expect(page.locator("#message")).to_contain_text("administrators")
+    screenshot(page, "admin-forbidden")
+    for path in ("/api/admin/schedules", "/api/admin/schedules/erin", "/api/admin/schedules/erin/runs"):
+        assert page.goto(live.url + path).status == 403
+    assert '"userId":"dave"' in page.goto(f"{live.url}/api/schedules/me").text()
+    assert page.goto(f"{live.url}/api/schedules/me/runs").json() == []
+    # The link was one-time; a fresh browser cannot reuse it.
+    other = page.context.browser.new_context()
+    assert other.new_page().goto(link).status == 401
+    other.close()
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def test_an_admin_sees_all_users_and_uses_the_filters(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+    for user_id, interval in (("alice", 5), ("bob", 10), ("carol", 60), ("failing-fred", 15), ("<b>mallory</b>", 30)):
+        live.seed(user_id, interval=interval)
+    live.seed("paused-pat", enabled=False)
+    for user_id in ("alice", "bob", "failing-fred"):
+        live.run_once(user_id)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(live.link("root", admin=True))
+    expect(page).to_have_url(f"{live.url}/admin")
+    rows = page.locator("#schedules tbody tr[data-user]")
+    expect(rows).to_have_count(6)
+    expect(page.locator("#schedules")).to_contain_text("<b>mallory</b>")  # shown as text, not markup
+    expect(page.locator("#queue-health")).to_contain_text("sync mode")
+    expect(page.locator("#due-now")).to_have_text("2")  # carol and mallory never ran
+    screenshot(page, "admin")
+
+    page.click("a[data-filter=failing]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-user", "failing-fred")
+    expect(rows.first).to_contain_text("monitored endpoint answered HTTP 500")
+    screenshot(page, "admin-failing")
+    page.click("a[data-filter=disabled]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-user", "paused-pat")
+    page.click("a[data-filter=due]")
+    expect(rows).to_have_count(2)
+
+    page.click("text=All")
+    page.fill("#search", "ca")
+    page.press("#search", "Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-user", "carol")
+
+    # Row actions: enable paused-pat, change bob's interval, run carol now, unlock.
+    page.goto(f"{live.url}/admin?filter=disabled")
+    page.locator("tr[data-user=paused-pat] button.toggle").click()
+    expect(page.locator("#flash")).to_have_text("Saved paused-pat.")
+    expect(rows).to_have_count(0)
+    assert live.schedule("paused-pat").enabled is True
+    page.goto(f"{live.url}/admin")
+    page.locator("tr[data-user=bob] input[name=interval]").fill("45")
+    page.locator("tr[data-user=bob] .interval-form button").click()
+    expect(page.locator("#flash")).to_have_text("Saved bob.")
+    assert live.schedule("bob").interval_minutes == 45
+    page.locator("tr[data-user=carol] button", has_text="Run now").click()
+    expect(page.locator("#flash")).to_have_text("Run of carol finished.")
+    expect(page.locator("tr[data-user=carol]")).to_contain_text("succeeded")
+    page.click("#unlock")
+    expect(page.locator("#flash")).to_contain_text("Unlocked 0 expired lease(s).")

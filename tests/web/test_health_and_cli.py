@@ -1,0 +1,147 @@
+"""/healthz and /readyz, and the CLI side: `web` refuses to start without SECRET_KEY, `login-link`
+prints a link the app accepts once."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from monitor_scheduler.app import App
+from monitor_scheduler.db import create_db_engine
+from tests.conftest import PYTHON, Backend, cli_env
+from tests.web.conftest import SECRET_KEY, WebHarness, make_harness
+
+
+def test_healthz(web: WebHarness) -> None:
+    assert web.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_in_sync_mode_needs_a_dispatcher_that_runs(web: WebHarness) -> None:
+    before = web.client.get("/readyz")
+    assert before.status_code == 503, "no dispatch pass yet: the dead-man check fails"
+    assert before.json()["scheduler"] == "no dispatch pass has succeeded yet"
+
+    assert web.cron({}).status_code == 200  # any dispatcher's pass counts
+    after = web.client.get("/readyz")
+    assert (after.status_code, after.json()) == (
+        200, {"status": "ready", "database": "ok", "redis": "sync mode (no REDIS_URL)", "scheduler": "ok"}
+    )
+
+
+def test_readyz_fails_when_due_users_wait_too_long(backend: Backend) -> None:
+    harness = make_harness(backend, HEALTH_MAX_DUE_AGE=60, HEALTH_MAX_PASS_AGE=3600)
+    harness.cron({})
+    backend.add_schedules(1, prefix="waiting")
+    backend.clock.advance(seconds=61)
+    response = harness.client.get("/readyz")
+    assert response.status_code == 503 and response.json()["scheduler"].startswith("oldest due schedule has waited 61s")
+
+
+def test_metrics_are_served_for_prometheus(web: WebHarness) -> None:
+    web.backend.add_schedules(2)
+    web.cron({})
+    response = web.client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    assert 'monitor_scheduler_recent_runs{status="succeeded",trigger="sync"} 2.0' in response.text
+    assert "monitor_scheduler_last_dispatch_pass_claimed 2.0" in response.text
+
+
+@pytest.mark.redis
+def test_readyz_with_redis(queue_web: WebHarness) -> None:
+    assert queue_web.client.get("/readyz").json()["redis"] == "ok"
+
+
+def test_readyz_is_503_when_redis_is_down(backend: Backend) -> None:
+    harness = make_harness(backend, REDIS_URL="redis://127.0.0.1:1/0")
+    harness.cron({"mode": "sync"})
+    response = harness.client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable" and response.json()["redis"].startswith("unreachable")
+
+
+def test_readyz_is_503_when_the_database_is_not_migrated(sqlite_backend: Backend, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    engine = create_db_engine(url)
+    settings = sqlite_backend.settings(DATABASE_URL=url, SECRET_KEY=SECRET_KEY)
+    from web.app import create_app
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(App(settings, engine, sqlite_backend.clock)))
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json()["database"].startswith("unreachable")
+    engine.dispose()
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", *args], cwd=cwd, env=cli_env(**env),
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_web_without_secret_key_exits_2_with_one_line(sqlite_url: str, tmp_path: Path) -> None:
+    result = run_cli("web", "--port", "1", cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY="")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["monitor-scheduler: SECRET_KEY is not set: the web app will not start without it (--dev uses a throwaway key)"]
+
+
+def test_login_link_without_secret_key_exits_2(sqlite_url: str, tmp_path: Path) -> None:
+    result = run_cli("login-link", "alice", cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY="")
+    assert result.returncode == 2 and "SECRET_KEY" in result.stderr
+
+
+def test_login_link_signs_in_once_with_the_admin_flag(sqlite_backend: Backend, tmp_path: Path) -> None:
+    result = run_cli("login-link", "alice", "--admin", "--ttl", "2m", cwd=tmp_path, DATABASE_URL=sqlite_backend.url,
+                     SECRET_KEY=SECRET_KEY, WEB_BASE_URL="https://monitor.example.com/")
+    assert result.returncode == 0, result.stderr
+    url = urlsplit(result.stdout.strip())
+    assert (url.scheme, url.netloc, url.path) == ("https", "monitor.example.com", "/login")
+    harness = make_harness(sqlite_backend)
+    response = harness.client.get(f"{url.path}?{url.query}")
+    assert (response.status_code, response.headers["location"]) == (303, "/admin")
+    assert harness.client.get("/admin").status_code == 200
+    harness.client.cookies.clear()
+    assert harness.client.get(f"{url.path}?{url.query}").status_code == 401
+
+
+def test_login_link_rejects_a_bad_user_id(sqlite_url: str, tmp_path: Path) -> None:
+    result = run_cli("login-link", "x" * 65, cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY=SECRET_KEY)
+    assert result.returncode == 2 and "at most 64" in result.stderr
+
+
+def test_the_web_command_serves_and_dispatch_via_http_uses_its_cron_endpoint(sqlite_backend: Backend, tmp_path: Path) -> None:
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sqlite_backend.add_schedules(2)
+    env = cli_env(DATABASE_URL=sqlite_backend.url, SECRET_KEY=SECRET_KEY, CRON_SECRET="via-http-secret", REDIS_URL="",
+                  MONITOR_TASK="worker.tasks:noop_task")
+    server = subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", "web", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                    assert json.load(response) == {"status": "ok"}
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "web did not start"
+                time.sleep(0.1)
+        result = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--via-http", url, "--mode", "sync"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert (json.loads(result.stdout)["mode"], json.loads(result.stdout)["ran"]) == ("sync", 2)
+        wrong = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--via-http", url],
+                               cwd=tmp_path, env={**env, "CRON_SECRET": "nope"}, capture_output=True, text=True, timeout=60)
+        assert wrong.returncode != 0 and "401" in wrong.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

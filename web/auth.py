@@ -1,0 +1,116 @@
+"""Who the caller is: signed, expiring JWTs (HS256 with SECRET_KEY), minted by the host application.
+
+Claims: `sub` (the user id, required), `exp` (required, checked), `admin` (boolean, default false),
+and for one-time sign-in links a `jti` that the server remembers as used. Used `jti`s are kept in
+memory (one process): a restart forgets them, which is acceptable because sign-in tokens live
+minutes, not days (see docs/web.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import jwt
+
+from monitor_scheduler.scheduling import validate_user_id
+
+ALGORITHM = "HS256"
+DEFAULT_LINK_TTL_SECONDS = 15 * 60
+CLOCK_LEEWAY_SECONDS = 30
+
+
+class AuthError(Exception):
+    """The token is missing, malformed, badly signed, expired or already used."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    admin: bool
+
+
+def mint_token(secret: str, user_id: str, *, admin: bool = False, ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS, jti: str | None = None) -> str:
+    """What a host application does (docs/web.md shows the same in Python and Node.js)."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "admin": admin, "iat": now, "exp": now + ttl_seconds}
+    if jti is not None:
+        claims["jti"] = jti
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_token(secret: str, token: str) -> tuple[Principal, dict[str, object]]:
+    """Verify signature and expiry; return who it names and the raw claims. Raises AuthError."""
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}, leeway=CLOCK_LEEWAY_SECONDS
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError("token expired") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    admin = claims.get("admin", False)
+    if not isinstance(admin, bool):
+        raise AuthError("invalid token: 'admin' must be a boolean")
+    try:
+        user_id = validate_user_id(claims["sub"])
+    except ValueError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    return Principal(user_id, admin), claims
+
+
+class UsedTokenIds:
+    """The `jti`s of sign-in tokens already used, each kept until its token would expire anyway."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._expiry: dict[str, float] = {}
+
+    def consume(self, jti: str, expires_at: float) -> bool:
+        """Mark `jti` used; False if it already was."""
+        now = time.time()
+        with self._lock:
+            # Forget entries whose token has expired: those tokens are refused by `exp` anyway.
+            for stale in [k for k, exp in self._expiry.items() if exp + CLOCK_LEEWAY_SECONDS < now]:
+                del self._expiry[stale]
+            if jti in self._expiry:
+                return False
+            self._expiry[jti] = expires_at
+            return True
+
+
+def consume_sign_in_token(secret: str, token: str, used: UsedTokenIds) -> Principal:
+    """A sign-in link's token: valid, carrying a `jti`, and not used before."""
+    principal, claims = decode_token(secret, token)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise AuthError("sign-in tokens need a 'jti' claim (one-time links)")
+    if not used.consume(jti, float(claims["exp"])):  # type: ignore[arg-type]
+        raise AuthError("this sign-in link was already used")
+    return principal
+
+
+def sign_in_url(base_url: str, secret: str, user_id: str, *, admin: bool, ttl_seconds: int) -> str:
+    token = mint_token(secret, user_id, admin=admin, ttl_seconds=ttl_seconds, jti=secrets.token_urlsafe(16))
+    return f"{base_url.rstrip('/')}/login?{urlencode({'token': token})}"
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison, so timing does not reveal how much of a secret matched."""
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def derived_key(secret: str, purpose: str) -> str:
+    """A separate key per use of SECRET_KEY (JWTs vs. session cookies), so one never verifies the other."""
+    return hmac.new(secret.encode("utf-8"), purpose.encode("utf-8"), hashlib.sha256).hexdigest()

@@ -1,0 +1,142 @@
+"""The `web` and `login-link` subcommands (registered into monitor_scheduler.cli's parser).
+
+`web --embedded` is the newcomer's whole system in one process: SQLite (the default database),
+migrations, a few demo users, a sync-mode dispatcher loop in a background thread, and sign-in
+links printed for a demo admin and a demo user. It is a development mode, so it implies --dev.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import threading
+
+from dispatcher.loop import DispatchLoop, parse_duration
+from dispatcher.service import Mode
+from monitor_scheduler import schedules as schedule_service
+from monitor_scheduler.app import App
+from monitor_scheduler.exceptions import ConfigurationError, InvalidInput, UnknownUser
+from monitor_scheduler.scheduling import validate_user_id
+from monitor_scheduler.settings import Settings
+from web.auth import sign_in_url
+from web.state import WebState
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 10111
+DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+EMBEDDED_DISPATCH_EVERY = 10.0
+EMBEDDED_LINK_TTL_SECONDS = 24 * 3600  # still one-time; long enough to come back to the demo later
+DEMO_ADMIN, DEMO_USER = "demo-admin", "demo-alice"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--dev", action="store_true", help="development: without SECRET_KEY use a random per-process key")
+    p.add_argument(
+        "--embedded", action="store_true",
+        help="demo on this machine: migrate, seed demo users, dispatch in sync mode every 10 s in-process, "
+        "print sign-in links (implies --dev)",
+    )
+    p.set_defaults(func=cmd_web)
+
+    p = subparsers.add_parser("login-link", help="print a one-time sign-in URL for a user")
+    p.add_argument("user", help="the user id the link signs in as")
+    p.add_argument("--admin", action="store_true", help="the link grants admin rights")
+    p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
+    p.set_defaults(func=cmd_login_link)
+
+
+def cmd_login_link(app: App, args: argparse.Namespace) -> int:
+    if app.settings.SECRET_KEY is None:
+        raise ConfigurationError("SECRET_KEY is not set: cannot sign a link (a --dev server prints its own links)")
+    try:
+        user_id = validate_user_id(args.user)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    ttl = int(parse_duration(args.ttl))
+    if ttl < 1:
+        raise InvalidInput("--ttl must be at least 1s")
+    print(sign_in_url(app.settings.WEB_BASE_URL, app.settings.SECRET_KEY.get_secret_value(), user_id, admin=args.admin, ttl_seconds=ttl))
+    return 0
+
+
+def cmd_web(app: App, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    api = create_app(app, dev=args.dev or args.embedded)  # refuses without SECRET_KEY unless dev
+    web: WebState = api.state.web
+    stop = threading.Event()
+    loop_thread = _start_embedded(web, args, stop) if args.embedded else None
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    server = uvicorn.Server(uvicorn.Config(api, host=args.host, port=args.port, log_config=None, server_header=False))
+    try:
+        server.run()
+    finally:
+        stop.set()
+        if loop_thread is not None:
+            loop_thread.join(timeout=60)
+    return 0
+
+
+def base_url(settings: Settings, host: str, port: int) -> str:
+    """WEB_BASE_URL, unless it is the default and the server listens elsewhere."""
+    if settings.WEB_BASE_URL.rstrip("/") != DEFAULT_BASE_URL or (host, port) == (DEFAULT_HOST, DEFAULT_PORT):
+        return settings.WEB_BASE_URL
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}"
+
+
+def seed_demo_users(app: App) -> list[str]:
+    """Create the demo schedules that do not exist yet (a restart keeps what the demo changed)."""
+    from monitor_scheduler.cli import DEMO_USERS
+
+    for user_id, interval in DEMO_USERS:
+        try:
+            schedule_service.get_schedule(app.engine, user_id)
+        except UnknownUser:
+            schedule_service.set_schedule(
+                app.engine, app.clock, user_id=user_id, interval=interval, enabled=True,
+                default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
+            )
+    return [user_id for user_id, _ in DEMO_USERS]
+
+
+def _start_embedded(web: WebState, args: argparse.Namespace, stop: threading.Event) -> threading.Thread:
+    from schema.migrate import upgrade
+    from web import services
+
+    app = web.app
+    upgrade(app.engine)
+    users = seed_demo_users(app)
+    loop = DispatchLoop(lambda: services.dispatch_pass(web, Mode.SYNC), EMBEDDED_DISPATCH_EVERY, stop=stop)
+    thread = threading.Thread(target=loop.run, name="embedded-dispatcher", daemon=True)
+    thread.start()
+    url = base_url(app.settings, args.host, args.port)
+    admin_link = sign_in_url(url, web.token_key, DEMO_ADMIN, admin=True, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
+    user_link = sign_in_url(url, web.token_key, DEMO_USER, admin=False, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
+    print(
+        f"\nmonitor-scheduler (embedded): database {app.settings.DATABASE_URL}, sync-mode dispatcher every "
+        f"{EMBEDDED_DISPATCH_EVERY:.0f} s, demo users {', '.join(users)}\n"
+        f"  sign in as the demo admin ({DEMO_ADMIN}): {admin_link}\n"
+        f"  sign in as a demo user   ({DEMO_USER}): {user_link}\n"
+        "  (each link works once; restart for new ones)\n",
+        flush=True,
+    )
+    return thread
+
+
+class RedactTokens(logging.Filter):
+    """Keeps sign-in tokens out of the access log (they travel in /login?token=...)."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+        return True

@@ -1,0 +1,173 @@
+"""FastAPI dependencies: the wired App, who the caller is (Bearer JWT or session cookie), admin-only,
+CSRF checks, and strict JSON bodies parsed *after* authentication.
+
+401 = we do not know who you are (no/invalid token or session); 403 = we do, and you may not
+(not an admin, or a cookie-authenticated write without the CSRF token).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Form, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+
+from monitor_scheduler.app import App
+from web.auth import AuthError, Principal, decode_token, same_secret
+from web.state import WebState
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "x-csrf-token"
+SESSION_USER, SESSION_ADMIN, SESSION_CSRF = "uid", "admin", "csrf"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def get_web(request: Request) -> WebState:
+    return request.app.state.web  # type: ignore[no-any-return]
+
+
+Web = Annotated[WebState, Depends(get_web)]
+
+
+def get_app(web: Web) -> App:
+    return web.app
+
+
+AppDep = Annotated[App, Depends(get_app)]
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="A JWT (HS256, SECRET_KEY) with `sub` = user id, `exp`, and `admin` (boolean). See docs/web.md.",
+)
+
+
+def unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def session_principal(request: Request) -> Principal | None:
+    user_id = request.session.get(SESSION_USER)
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    return Principal(user_id, request.session.get(SESSION_ADMIN) is True)
+
+
+def session_csrf(request: Request) -> str | None:
+    token = request.session.get(SESSION_CSRF)
+    return token if isinstance(token, str) else None
+
+
+def current_user(
+    request: Request,
+    web: Web,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """API callers: a Bearer token, or the page's session cookie plus the CSRF header on writes."""
+    if credentials is not None:
+        try:
+            principal, _claims = decode_token(web.token_key, credentials.credentials)
+        except AuthError as exc:
+            raise unauthorized(str(exc)) from None
+        return principal
+    if request.headers.get("authorization"):
+        raise unauthorized("Authorization header must be 'Bearer <token>'")
+    principal = session_principal(request)
+    if principal is None:
+        raise unauthorized("not signed in: send 'Authorization: Bearer <token>'")
+    if request.method not in SAFE_METHODS:
+        # A cookie is sent by the browser on cross-site requests too; the header is not.
+        expected = session_csrf(request)
+        if expected is None or not same_secret(request.headers.get(CSRF_HEADER), expected):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> Principal:
+    if not user.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin only")
+    return user
+
+
+AdminUser = Annotated[Principal, Depends(admin_user)]
+
+
+# --- pages ----------------------------------------------------------------------------------------
+
+
+def page_user(request: Request) -> Principal:
+    principal = session_principal(request)
+    if principal is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please sign in with the link from your application.")
+    return principal
+
+
+PageUser = Annotated[Principal, Depends(page_user)]
+
+
+def page_admin(user: PageUser) -> Principal:
+    if not user.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This page is for administrators.")
+    return user
+
+
+PageAdmin = Annotated[Principal, Depends(page_admin)]
+
+
+def checked_form_csrf(request: Request, _user: PageUser, csrf_token: Annotated[str | None, Form()] = None) -> None:
+    # Depends on the signed-in user so that a signed-out visitor sees 401, not a CSRF 403.
+    expected = session_csrf(request)
+    if expected is None or not same_secret(csrf_token, expected):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "The form expired or did not come from this site; reload the page and try again.")
+
+
+FormCsrf = Depends(checked_form_csrf)
+
+
+# --- JSON bodies ----------------------------------------------------------------------------------
+
+
+class MalformedBody(Exception):
+    """The request body is not JSON (400, unlike a well-formed body with wrong fields: 422)."""
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """Parse the body as `model`; an empty body counts as `{}`.
+
+    Declared after the auth dependency, it runs after it: an unauthenticated caller gets 401,
+    not a parse error, and nothing about the body is looked at.
+    """
+
+    async def parse(request: Request) -> M:
+        raw = await request.body()
+        data: Any = {}
+        if raw.strip():
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise MalformedBody("request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+
+    return parse
+
+
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI `requestBody` for a body parsed by `json_body` (FastAPI cannot see it)."""
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

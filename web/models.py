@@ -1,0 +1,200 @@
+"""Request and response bodies of the JSON API (they are what /openapi.json documents).
+
+Request bodies are strict (no "5" for 5, no unknown fields such as a `userId` sneaked into
+/api/schedules/me) and flat, so their JSON schema can be inlined into the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from monitor_scheduler.repository import RunRecord, Schedule
+from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES
+
+USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """The database keeps naive UTC; the API says so explicitly (ISO 8601 with a zone)."""
+    return None if moment is None else moment.replace(tzinfo=UTC)
+
+
+# --- requests -------------------------------------------------------------------------------------
+
+
+class ScheduleUpdate(BaseModel):
+    """Fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool | None = Field(default=None, description="Auto-monitoring on or off.")
+    intervalMinutes: int | None = Field(
+        default=None, ge=MIN_INTERVAL_MINUTES, le=MAX_INTERVAL_MINUTES, description="Minutes between runs (1-1440)."
+    )
+
+    @field_validator("intervalMinutes", mode="before")
+    @classmethod
+    def _integral_number(cls, value: object) -> object:
+        # JSON does not tell 30 from 30.0 and JSON Schema calls both integers; "30", 30.5 and true stay refused.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
+class CronRequest(BaseModel):
+    """No body or `{}`: one dispatch pass. `userId`: run that user now. `mode`: queue or sync."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    userId: str | None = Field(default=None, min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=USER_ID_PATTERN)
+    mode: Literal["queue", "sync"] | None = Field(
+        default=None, description="Default: queue when REDIS_URL is set, else sync."
+    )
+
+
+# --- responses ------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    message: str
+    errors: list[dict[str, object]] | None = Field(default=None, description="Field errors (validation only).")
+
+
+class ScheduleOut(BaseModel):
+    userId: str
+    enabled: bool
+    intervalMinutes: int
+    nextRunAt: datetime
+    lastRunAt: datetime | None
+    lastStatus: str | None
+    lastError: str | None
+    running: bool = Field(description="A run of this user holds a live lease now.")
+
+    @classmethod
+    def of(cls, schedule: Schedule, now: datetime) -> ScheduleOut:
+        return cls(
+            userId=schedule.user_id,
+            enabled=schedule.enabled,
+            intervalMinutes=schedule.interval_minutes,
+            nextRunAt=aware(schedule.next_run_at),  # type: ignore[arg-type]
+            lastRunAt=aware(schedule.last_run_at),
+            lastStatus=schedule.last_status,
+            lastError=schedule.last_error,
+            running=schedule.is_running(now),
+        )
+
+
+class AdminScheduleOut(ScheduleOut):
+    lockedBy: str | None
+    lockedUntil: datetime | None
+    staleLease: bool = Field(description="A lease that expired without a result (unlock releases it).")
+
+    @classmethod
+    def of(cls, schedule: Schedule, now: datetime) -> AdminScheduleOut:
+        base = ScheduleOut.of(schedule, now).model_dump()
+        return cls(
+            **base,
+            lockedBy=schedule.locked_by,
+            lockedUntil=aware(schedule.locked_until),
+            staleLease=schedule.locked_by is not None and not schedule.is_running(now),
+        )
+
+
+class RunOut(BaseModel):
+    id: int | None
+    trigger: str
+    slot: datetime
+    attempt: int
+    status: str
+    error: str | None
+    skippedSlots: int
+    enqueuedAt: datetime | None
+    startedAt: datetime | None
+    finishedAt: datetime
+    durationMs: int | None
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunOut:
+        return cls(
+            id=run.id, trigger=run.trigger, slot=aware(run.slot), attempt=run.attempt,  # type: ignore[arg-type]
+            status=run.status, error=run.error, skippedSlots=run.skipped_slots,
+            enqueuedAt=aware(run.enqueued_at), startedAt=aware(run.started_at),
+            finishedAt=aware(run.finished_at), durationMs=run.duration_ms,  # type: ignore[arg-type]
+        )
+
+
+class SummaryOut(BaseModel):
+    """One dispatch pass or direct run (DispatchSummary)."""
+
+    mode: str
+    now: str
+    claimed: int
+    enqueued: int
+    ran: int
+    succeeded: int
+    failed: int
+    released: int
+    skipped_backpressure: int
+    backpressure: bool
+    budget_exhausted: bool
+    duration_ms: int
+    error: str | None
+
+
+class RunNowOut(BaseModel):
+    summary: SummaryOut
+    schedule: ScheduleOut
+
+
+class AdminRunNowOut(BaseModel):
+    summary: SummaryOut
+    schedule: AdminScheduleOut
+
+
+class ScheduleListOut(BaseModel):
+    items: list[AdminScheduleOut]
+    limit: int
+    offset: int
+    nextOffset: int | None = Field(description="Offset of the next page, null on the last page.")
+
+
+class UnlockOut(BaseModel):
+    unlocked: list[str]
+    count: int
+
+
+class QueueHealthOut(BaseModel):
+    mode: Literal["queue", "sync"]
+    reachable: bool | None = Field(description="Redis answered (null in sync mode).")
+    queueLength: int | None
+    workers: int | None
+    failedJobs: int | None
+    startedJobs: int | None
+    error: str | None
+
+
+class DispatcherStatusOut(BaseModel):
+    lastPass: SummaryOut | None = Field(description="Last pass seen by this process (embedded loop or cron endpoint).")
+    lastPassAt: datetime | None
+    lastRunFinishedAt: datetime | None = Field(description="Newest run in the history, from any process.")
+    dueNow: int
+    oldestDueAgeSeconds: float | None
+
+
+class OverviewOut(BaseModel):
+    queue: QueueHealthOut
+    dispatcher: DispatcherStatusOut
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: str
+    redis: str
+    scheduler: str = Field(description='"ok", or why not: no dispatch pass for HEALTH_MAX_PASS_AGE, or a due user waiting past HEALTH_MAX_DUE_AGE')

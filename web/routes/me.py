@@ -1,0 +1,47 @@
+"""/api/schedules/me: the signed-in user's own schedule. The user id comes only from the token or
+session; there is no parameter that could name another user (unknown body fields are refused)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from web import services
+from web.deps import CurrentUser, Web, body_doc, json_body
+from web.models import RunNowOut, RunOut, ScheduleOut, ScheduleUpdate, SummaryOut
+from web.routes import error_responses
+
+router = APIRouter(prefix="/api/schedules/me", tags=["my schedule"])
+
+
+@router.get("", response_model=ScheduleOut, responses=error_responses(401, 404), summary="My schedule")
+def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
+    snapshot = services.read_schedule(web, user.user_id)
+    if snapshot.schedule is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "you have no schedule yet: PATCH one to create it")
+    return ScheduleOut.of(snapshot.schedule, snapshot.now)
+
+
+@router.patch(
+    "", response_model=ScheduleOut, responses=error_responses(400, 401, 403, 422),
+    openapi_extra=body_doc(ScheduleUpdate), summary="Change (or create) my schedule",
+)
+def update_mine(
+    web: Web, user: CurrentUser, body: Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
+) -> ScheduleOut:
+    snapshot = services.update_schedule(web, user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True)
+    assert snapshot.schedule is not None
+    return ScheduleOut.of(snapshot.schedule, snapshot.now)
+
+
+@router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 503), summary="Run my monitor now")
+def run_mine(web: Web, user: CurrentUser) -> RunNowOut:
+    summary, snapshot = services.run_now(web, user.user_id)
+    assert snapshot.schedule is not None
+    return RunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=ScheduleOut.of(snapshot.schedule, snapshot.now))
+
+
+@router.get("/runs", response_model=list[RunOut], responses=error_responses(401, 422), summary="My run history, newest first")
+def my_runs(web: Web, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = services.HISTORY_LIMIT) -> list[RunOut]:
+    return [RunOut.of(run) for run in services.history(web, user.user_id, limit)]

@@ -1,0 +1,260 @@
+"""HTML pages: sign-in by link, the user's /settings, the /admin overview, and their form posts.
+
+Form posts carry the session's CSRF token and answer with a redirect (post/redirect/get), except
+a rejected settings form, which is shown again with the error next to the field and status 422.
+Templates autoescape everything; user ids and errors are never marked safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
+
+from monitor_scheduler.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
+from monitor_scheduler.repository import Schedule, ScheduleFilter
+from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
+from web import services
+from web.auth import AuthError, consume_sign_in_token, new_csrf_token
+from web.deps import (
+    SESSION_ADMIN,
+    SESSION_CSRF,
+    SESSION_USER,
+    FormCsrf,
+    PageAdmin,
+    PageUser,
+    Web,
+    session_csrf,
+    session_principal,
+)
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+ADMIN_PAGE_SIZE = 50
+
+router = APIRouter(include_in_schema=False)
+
+
+def _iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _utc(moment: datetime | None) -> str:
+    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def status_label(schedule: Schedule | None, now: datetime) -> str:
+    if schedule is None:
+        return "no schedule"
+    if schedule.is_running(now):
+        return "running"
+    if schedule.locked_by is not None:
+        return "stale lease"
+    return schedule.last_status or "never run"
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(iso=_iso, utc=_utc)
+    env.globals.update(status_label=status_label, MIN_INTERVAL=MIN_INTERVAL_MINUTES, MAX_INTERVAL=MAX_INTERVAL_MINUTES)
+    return env
+
+
+templates = Jinja2Templates(env=_environment())
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.update(
+        user=session_principal(request),
+        csrf_token=session_csrf(request) or "",
+        flash=request.session.pop("flash", None),
+    )
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def flash(request: Request, kind: str, text: str) -> None:
+    request.session["flash"] = [kind, text]
+
+
+def see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+
+
+# --- signing in and out ---------------------------------------------------------------------------
+
+
+@router.get("/")
+def home(request: Request) -> Response:
+    if session_principal(request) is not None:
+        return see_other("/settings")
+    return render(request, "signed_out.html", message="Sign in with the link from your application.")
+
+
+@router.get("/login")
+def login(request: Request, web: Web, token: Annotated[str, Query(max_length=4096)] = "") -> Response:
+    try:
+        principal = consume_sign_in_token(web.token_key, token, web.used_token_ids)
+    except AuthError as exc:
+        logger.info("sign-in refused: %s", exc)
+        return render(request, "signed_out.html", status.HTTP_401_UNAUTHORIZED,
+                      message="This sign-in link is invalid, expired or was already used. Ask for a new one.")
+    # A fresh session on every sign-in: nothing from before (another user, an old CSRF token) survives.
+    request.session.clear()
+    request.session.update({SESSION_USER: principal.user_id, SESSION_ADMIN: principal.admin, SESSION_CSRF: new_csrf_token()})
+    logger.info("signed in user=%s admin=%s", principal.user_id, principal.admin)
+    return see_other("/admin" if principal.admin else "/settings")
+
+
+@router.post("/logout", dependencies=[FormCsrf])
+def logout(request: Request) -> Response:
+    request.session.clear()
+    return render(request, "signed_out.html", message="You are signed out.")
+
+
+# --- the user's own settings ----------------------------------------------------------------------
+
+
+def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int = 200, error: str | None = None,
+                   form_interval: str | None = None, form_enabled: bool | None = None) -> HTMLResponse:
+    snapshot = services.read_schedule(web, user_id)
+    schedule = snapshot.schedule
+    return render(
+        request, "settings.html", status_code,
+        schedule=schedule,
+        now=snapshot.now,
+        runs=services.history(web, user_id) if schedule else [],
+        error=error,
+        form_interval=form_interval if form_interval is not None else (schedule.interval_minutes if schedule else web.app.settings.DEFAULT_INTERVAL_MINUTES),
+        form_enabled=form_enabled if form_enabled is not None else (schedule.enabled if schedule else True),
+        mode=web.app.default_mode().value,
+    )
+
+
+@router.get("/settings")
+def settings_page(request: Request, web: Web, user: PageUser) -> Response:
+    return _settings_page(request, web, user.user_id)
+
+
+@router.post("/settings", dependencies=[FormCsrf])
+def save_settings(
+    request: Request, web: Web, user: PageUser,
+    interval: Annotated[str, Form(max_length=32)] = "",
+    enabled: Annotated[str | None, Form(max_length=8)] = None,
+) -> Response:
+    try:
+        services.update_schedule(web, user.user_id, enabled=enabled is not None, interval=interval, create=True)
+    except InvalidInput as exc:
+        return _settings_page(request, web, user.user_id, status_code=422, error=str(exc), form_interval=interval, form_enabled=enabled is not None)
+    flash(request, "ok", "Saved.")
+    return see_other("/settings")
+
+
+@router.post("/settings/run", dependencies=[FormCsrf])
+def run_mine(request: Request, web: Web, user: PageUser) -> Response:
+    _run_and_flash(request, web, user.user_id)
+    return see_other("/settings")
+
+
+def _run_and_flash(request: Request, web: Web, user_id: str) -> None:
+    try:
+        summary, _ = services.run_now(web, user_id)
+    except MonitorSchedulerError as exc:
+        flash(request, "error", _run_error_text(exc))
+        return
+    flash(request, "ok", f"Run of {user_id} queued." if summary.enqueued else f"Run of {user_id} finished.")
+
+
+def _run_error_text(exc: MonitorSchedulerError) -> str:
+    if isinstance(exc, LeaseHeld):
+        return "A run is already in progress; it was not started a second time."
+    if isinstance(exc, UnknownUser):
+        return "There is no schedule to run yet: save your settings first."
+    return str(exc)
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+def _admin_url(filter: str | None, q: str | None, page: int) -> str:
+    params = {k: v for k, v in (("filter", filter), ("q", q), ("page", str(page) if page > 1 else None)) if v}
+    return "/admin" + ("?" + urlencode(params) if params else "")
+
+
+def _parse_filter(value: str | None) -> ScheduleFilter | None:
+    try:
+        return ScheduleFilter(value) if value else None
+    except ValueError:
+        raise HTTPException(422, f"unknown filter {value!r}") from None
+
+
+@router.get("/admin")
+def admin_page(
+    request: Request, web: Web, _admin: PageAdmin,
+    filter: Annotated[str | None, Query(max_length=16)] = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    which = _parse_filter(filter)
+    rows = services.list_page(web, which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
+    return render(
+        request, "admin.html",
+        rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
+        filter=which.value if which else None, q=q or "",
+        filters=[f.value for f in ScheduleFilter],
+        queue=services.queue_health(web), dispatcher=services.dispatcher_status(web),
+        here=_admin_url(which.value if which else None, q, page),
+        prev_url=_admin_url(which.value if which else None, q, page - 1) if page > 1 else None,
+        next_url=_admin_url(which.value if which else None, q, page + 1) if rows.has_more else None,
+    )
+
+
+def _back(filter: str | None, q: str | None, page: int) -> RedirectResponse:
+    which = _parse_filter(filter)  # only known filters go into the redirect
+    return see_other(_admin_url(which.value if which else None, q, page))
+
+
+@router.post("/admin/schedules/update", dependencies=[FormCsrf])
+def admin_update(
+    request: Request, web: Web, _admin: PageAdmin,
+    user_id: Annotated[str, Form(max_length=64)],
+    interval: Annotated[str | None, Form(max_length=32)] = None,
+    enabled: Annotated[str | None, Form(pattern="^[01]$")] = None,
+    filter: Annotated[str | None, Form(max_length=16)] = None,
+    q: Annotated[str | None, Form(max_length=64)] = None,
+    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
+) -> Response:
+    try:
+        services.update_schedule(
+            web, user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
+        )
+        flash(request, "ok", f"Saved {user_id}.")
+    except MonitorSchedulerError as exc:
+        flash(request, "error", f"{user_id}: {exc}")
+    return _back(filter, q, page)
+
+
+@router.post("/admin/schedules/run", dependencies=[FormCsrf])
+def admin_run(
+    request: Request, web: Web, _admin: PageAdmin,
+    user_id: Annotated[str, Form(max_length=64)],
+    filter: Annotated[str | None, Form(max_length=16)] = None,
+    q: Annotated[str | None, Form(max_length=64)] = None,
+    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
+) -> Response:
+    _run_and_flash(request, web, user_id)
+    return _back(filter, q, page)
+
+
+@router.post("/admin/unlock", dependencies=[FormCsrf])
+def admin_unlock(request: Request, web: Web, _admin: PageAdmin) -> Response:
+    released = services.unlock_expired(web)
+    flash(request, "ok", f"Unlocked {len(released)} expired lease(s)." + (" " + ", ".join(released[:10]) if released else ""))
+    return see_other("/admin")

@@ -1,0 +1,195 @@
+// monitor-scheduler pages: plain JavaScript, no build step. The pages work without it (forms post
+// and redirect); with it, times show in the browser's zone and the settings page saves, runs and
+// refreshes its status in place through the JSON API (session cookie + X-CSRF-Token header).
+"use strict";
+
+const TIME_FORMAT = {
+  year: "numeric", month: "short", day: "numeric",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+};
+const MIN_INTERVAL = 1;
+const MAX_INTERVAL = 1440;
+const POLL_MS = 3000;
+
+function localTime(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, TIME_FORMAT);
+}
+
+function localiseTimes(root) {
+  root.querySelectorAll("time.local-time").forEach((el) => {
+    el.title = el.textContent;
+    el.textContent = localTime(el.getAttribute("datetime"));
+  });
+}
+
+// Builds <time> the way the server renders it; text only, never HTML from data.
+function timeElement(iso) {
+  if (!iso) return document.createTextNode("—");
+  const el = document.createElement("time");
+  el.className = "local-time";
+  el.setAttribute("datetime", iso);
+  el.textContent = localTime(iso);
+  return el;
+}
+
+function pill(label) {
+  const el = document.createElement("span");
+  el.className = "pill pill-" + label.replace(/ /g, "-");
+  el.textContent = label;
+  return el;
+}
+
+function replaceContent(el, ...nodes) {
+  if (!el) return;
+  el.replaceChildren(...nodes);
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json", "X-CSRF-Token": document.body.dataset.csrf || "" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let data = null;
+  try { data = await response.json(); } catch (_) { /* non-JSON error page */ }
+  return { status: response.status, ok: response.ok, data };
+}
+
+function validateInterval(text) {
+  const value = text.trim();
+  if (!/^\d+$/.test(value)) return `Enter a whole number of minutes between ${MIN_INTERVAL} and ${MAX_INTERVAL}.`;
+  const minutes = Number(value);
+  if (minutes < MIN_INTERVAL || minutes > MAX_INTERVAL) return `The interval must be between ${MIN_INTERVAL} and ${MAX_INTERVAL} minutes.`;
+  return null;
+}
+
+function settingsPage(page) {
+  const form = document.getElementById("schedule-form");
+  const input = document.getElementById("interval");
+  const enabled = document.getElementById("enabled");
+  const errorEl = document.getElementById("interval-error");
+  const savedNote = document.getElementById("saved-note");
+  const runForm = document.getElementById("run-form");
+  const runButton = document.getElementById("run-now");
+  let lastStatus = null;
+
+  function showError(message) {
+    errorEl.textContent = message || "";
+    errorEl.hidden = !message;
+    if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+  }
+
+  function statusLabel(s) {
+    if (s.running) return "running";
+    return s.lastStatus || "never run";
+  }
+
+  function renderSchedule(s) {
+    lastStatus = statusLabel(s);
+    replaceContent(document.getElementById("status"), pill(lastStatus));
+    // While a run holds the lease, nextRunAt is only the lease's expiry; the run's finish sets the next slot.
+    const next = !s.enabled ? document.createTextNode("— (disabled)")
+      : s.running ? document.createTextNode("after the current run") : timeElement(s.nextRunAt);
+    replaceContent(document.getElementById("next-run"), next);
+    replaceContent(document.getElementById("last-run"), timeElement(s.lastRunAt));
+    const lastError = document.getElementById("last-error");
+    replaceContent(lastError, document.createTextNode(s.lastError || "—"));
+    if (lastError) lastError.classList.toggle("error-text", Boolean(s.lastError));
+    if (runButton) {
+      runButton.disabled = s.running;
+      runButton.textContent = s.running ? "Run in progress…" : "Run now";
+    }
+  }
+
+  function renderRuns(runs) {
+    const tbody = document.querySelector("#runs tbody");
+    if (!tbody) return;
+    const rows = runs.map((run) => {
+      const tr = document.createElement("tr");
+      const cells = [
+        timeElement(run.finishedAt),
+        document.createTextNode(run.trigger),
+        pill(run.status),
+        document.createTextNode(run.durationMs === null ? "—" : `${run.durationMs} ms`),
+        document.createTextNode(run.error || ""),
+      ];
+      cells.forEach((node, i) => {
+        const td = document.createElement("td");
+        if (i === 4) td.className = "error-text";
+        td.appendChild(node);
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    if (rows.length === 0) {
+      const tr = document.createElement("tr");
+      tr.className = "empty";
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.textContent = "No runs yet.";
+      tr.appendChild(td);
+      rows.push(tr);
+    }
+    tbody.replaceChildren(...rows);
+  }
+
+  async function refresh() {
+    const [mine, runs] = await Promise.all([api("GET", "/api/schedules/me"), api("GET", "/api/schedules/me/runs")]);
+    if (mine.ok) renderSchedule(mine.data);
+    if (runs.ok) renderRuns(runs.data);
+  }
+
+  // The page validates first; the server validates again and its message is shown the same way.
+  form.noValidate = true;
+  input.addEventListener("input", () => showError(validateInterval(input.value)));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    savedNote.textContent = "";
+    const problem = validateInterval(input.value);
+    if (problem) { showError(problem); input.focus(); return; }
+    showError(null);
+    const result = await api("PATCH", "/api/schedules/me", { enabled: enabled.checked, intervalMinutes: Number(input.value.trim()) });
+    if (result.ok) {
+      if (page.dataset.hasSchedule !== "yes") { window.location.reload(); return; }
+      renderSchedule(result.data);
+      savedNote.textContent = "Saved.";
+    } else if (result.status === 422 || result.status === 400) {
+      showError(result.data ? result.data.message : "Not saved.");
+    } else {
+      savedNote.textContent = (result.data && result.data.message) || `Not saved (HTTP ${result.status}).`;
+    }
+  });
+
+  if (runForm) {
+    runForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      runButton.disabled = true;
+      runButton.textContent = "Run in progress…";
+      const result = await api("POST", "/api/schedules/me/run");
+      if (result.ok) {
+        renderSchedule(result.data.schedule);
+      } else if (result.status === 409) {
+        savedNote.textContent = "A run is already in progress.";
+      } else {
+        savedNote.textContent = (result.data && result.data.message) || `Could not start the run (HTTP ${result.status}).`;
+      }
+      await refresh();
+    });
+    // Keeps status, next run and history current while a worker or the dispatcher runs.
+    setInterval(() => { if (!document.hidden) refresh().catch(() => {}); }, POLL_MS);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localiseTimes(document);
+  const page = document.getElementById("settings-page");
+  if (page) settingsPage(page);
+  const unlock = document.getElementById("unlock");
+  if (unlock) {
+    unlock.form.addEventListener("submit", (event) => {
+      if (!window.confirm("Release every expired lease? Their runs are recorded as lost and the users are due again.")) event.preventDefault();
+    });
+  }
+});
