@@ -1,0 +1,326 @@
+"""Shared helpers for the benchmark scripts in scripts/bench/ (not a package: each script puts this
+directory and the repository root on sys.path itself).
+
+- servers(): the throwaway MariaDB + Redis from tests/servers.py, or TEST_MYSQL_URL / TEST_REDIS_URL.
+  A throwaway MariaDB gets a 1 GiB buffer pool (the test default of 64 MiB cannot hold a 1M-row
+  table and its indexes; every figure in docs/performance.md was measured with it).
+- seed_schedules(): N schedules, D of them due, written by the server itself with
+  INSERT ... SELECT from MariaDB's sequence engine (1M rows in seconds).
+- reset_claimed(): puts claimed rows back exactly as seeded, so a pass can be repeated.
+- emit(): the plain figure lines, then one final JSON line (what the smoke test parses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests import servers as test_servers  # noqa: E402
+
+PYTHON = sys.executable
+BUFFER_POOL = os.environ.get("BENCH_INNODB_BUFFER_POOL", "1G")
+# An external Redis (TEST_REDIS_URL) is shared with the test suite: the benchmarks use their own
+# database index on it and flush only that one.
+EXTERNAL_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "9"))
+QUEUE = "bench-monitor"
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="small N, seconds: checks the script works (no timing targets)")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions for medians (default 3, smoke 1)")
+    return parser
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def figure(name: str, value: object, unit: str = "") -> None:
+    """One plain figure line on stdout."""
+    if isinstance(value, float):
+        value = f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
+    print(f"{name}: {value}{(' ' + unit) if unit else ''}", flush=True)
+
+
+def emit(bench: str, data: dict) -> None:  # type: ignore[type-arg]
+    print(json.dumps({"bench": bench, **data}, sort_keys=True, default=str), flush=True)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, int(round(pct / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+class Servers:
+    def __init__(self, mariadb, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+        self.mariadb = mariadb
+        self.redis_url = redis_url
+
+    def versions(self) -> dict[str, str]:
+        import redis as redis_py
+        import rq
+        import sqlalchemy
+
+        client = redis_py.Redis.from_url(self.redis_url)
+        try:
+            redis_version = client.info("server")["redis_version"]
+        finally:
+            client.close()
+        return {
+            "mariadb": self.mariadb.execute("SELECT VERSION()")[0][0],
+            "innodb_buffer_pool": str(self.mariadb.execute("SELECT @@innodb_buffer_pool_size")[0][0]),
+            "redis": redis_version,
+            "rq": rq.__version__ if hasattr(rq, "__version__") else rq.VERSION,
+            "redis_py": redis_py.__version__,
+            "sqlalchemy": sqlalchemy.__version__,
+            "python": sys.version.split()[0],
+            "nproc": str(os.cpu_count()),
+            "hiredis": _hiredis_version(),
+        }
+
+
+def _hiredis_version() -> str:
+    try:
+        import hiredis
+    except ImportError:
+        return "no"
+    return getattr(hiredis, "__version__", "yes")
+
+
+@contextlib.contextmanager
+def servers(need_mariadb: bool = True, need_redis: bool = True):  # type: ignore[no-untyped-def]
+    started = []
+    base = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        mariadb = None
+        if need_mariadb:
+            mariadb = test_servers.mariadb_from_env()
+            if mariadb is None:
+                t0 = time.monotonic()
+                mariadb = test_servers.start_mariadb(base / "mariadb", extra_args=[f"--innodb-buffer-pool-size={BUFFER_POOL}"])
+                started.append(mariadb)
+                log(f"started MariaDB on port {mariadb.port} in {time.monotonic() - t0:.1f}s")
+        redis_url = ""
+        if need_redis:
+            external = test_servers.redis_from_env()
+            if external is not None:
+                parts = urlsplit(external.url)
+                redis_url = urlunsplit(parts._replace(path=f"/{EXTERNAL_REDIS_DB}"))
+            else:
+                server = test_servers.start_redis(base / "redis")
+                started.append(server)
+                redis_url = server.url
+        yield Servers(mariadb, redis_url)
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def flush_redis(url: str) -> None:
+    from redis import Redis
+
+    conn = Redis.from_url(url)
+    conn.flushdb()
+    conn.close()
+
+
+def new_database(mariadb, prefix: str) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, migrated database; returns its URL."""
+    from monitor_scheduler.db import create_db_engine
+    from schema.migrate import upgrade
+
+    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    url = mariadb.create_database(name)
+    engine = create_db_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+def sqlalchemy_engine(url: str):  # type: ignore[no-untyped-def]
+    from monitor_scheduler.db import create_db_engine
+
+    return create_db_engine(url)
+
+
+def db_now(engine) -> datetime:  # type: ignore[no-untyped-def]
+    from monitor_scheduler.clock import DatabaseClock
+
+    with engine.connect() as conn:
+        return DatabaseClock().now(conn)
+
+
+# --- seeding ---------------------------------------------------------------------------------------
+
+DUE_SPREAD_MS = 600_000  # due rows: nextRunAt spread over the 10 minutes before `base`
+FUTURE_OFFSET_MS = 600_000  # not-due rows: from 10 minutes after `base` ...
+FUTURE_SPREAD_MS = 3_600_000  # ... over one hour
+
+
+def user_id(seq: int) -> str:
+    return f"user-{seq:07d}"
+
+
+def _due_expr(total: int, due: int) -> tuple[str, str]:
+    """SQL (over column `seq`) for 'is due' and for nextRunAt, with `@base` the seeding time.
+
+    Due rows are every (total/due)-th user id, so they are spread through the primary key as real
+    users would be, and their nextRunAt is spread over the 10 minutes before @base; the others are
+    due 10 to 70 minutes after @base."""
+    step = max(1, total // due) if due else 0
+    if not due:
+        is_due = "FALSE"
+    else:
+        is_due = f"(seq % {step} = 0 AND seq DIV {step} <= {due})"
+    k = f"(seq DIV {step})" if due else "0"
+    next_run = (
+        f"IF({is_due}, @base - INTERVAL ({DUE_SPREAD_MS} - ({k} * {DUE_SPREAD_MS}) DIV {max(due, 1)}) * 1000 MICROSECOND,"
+        f" @base + INTERVAL ({FUTURE_OFFSET_MS} + (seq * {FUTURE_SPREAD_MS}) DIV {total}) * 1000 MICROSECOND)"
+    )
+    return is_due, next_run
+
+
+def seed_schedules(mariadb, url: str, *, total: int, due: int, base: datetime, interval: int = 5, chunk: int = 200_000) -> float:  # type: ignore[no-untyped-def]
+    """Insert `total` schedules, `due` of them due at `base`; returns the seconds it took."""
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    _, next_run = _due_expr(total, due)
+    t0 = time.perf_counter()
+    conn = mariadb.connect(database=database, autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute("SET @base = %s", (base,))
+            cur.execute("SET unique_checks = 0")
+            for start in range(1, total + 1, chunk):
+                end = min(total, start + chunk - 1)
+                cur.execute(
+                    "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
+                    f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, {interval}, {next_run}, 0, @base, @base "
+                    f"FROM seq_{start}_to_{end}"
+                )
+                conn.commit()
+            cur.execute("ANALYZE TABLE UserMonitorSchedule")
+            cur.fetchall()
+    finally:
+        conn.close()
+    return time.perf_counter() - t0
+
+
+def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) -> float:  # type: ignore[no-untyped-def]
+    """Undo a pass: every leased row gets back its seeded nextRunAt and no lease."""
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    _, next_run = _due_expr(total, due)
+    next_run = next_run.replace("seq", "CAST(SUBSTRING(userId, 6) AS UNSIGNED)")
+    t0 = time.perf_counter()
+    conn = mariadb.connect(database=database, autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET time_zone = '+00:00'")
+            cur.execute("SET @base = %s", (base,))
+            cur.execute(
+                f"UPDATE UserMonitorSchedule SET nextRunAt = {next_run}, lockedBy = NULL, lockedUntil = NULL, "
+                "runSlot = NULL, attempt = 0, lastRunAt = NULL, lastStatus = NULL, lastError = NULL "
+                "WHERE lockedUntil IS NOT NULL OR lastRunAt IS NOT NULL"
+            )
+            cur.execute("DELETE FROM UserMonitorRun")
+        conn.commit()
+    finally:
+        conn.close()
+    return time.perf_counter() - t0
+
+
+def count_due(mariadb, url: str, base: datetime) -> int:  # type: ignore[no-untyped-def]
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    return int(
+        mariadb.execute(
+            "SELECT COUNT(*) FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) "
+            "WHERE enabled = 1 AND nextRunAt <= %s AND (lockedUntil IS NULL OR lockedUntil <= %s)",
+            (base, base),
+            database=database,
+        )[0][0]
+    )
+
+
+def warm(mariadb, url: str) -> None:  # type: ignore[no-untyped-def]
+    """Read the table and its due index once so every timed pass starts from the same warm cache."""
+    database = url.rsplit("/", 1)[1].split("?")[0]
+    mariadb.execute("SELECT COUNT(*), MAX(updatedAt) FROM UserMonitorSchedule", database=database)
+    mariadb.execute("SELECT COUNT(*) FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) WHERE enabled = 1", database=database)
+
+
+def settings_for(url: str, redis_url: str | None, **overrides: object):  # type: ignore[no-untyped-def]
+    from monitor_scheduler.settings import load_settings
+
+    values: dict[str, object] = {
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url or "",
+        "QUEUE_NAME": QUEUE,
+        "MONITOR_TASK": "worker.tasks:noop_task",
+        "QUEUE_MAX_DEPTH": 100_000_000,
+        "DISPATCH_BATCH_SIZE": 10_000_000,
+        "LOG_LEVEL": "WARNING",
+    }
+    values.update(overrides)
+    return load_settings(env_file=None, **values)
+
+
+def child_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK", "QUEUE_", "WORKER_"))}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(values)
+    return env
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def elapsed(t0: float) -> float:
+    return time.perf_counter() - t0
+
+
+__all__ = [name for name in dir() if not name.startswith("_")] + ["timedelta"]

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Benchmark 7: peak RSS of the dispatcher during a 100k-due pass (target <= 150 MB).
+
+The real entry point runs as a child process: `python -m monitor_scheduler.cli dispatch --mode queue
+--json` against TOTAL schedules (default 1M) with DUE due (default 100k); its peak RSS is the
+kernel's ru_maxrss for the child (os.wait4). The same command on a table with nothing due gives the
+baseline (interpreter + imports + one connection), so the growth a pass causes is printed too.
+
+    python scripts/bench/dispatcher_memory.py
+    python scripts/bench/dispatcher_memory.py --smoke
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+
+def run_measured(url: str, redis_url: str, chunk: int) -> tuple[dict, float, float]:  # type: ignore[type-arg]
+    """Run the CLI pass and return (summary, wall seconds, peak RSS MB) via os.wait4."""
+    env = common.child_env(
+        DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, DISPATCH_BATCH_SIZE="10000000",
+        DISPATCH_CHUNK_SIZE=str(chunk), QUEUE_MAX_DEPTH="100000000", LOG_LEVEL="WARNING",
+    )
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-dispatch-{os.getpid()}.out"
+    err_path = out_path.with_suffix(".err")
+    t0 = time.perf_counter()
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [common.PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--mode", "queue", "--json"],
+            env=env, cwd=str(common.REPO_ROOT), stdout=out, stderr=err,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    stdout, stderr = out_path.read_text(), err_path.read_text()
+    out_path.unlink(missing_ok=True)
+    err_path.unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dispatch exited {proc.returncode}: {stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1]), seconds, usage.ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = common.base_parser(__doc__.splitlines()[1])
+    parser.add_argument("--total", type=int, default=1_000_000)
+    parser.add_argument("--due", type=int, default=100_000)
+    parser.add_argument("--chunk", type=int, default=1_000)
+    args = parser.parse_args()
+    if args.smoke:
+        args.total, args.due, args.chunk = 2_000, 500, 100
+
+    with common.servers() as srv:
+        versions = srv.versions()
+        url = common.new_database(srv.mariadb, "bench_memory")
+        engine = common.sqlalchemy_engine(url)
+        base = common.db_now(engine)
+        engine.dispose()
+        seed_s = common.seed_schedules(srv.mariadb, url, total=args.total, due=args.due, base=base)
+        common.log(f"seeded {args.total} rows ({args.due} due) in {seed_s:.1f}s")
+        common.warm(srv.mariadb, url)
+        common.flush_redis(srv.redis_url)
+        summary, seconds, peak_mb = run_measured(url, srv.redis_url, args.chunk)
+        assert summary["enqueued"] == args.due, summary
+        # nothing is due now: the baseline of the same command
+        idle_summary, _, idle_mb = run_measured(url, srv.redis_url, args.chunk)
+        assert idle_summary["claimed"] == 0, idle_summary
+        srv.mariadb.drop_database(url.rsplit("/", 1)[1])
+
+    common.figure("table rows / due", f"{args.total} / {args.due}")
+    common.figure("pass (CLI process, incl. start-up)", seconds, "s")
+    common.figure("enqueued", summary["enqueued"])
+    common.figure("peak RSS, 100k-due pass" if not args.smoke else "peak RSS, pass", peak_mb, "MB (target <= 150)")
+    common.figure("peak RSS, same command with nothing due", idle_mb, "MB")
+    common.figure("growth caused by the pass", peak_mb - idle_mb, "MB")
+    common.emit(
+        "dispatcher_memory",
+        {
+            "smoke": args.smoke, "total": args.total, "due": args.due, "chunk": args.chunk,
+            "enqueued": summary["enqueued"], "pass_s": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1),
+            "idle_peak_rss_mb": round(idle_mb, 1), "growth_mb": round(peak_mb - idle_mb, 1),
+            "target_met": peak_mb <= 150, "versions": versions,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The two dispatch passes the dispatch benchmarks time (shared by dispatch_throughput.py,
+scale_free.py and peers.py).
+
+- ours(): the project's Dispatcher.tick(Mode.QUEUE) with its RqEnqueuer, unchanged; a subclass only
+  records how long each claim transaction and each enqueue pipeline took.
+- reference(): the same design written plainly on the raw DBAPI connection: batched
+  SELECT ... ORDER BY nextRunAt LIMIT n FOR UPDATE SKIP LOCKED, one UPDATE that takes the lease,
+  COMMIT, then RQ's own Queue.enqueue_many in one pipeline, batch by batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import common  # noqa: F401  (puts the repository root on sys.path)
+from redis import Redis
+from rq import Queue
+
+from dispatcher.enqueue import RqEnqueuer
+from dispatcher.service import Dispatcher, Mode
+from monitor_scheduler.clock import DatabaseClock, epoch_ms
+
+JOB_FUNCTION = "worker.jobs.run_user_monitor"
+
+
+@dataclass
+class PassResult:
+    rows: int
+    seconds: float
+    claim_s: list[float] = field(default_factory=list)
+    enqueue_s: list[float] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def batch_s(self) -> list[float]:
+        return [c + e for c, e in zip(self.claim_s, self.enqueue_s)]
+
+
+def _timed(enqueuer_class: type, times: list[float]) -> type:
+    """A subclass of `enqueuer_class` that records how long each enqueue() took."""
+
+    class Timed(enqueuer_class):  # type: ignore[misc, valid-type]
+        def enqueue(self, claimed):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return super().enqueue(claimed)
+            finally:
+                times.append(time.perf_counter() - t0)
+
+    return Timed
+
+
+class _TimedDispatcher(Dispatcher):
+    claim_times: list[float]
+
+    def _claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return super()._claim(*args, **kwargs)
+        finally:
+            self.claim_times.append(time.perf_counter() - t0)
+
+
+def ours(engine, settings, redis_conn: Redis, now: datetime, enqueuer_class=None) -> PassResult:  # type: ignore[no-untyped-def]
+    enqueue_times: list[float] = []
+    enqueuer = _timed(enqueuer_class or RqEnqueuer, enqueue_times)(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
+    dispatcher = _TimedDispatcher(engine, settings, DatabaseClock(), enqueuer=enqueuer)
+    dispatcher.claim_times = []
+    t0 = time.perf_counter()
+    summary = dispatcher.tick(Mode.QUEUE, now=now)
+    seconds = time.perf_counter() - t0
+    assert summary.error is None, summary
+    # the final claim that found nothing is not a batch
+    claims = dispatcher.claim_times[: len(summary.batches)]
+    return PassResult(summary.enqueued, seconds, claims, enqueue_times[: len(claims)])
+
+
+_SELECT = (
+    "SELECT userId, nextRunAt FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) "
+    "WHERE enabled = 1 AND nextRunAt <= %s AND (lockedUntil IS NULL OR lockedUntil <= %s) "
+    "ORDER BY nextRunAt LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+
+
+def reference(engine, redis_conn: Redis, now: datetime, *, chunk: int, lease_ms: int, queue_name: str, timeout: int = 600) -> PassResult:  # type: ignore[no-untyped-def]
+    """Claim + enqueue_many, written plainly (same driver, pool and session settings as ours)."""
+    queue = Queue(queue_name, connection=redis_conn, default_timeout=timeout)
+    lease_until = now + timedelta(milliseconds=lease_ms)
+    now_ms = epoch_ms(now)
+    result = PassResult(0, 0.0)
+    raw = engine.raw_connection()
+    t_start = time.perf_counter()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            token = f"reference:{uuid.uuid4().hex[:16]}"
+            cursor = raw.cursor()
+            cursor.execute(_SELECT, (now, now, chunk))
+            rows = cursor.fetchall()
+            if rows:
+                marks = ",".join(["%s"] * len(rows))
+                cursor.execute(
+                    "UPDATE UserMonitorSchedule SET runSlot = nextRunAt, attempt = 1, lockedBy = %s, lockedUntil = %s, "
+                    f"nextRunAt = %s, updatedAt = %s WHERE userId IN ({marks})",
+                    (token, lease_until, lease_until, now, *[r[0] for r in rows]),
+                )
+            raw.commit()
+            cursor.close()
+            if not rows:
+                break
+            result.claim_s.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            datas = []
+            for user, slot in rows:
+                encoded = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+                slot_ms = epoch_ms(slot)
+                datas.append(
+                    Queue.prepare_data(
+                        JOB_FUNCTION, args=(user, slot_ms, 1, token, "schedule", now_ms),
+                        job_id=f"um-{slot_ms}-1-{encoded}", timeout=timeout,
+                    )
+                )
+            with redis_conn.pipeline() as pipe:
+                queue.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
+            result.enqueue_s.append(time.perf_counter() - t1)
+            result.rows += len(rows)
+            if len(rows) < chunk:
+                break
+    finally:
+        raw.close()
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def queue_length(redis_conn: Redis, queue_name: str) -> int:
+    return int(redis_conn.llen(f"rq:queue:{queue_name}"))

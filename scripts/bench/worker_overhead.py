@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Benchmark 4: worker overhead of our job vs bare RQ no-op jobs, per worker class; worker RSS.
+
+For each worker class (rq.SimpleWorker = `simple`, fork-per-job rq.Worker = `fork`):
+  ours: JOBS due schedules dispatched by our dispatcher, run by `monitor-scheduler worker` with
+        MONITOR_TASK=worker.tasks:noop_task (lease check, heartbeat thread, fenced finish + history);
+  bare: JOBS plain RQ jobs of the same no-op function (worker.tasks.noop_task), same worker command,
+        class and concurrency.
+The queue is filled first, then the workers start; throughput is JOBS / (last job's ended_at -
+first job's started_at) from RQ's own job hashes, so process start-up is not counted. Rounds
+alternate which side goes first; medians. After the last job the pool idles for 2 s and the RSS of
+each worker process and of the pool (parent + workers) is read from /proc.
+
+    python scripts/bench/worker_overhead.py                 # simple: 5,000 jobs x3 rounds; fork: 1,000 jobs x1; 2 workers
+    python scripts/bench/worker_overhead.py --smoke
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from redis import Redis  # noqa: E402
+from rq import Queue  # noqa: E402
+
+from dispatcher.enqueue import RqEnqueuer  # noqa: E402
+from dispatcher.service import Dispatcher, Mode  # noqa: E402
+from monitor_scheduler.clock import DatabaseClock  # noqa: E402
+
+
+def parse_rq_time(value: bytes | None) -> datetime | None:
+    if not value:
+        return None
+    text = value.decode()
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def fill_ours(engine, settings, redis_conn: Redis) -> int:  # type: ignore[no-untyped-def]
+    dispatcher = Dispatcher(engine, settings, DatabaseClock(), enqueuer=RqEnqueuer(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT))
+    return dispatcher.tick(Mode.QUEUE).enqueued
+
+
+def fill_bare(redis_conn: Redis, jobs: int) -> int:
+    queue = Queue(common.QUEUE, connection=redis_conn)
+    for start in range(0, jobs, 1000):
+        datas = [Queue.prepare_data("worker.tasks.noop_task", args=(common.user_id(i), None), timeout=600) for i in range(start, min(jobs, start + 1000))]
+        with redis_conn.pipeline() as pipe:
+            queue.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    return jobs
+
+
+def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float) -> dict:  # type: ignore[type-arg]
+    env = common.child_env(
+        DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="worker.tasks:noop_task",
+        LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000",
+    )
+    finished_key, failed_key = f"rq:finished:{common.QUEUE}", f"rq:failed:{common.QUEUE}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class],
+        env=env, cwd=str(common.REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            done = redis_conn.zcard(finished_key) + redis_conn.zcard(failed_key)
+            if done >= jobs:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"workers exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done}/{jobs} jobs done after {timeout}s")
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        time.sleep(2.0)  # idle
+        pids = [proc.pid] + common.children_of(proc.pid)
+        rss = {pid: common.rss_mb(pid) for pid in pids}
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    failed = redis_conn.zcard(failed_key)
+    ids = [m.decode() for m in redis_conn.zrange(finished_key, 0, -1)]
+    with redis_conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at")
+        stamps = pipe.execute()
+    starts = [parse_rq_time(s) for s, _ in stamps]
+    ends = [parse_rq_time(e) for _, e in stamps]
+    starts = [s for s in starts if s]
+    ends = [e for e in ends if e]
+    span = (max(ends) - min(starts)).total_seconds() if starts and ends else wall
+    workers = [pid for pid in pids if pid != proc.pid] if concurrency > 1 else [proc.pid]
+    return {
+        "jobs": len(ids), "failed": int(failed), "span_s": span, "rate": len(ids) / span if span else 0.0, "wall_s": wall,
+        "worker_rss_mb": max(rss[p] for p in workers), "pool_rss_mb": sum(rss.values()), "processes": len(pids),
+    }
+
+
+def main() -> int:
+    parser = common.base_parser(__doc__.splitlines()[1])
+    parser.add_argument("--jobs", type=int, default=5_000)
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--classes", default="simple,fork")
+    parser.add_argument("--fork-repeat", type=int, default=None, help="rounds for the fork class (default 1: it is slow)")
+    parser.add_argument("--fork-jobs", type=int, default=1_000, help="jobs per side for the fork class (default 1,000: a fork per job is slow)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.fork_jobs, args.concurrency = 40, 10, 1
+    repeat = args.repeat or (1 if args.smoke else 3)
+    fork_repeat = args.fork_repeat or 1
+
+    results: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
+    with common.servers() as srv:
+        versions = srv.versions()
+        url = common.new_database(srv.mariadb, "bench_worker")
+        engine = common.sqlalchemy_engine(url)
+        base = common.db_now(engine)
+        common.seed_schedules(srv.mariadb, url, total=args.jobs, due=args.jobs, base=base)
+        settings = common.settings_for(url, srv.redis_url)
+        redis_conn = Redis.from_url(srv.redis_url)
+        for worker_class in args.classes.split(","):
+            results[worker_class] = {"ours": [], "bare": []}
+            rounds = repeat if worker_class == "simple" else fork_repeat
+            jobs = args.jobs if worker_class == "simple" else min(args.jobs, args.fork_jobs)
+            for round_ in range(rounds):
+                order = ["ours", "bare"] if round_ % 2 == 0 else ["bare", "ours"]
+                for which in order:
+                    common.flush_redis(srv.redis_url)
+                    common.reset_claimed(srv.mariadb, url, total=args.jobs, due=args.jobs, base=base)
+                    filled = fill_ours(engine, settings.model_copy(update={"DISPATCH_BATCH_SIZE": jobs}), redis_conn) if which == "ours" else fill_bare(redis_conn, jobs)
+                    assert filled == jobs, filled
+                    r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=worker_class,
+                                    concurrency=args.concurrency, timeout=120 if args.smoke else 900)
+                    assert r["failed"] == 0 and r["jobs"] == jobs, r
+                    if which == "ours":
+                        ran = srv.mariadb.execute("SELECT COUNT(*) FROM UserMonitorRun WHERE status = 'succeeded'", database=url.rsplit("/", 1)[1])[0][0]
+                        assert ran == jobs, ran
+                    common.log(f"{worker_class} round {round_ + 1} {which}: {r['rate']:.0f} jobs/s, worker RSS {r['worker_rss_mb']:.1f} MB, pool {r['pool_rss_mb']:.1f} MB")
+                    results[worker_class][which].append(r)
+        redis_conn.close()
+        engine.dispose()
+        srv.mariadb.drop_database(url.rsplit("/", 1)[1])
+
+    out: dict[str, object] = {"smoke": args.smoke, "jobs": args.jobs, "concurrency": args.concurrency, "repeat": repeat, "versions": versions}
+    for worker_class, sides in results.items():
+        ours_rate = common.median([r["rate"] for r in sides["ours"]])
+        bare_rate = common.median([r["rate"] for r in sides["bare"]])
+        ratio = ours_rate / bare_rate
+        worker_rss = max(r["worker_rss_mb"] for r in sides["ours"])
+        pool_rss = max(r["pool_rss_mb"] for r in sides["ours"])
+        bare_worker_rss = max(r["worker_rss_mb"] for r in sides["bare"])
+        common.figure(f"[{worker_class}] jobs per side / rounds", f"{sides['ours'][0]['jobs']} / {len(sides['ours'])}")
+        common.figure(f"[{worker_class}] ours jobs/s (median)", ours_rate)
+        common.figure(f"[{worker_class}] bare RQ jobs/s (median)", bare_rate)
+        common.figure(f"[{worker_class}] ratio ours/bare", ratio, "x (target >= 0.75)")
+        common.figure(f"[{worker_class}] ours per job", 1000 * args.concurrency / ours_rate, "ms of a worker")
+        common.figure(f"[{worker_class}] bare per job", 1000 * args.concurrency / bare_rate, "ms of a worker")
+        common.figure(f"[{worker_class}] idle worker process RSS after our jobs", worker_rss, "MB (target <= 60)")
+        common.figure(f"[{worker_class}] idle worker process RSS after bare jobs", bare_worker_rss, "MB")
+        common.figure(f"[{worker_class}] pool RSS ({args.concurrency} workers + parent)", pool_rss, "MB")
+        out[worker_class] = {
+            "jobs": sides["ours"][0]["jobs"],
+            "ours_jobs_per_s": round(ours_rate, 1), "bare_jobs_per_s": round(bare_rate, 1), "ratio": round(ratio, 3),
+            "ours_runs": [round(r["rate"], 1) for r in sides["ours"]], "bare_runs": [round(r["rate"], 1) for r in sides["bare"]],
+            "worker_rss_mb": round(worker_rss, 1), "bare_worker_rss_mb": round(bare_worker_rss, 1), "pool_rss_mb": round(pool_rss, 1),
+            "target_met": ratio >= 0.75 and worker_rss <= 60,
+        }
+    common.emit("worker_overhead", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

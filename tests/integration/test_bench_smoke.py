@@ -1,0 +1,66 @@
+"""The benchmark scripts (scripts/bench/) still run: each in --smoke mode (small N, seconds) as a
+subprocess against the session's MariaDB and Redis, exiting 0 and printing its final JSON line
+with the expected keys and sane values. Correctness only: no timing target is checked here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
+
+BENCH = REPO_ROOT / "scripts" / "bench"
+
+# script -> keys its JSON line must carry with a positive number
+EXPECTED: dict[str, list[str]] = {
+    "dispatch_throughput": ["ours_rows_per_s", "reference_rows_per_s", "ratio"],
+    "scale_free": ["small_table_s", "big_table_s", "table_ratio", "last_first_claim_ratio", "batches"],
+    "peers": ["rq_scheduler_s", "apscheduler_s", "rq_scheduler_ratio", "apscheduler_ratio"],
+    "worker_overhead": ["simple.ours_jobs_per_s", "simple.bare_jobs_per_s", "simple.ratio", "simple.worker_rss_mb", "simple.pool_rss_mb",
+                        "fork.ours_jobs_per_s", "fork.bare_jobs_per_s", "fork.ratio"],
+    "lag": ["runs", "expected_runs", "p99_s"],
+    "sqlite_sync": ["runs_per_s"],
+    "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
+}
+
+
+def _lookup(data: dict, dotted: str):  # type: ignore[no-untyped-def, type-arg]
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+@pytest.fixture(scope="module")
+def bench_env(mariadb, redis_server) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK"))}
+    env["TEST_MYSQL_URL"] = mariadb.admin_url
+    env["TEST_REDIS_URL"] = redis_server.url
+    env["BENCH_REDIS_DB"] = "9"
+    return env
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_benchmark_smoke(script: str, bench_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--smoke"],
+        cwd=str(REPO_ROOT), env=bench_env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"{script} printed nothing"
+    data = json.loads(lines[-1])
+    assert data["bench"] == script and data["smoke"] is True
+    assert len(lines) > 1, "the figures are printed as plain lines before the JSON line"
+    for key in EXPECTED[script]:
+        value = _lookup(data, key)
+        assert isinstance(value, (int, float)) and value > 0, f"{script}: {key} = {value!r}"
+    if script == "lag":
+        assert data["runs"] == data["expected_runs"], data
+    if script in ("dispatch_throughput", "dispatcher_memory"):
+        assert data.get("due", data.get("enqueued")) > 0
