@@ -1,8 +1,8 @@
 """Executes one claimed run: the same code for RQ workers, sync mode and direct mode.
 
 1. Check the lease is still ours (a fenced renew from "now"). If not, record a skipped run and stop.
-2. Run the task while a heartbeat thread renews the lease every third of its length, so a run
-   longer than DISPATCH_LOCK_TTL keeps it; if the process dies, the heartbeat dies with it and the
+2. Run the task while the process's lease keeper renews the lease every third of its length, so a
+   run longer than DISPATCH_LOCK_TTL keeps it; if the process dies, the keeper dies with it and the
    lease runs out, so the user is due again within one TTL.
 3. In one transaction: lock the row if still ours, write outcome + next slot + release in one
    write fenced on `lockedBy = token`, and insert the history row. If the lease was lost, the
@@ -16,6 +16,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,37 +48,67 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class LeaseHeartbeat:
-    """Renews a lease in the background until stopped; notes when the lease was lost."""
+class LeaseKeeper:
+    """One background thread per process renews the leases of the runs in progress.
 
-    def __init__(self, engine: Engine, clock: Clock, run: ClaimedRun, lease_ms: int, period: float) -> None:
-        self._engine, self._clock, self._run, self._lease_ms, self._period = engine, clock, run, lease_ms, period
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lease-heartbeat-{run.user_id}", daemon=True)
-        self.lost = False
+    A thread per run cost ~16% of a short run (starting a thread waits for it to be scheduled); a
+    long-lived keeper costs a dict insert and delete. Each tick (every third of the lease) renews
+    every run held longer than half a period, fenced on its token; a run whose renewal finds the
+    lease gone is marked lost and no longer renewed. The thread is started lazily and again after
+    a fork (RQ's fork-per-job worker), since threads do not survive fork.
+    """
 
-    def __enter__(self) -> LeaseHeartbeat:
-        self._thread.start()
-        return self
+    def __init__(self, engine: Engine, clock: Clock, lease_ms: int, period: float) -> None:
+        self._engine, self._clock, self._lease_ms, self._period = engine, clock, lease_ms, period
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], tuple[ClaimedRun, float]] = {}
+        self._lost: set[tuple[str, str]] = set()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self._period + 5)
+    @contextmanager
+    def hold(self, run: ClaimedRun) -> Iterator[None]:
+        key = (run.user_id, run.token)
+        with self._lock:
+            self._held[key] = (run, time.monotonic())
+            self._ensure_thread()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.pop(key, None)
+                self._lost.discard(key)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._period):
-            try:
-                with self._engine.begin() as conn:
-                    held = repo.renew_lease(
-                        conn, user_id=self._run.user_id, token=self._run.token, lease_until=self._clock.sql_now(self._lease_ms)
-                    )
-            except Exception:  # a failed renewal is retried next period; the lease may still hold
-                logger.warning("lease renewal failed user=%s token=%s", self._run.user_id, self._run.token, exc_info=True, extra=run_fields(self._run))
-                continue
-            if not held:
-                self.lost = True
-                logger.warning("lease lost while running user=%s token=%s", self._run.user_id, self._run.token, extra=run_fields(self._run))
+        while True:
+            time.sleep(self._period)
+            now = time.monotonic()
+            with self._lock:
+                due = [(key, run) for key, (run, since) in self._held.items() if now - since >= self._period / 2 and key not in self._lost]
+            for key, run in due:
+                self._renew(key, run)
+
+    def _renew(self, key: tuple[str, str], run: ClaimedRun) -> None:
+        try:
+            with self._engine.begin() as conn:
+                held = repo.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
+        except Exception:  # a failed renewal is retried next period; the lease may still hold
+            logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
+            return
+        with self._lock:
+            if key not in self._held:
                 return
+            if held:
+                self._held[key] = (run, time.monotonic())
+            else:
+                self._lost.add(key)
+                logger.warning("lease lost while running user=%s token=%s", run.user_id, run.token, extra=run_fields(run))
 
 
 class Runner:
@@ -86,12 +118,13 @@ class Runner:
         self.clock = clock
         self.task = task
         self.worker_name = worker_name or default_worker_name()
+        self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
 
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        with LeaseHeartbeat(self.engine, self.clock, run, self.settings.DISPATCH_LOCK_TTL, self.settings.heartbeat_seconds):
+        with self.lease_keeper.hold(run):
             status, error = self._call_task(run)
         return self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
 
