@@ -11,9 +11,10 @@ written and read back compares equal, on SQLite and MySQL alike.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Protocol
 
-from sqlalchemy import Connection, DateTime, literal, literal_column, text
+from sqlalchemy import Connection, DateTime, literal_column, text
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -43,9 +44,9 @@ class Clock(Protocol):
         """The current time (naive UTC, millisecond precision) for a decision made on `conn`."""
         ...
 
-    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
-        """The same clock as a SQL expression (now + offset), so a statement can read or write
-        "now" without a round trip of its own."""
+    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
+        """now + offset for use inside a statement: a SQL expression for the database clock (so a
+        statement reads or writes "now" without a round trip of its own), a plain value otherwise."""
         ...
 
 
@@ -53,8 +54,8 @@ class _PythonTimeClock:
     def _current(self) -> datetime:
         raise NotImplementedError
 
-    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
-        return literal(to_ms_precision(self._current() + timedelta(milliseconds=offset_ms)), DateTime())
+    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
+        return to_ms_precision(self._current() + timedelta(milliseconds=offset_ms))
 
 
 class DatabaseClock:
@@ -64,9 +65,15 @@ class DatabaseClock:
         value = conn.execute(text("SELECT UTC_TIMESTAMP(3)")).scalar_one()
         return to_ms_precision(value)
 
-    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
-        micros = int(offset_ms) * 1000  # an int from our own settings, never user input
-        return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {micros} MICROSECOND)", DateTime())
+    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
+        return _database_now(int(offset_ms))
+
+
+@lru_cache(maxsize=32)
+def _database_now(offset_ms: int) -> ColumnElement[datetime]:
+    # One expression object per offset, so statements built from it are built once (see repository).
+    micros = offset_ms * 1000  # an int from our own settings, never user input
+    return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {micros} MICROSECOND)", DateTime())
 
 
 class ProcessClock(_PythonTimeClock):

@@ -167,3 +167,48 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced(mysql_backend: B
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection counts as idle
     with mysql_backend.engine.connect() as conn:
         assert conn.execute(text("SELECT CONNECTION_ID()")).scalar_one() != victim, "replaced, not reused"
+
+
+@pytest.mark.mysql
+def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trips are the run path's cost: renew+commit, lock+finish+history+commit. No pings,
+    no clock reads, no pool ROLLBACK after a COMMIT."""
+    import pymysql.connections
+
+    from worker.runner import Runner
+
+    clock = DatabaseClock()
+    with mysql_backend.engine.begin() as conn:
+        now = clock.now(conn)
+    mysql_backend.clock.moment = now
+    mysql_backend.add_schedules(2)
+    with mysql_backend.engine.begin() as conn:
+        runs = repo.claim_due(conn, now=now, limit=2, token="t", lease_until=now + timedelta(minutes=15), trigger=repo.Trigger.SCHEDULE)
+    runner = Runner(mysql_backend.engine, mysql_backend.settings(), clock, lambda u, c: None)
+    runner.execute(runs[0])  # warm the pool
+    commands: list[str] = []
+    original = pymysql.connections.Connection._execute_command
+
+    def spy(self, command, sql):  # type: ignore[no-untyped-def]
+        commands.append((sql if isinstance(sql, str) else sql.decode(errors="replace")).split(" ", 1)[0])
+        return original(self, command, sql)
+
+    monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", spy)
+    assert runner.execute(runs[1]).status is repo.RunStatus.SUCCEEDED
+    assert commands == ["UPDATE", "COMMIT", "SELECT", "UPDATE", "INSERT", "COMMIT"]
+
+
+@pytest.mark.mysql
+def test_a_connection_returned_mid_transaction_is_still_rolled_back(mysql_backend: Backend) -> None:
+    """Skipping the pool's ROLLBACK after a COMMIT must not skip it when work is uncommitted."""
+    mysql_backend.add_schedules(1)
+    conn = mysql_backend.engine.connect()
+    conn.execute(text("UPDATE UserMonitorSchedule SET intervalMinutes = 99"))  # row now locked
+    conn.connection.close()  # back to the pool directly, bypassing Connection.close()'s own rollback
+    other = create_db_engine(mysql_backend.url)
+    try:
+        with other.begin() as check:
+            check.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
+            assert check.execute(text("SELECT intervalMinutes FROM UserMonitorSchedule FOR UPDATE")).scalar_one() == 5
+    finally:
+        other.dispose()
