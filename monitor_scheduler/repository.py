@@ -386,6 +386,9 @@ def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
 # --- run history ----------------------------------------------------------------------------------
 
 
+_INSERT_RUN = insert(runs)  # built once: it is on every run's path
+
+
 def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
     values = [
         {
@@ -406,7 +409,7 @@ def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
         for r in records
     ]
     if values:
-        conn.execute(insert(runs), values)
+        conn.execute(_INSERT_RUN, values)
 
 
 def recent_runs(conn: Connection, *, user_id: str | None = None, limit: int = 20) -> list[RunRecord]:

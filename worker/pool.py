@@ -24,6 +24,14 @@ WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": SimpleWorker, "fork": W
 
 def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str) -> int:
     cls = WORKER_CLASSES[worker_class]
+    # Import the job module and build the run context (settings, engine, task) here, once: forked
+    # workers and fork-per-job children inherit it instead of importing and building it per job
+    # (77 ms of each fork-class job, docs/performance.md). No connection is opened yet, and the
+    # context disowns the inherited pool after a fork.
+    import worker.jobs  # noqa: F401
+    from worker import context
+
+    context.get_runner()
     if concurrency == 1:
         # One process: no pool parent in between (what PM2 instances and systemd units want).
         worker = cls([Queue(settings.QUEUE_NAME, connection=connection)], connection=connection)
