@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -23,35 +25,32 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def get_runner(worker_name: str | None = None) -> Runner:
+def _per_process(key: str, build: Callable[[], Any]) -> Any:
+    """The object cached under `key`, built once per process. After a fork (RQ's fork-per-job
+    worker) the inherited engine's pool is disowned without closing the parent's connections."""
     with _lock:
-        runner = _state.get("runner")
-        if runner is not None and _state.get("pid") != os.getpid():
-            # Forked: drop the parent's connections without closing them under its feet.
-            runner.engine.dispose(close=False)  # type: ignore[attr-defined]
-            _state["pid"] = os.getpid()
-        if runner is None:
-            settings = load_settings()
-            runner = build_runner(settings)
-            _state.update(runner=runner, pid=os.getpid())
-        if worker_name:
-            runner.worker_name = worker_name  # type: ignore[attr-defined]
-        return runner  # type: ignore[return-value]
+        held = _state.get(key)
+        if held is not None and _state.get(f"{key}_pid") != os.getpid():
+            held.engine.dispose(close=False)
+            _state[f"{key}_pid"] = os.getpid()
+        if held is None:
+            held = build()
+            _state.update({key: held, f"{key}_pid": os.getpid()})
+        return held
 
 
-def get_app():  # type: ignore[no-untyped-def]
+def get_runner(worker_name: str | None = None) -> Runner:
+    runner: Runner = _per_process("runner", lambda: build_runner(load_settings()))
+    if worker_name:
+        runner.worker_name = worker_name
+    return runner
+
+
+def get_app() -> Any:
     """The wired application for job functions that dispatch (the rq-scheduler tick)."""
     from monitor_scheduler.app import App
 
-    with _lock:
-        app = _state.get("app")
-        if app is not None and _state.get("app_pid") != os.getpid():
-            app.engine.dispose(close=False)  # type: ignore[attr-defined]
-            _state["app_pid"] = os.getpid()
-        if app is None:
-            app = App.from_settings(load_settings())
-            _state.update(app=app, app_pid=os.getpid())
-        return app
+    return _per_process("app", lambda: App.from_settings(load_settings()))
 
 
 def build_runner(settings: Settings, engine: Engine | None = None) -> Runner:

@@ -21,14 +21,16 @@ def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:  # type: 
     return subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, what, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy (returned) or fail after `timeout` s;
+    `what` names the awaited thing (a callable is called then, to show fresh logs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 def queued_users(redis_conn: Redis) -> list[str]:

@@ -35,6 +35,7 @@ from rq import Worker
 
 from tests import servers
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
+from tests.integration.helpers import wait_for
 from tests.tasks import started_marker
 
 pytestmark = [pytest.mark.slow, pytest.mark.mysql, pytest.mark.redis]
@@ -124,16 +125,6 @@ def processes_with_env(entry: str) -> list[int]:
         if (environ + b"\0").find(needle) != -1 and alive(int(proc.name)):
             found.append(int(proc.name))
     return found
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
 
 
 def free_port() -> int:
