@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -153,7 +154,7 @@ class RqEnqueuer:
 
     def _enqueue_batched(self, claimed: Sequence[ClaimedRun]) -> int:
         shared = self.shared_fields(utcformat(datetime.now(UTC)))
-        argv: list[object] = [len(shared)]
+        argv: list[Any] = [len(shared)]
         for key, value in shared.items():
             argv += (key, value)
         for run in claimed:

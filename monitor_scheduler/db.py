@@ -4,7 +4,7 @@
   our DATETIME(3) values agree), READ COMMITTED (SKIP LOCKED then locks only the rows it returns),
   and rowcount means rows matched (SQLAlchemy sets CLIENT.FOUND_ROWS), which fenced updates rely on.
 - MySQL/MariaDB connections are pinged only when they sat idle in the pool for a while (not on
-  every checkout: that was one extra round trip per transaction, ~10% of a run's cost), so a
+  every checkout: that was one extra round trip per transaction, 2 of the 10 of a worker run), so a
   connection the server dropped overnight is replaced before it is used.
 - SQLite: WAL and a busy timeout so a dispatcher and a web process can share the file, and every
   transaction starts with BEGIN IMMEDIATE, which takes the single write lock up front: two claims

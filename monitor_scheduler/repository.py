@@ -281,7 +281,7 @@ def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> 
 
 
 # The run path's statements are built once: constructing a statement per call (argument coercion,
-# cache keys) was ~20% of a short run. A "now" that is a SQL expression (the database clock) gets
+# cache keys) was ~20% of a short run (scripts/bench/profile_sync_path.py). A "now" that is a SQL expression (the database clock) gets
 # its statement built once per expression; a plain datetime (process or test clock) is a parameter.
 
 _RENEW_LEASE = (

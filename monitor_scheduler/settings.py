@@ -146,10 +146,6 @@ class Settings(BaseSettings):
     def queue_mode_available(self) -> bool:
         return self.REDIS_URL is not None
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.DATABASE_URL.startswith("sqlite")
-
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Parse the environment once; raise ConfigurationError naming the variable on a bad value."""

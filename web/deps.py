@@ -70,10 +70,10 @@ def current_user(
     """API callers: a Bearer token, or the page's session cookie plus the CSRF header on writes."""
     if credentials is not None:
         try:
-            principal, _claims = decode_token(web.token_key, credentials.credentials)
+            bearer, _claims = decode_token(web.token_key, credentials.credentials)
         except AuthError as exc:
             raise unauthorized(str(exc)) from None
-        return principal
+        return bearer
     if request.headers.get("authorization"):
         raise unauthorized("Authorization header must be 'Bearer <token>'")
     principal = session_principal(request)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from dispatcher.service import Dispatcher, DispatchSummary, Mode
+from dispatcher.service import Dispatcher, Mode
 from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import QueueUnavailable
 from monitor_scheduler.metrics import SchedulerCollector

@@ -22,7 +22,7 @@ from worker.runner import Runner
 from worker.tasks import load_task
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_state: dict[str, Any] = {}
 
 
 def _per_process(key: str, build: Callable[[], Any]) -> Any:

@@ -28,14 +28,13 @@ def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burs
     # workers and fork-per-job children inherit it instead of importing and building it per job
     # (77 ms of each fork-class job, docs/performance.md). No connection is opened yet, and the
     # context disowns the inherited pool after a fork.
-    import worker.jobs  # noqa: F401
-    from worker import context
+    from worker import context, jobs  # noqa: F401  (jobs: imported for RQ, see above)
 
     context.get_runner()
     if concurrency == 1:
         # One process: no pool parent in between (what PM2 instances and systemd units want).
-        worker = cls([Queue(settings.QUEUE_NAME, connection=connection)], connection=connection)
-        worker.work(burst=burst, logging_level=settings.LOG_LEVEL, with_scheduler=False)
+        rq_worker = cls([Queue(settings.QUEUE_NAME, connection=connection)], connection=connection)
+        rq_worker.work(burst=burst, logging_level=settings.LOG_LEVEL, with_scheduler=False)
         return 0
     pool = WorkerPool([settings.QUEUE_NAME], connection=connection, num_workers=concurrency, worker_class=cls)
     pool.start(burst=burst, logging_level=settings.LOG_LEVEL)

@@ -51,7 +51,8 @@ def default_worker_name() -> str:
 class LeaseKeeper:
     """One background thread per process renews the leases of the runs in progress.
 
-    A thread per run cost ~16% of a short run (starting a thread waits for it to be scheduled); a
+    A thread per run cost ~16% of a short run (starting a thread waits for it to be scheduled;
+    scripts/bench/profile_sync_path.py, docs/performance.md); a
     long-lived keeper costs a dict insert and delete. Each tick (every third of the lease) renews
     every run held longer than half a period, fenced on its token; a run whose renewal finds the
     lease gone is marked lost and no longer renewed. The thread is started lazily and again after

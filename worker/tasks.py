@@ -57,8 +57,3 @@ def demo_task(user_id: str, context: RunContext) -> None:
 
 def noop_task(user_id: str, context: RunContext) -> None:
     """Does nothing: for benchmarks and tests of the scheduling overhead."""
-
-
-def failing_task(user_id: str, context: RunContext) -> None:
-    """Always raises: for trying out how failures are recorded."""
-    raise RuntimeError(f"demo failure for {user_id}")

@@ -95,9 +95,11 @@ def test_a_sync_pass_runs_records_and_reschedules_at_a_fixed_rate(backend: Backe
     assert sorted(calls) == ["user-000000", "user-000001"]
     row = backend.schedule("user-000000")
     assert row.next_run_at == T0 - timedelta(seconds=30) + timedelta(minutes=5), "next = slot + interval"
-    assert (row.last_status, row.locked_by, row.locked_until, row.last_run_at) == ("succeeded", None, None, T0)
+    assert (row.last_status, row.locked_by, row.locked_until) == ("succeeded", None, None)
     [run] = backend.runs("user-000000")
     assert (run.trigger, run.status, run.attempt, run.skipped_slots) == ("sync", "succeeded", 1, 0)
+    # The start is the finish (the clock's now) minus the measured duration: no second clock read.
+    assert (run.finished_at, row.last_run_at, run.started_at) == (T0, T0 - timedelta(milliseconds=run.duration_ms), row.last_run_at)
 
 
 def test_slots_already_past_are_skipped_and_counted(backend: Backend) -> None:
