@@ -30,9 +30,9 @@ from rq import Queue
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from monitor_scheduler.clock import epoch_ms
-from monitor_scheduler.exceptions import QueueUnavailable
-from monitor_scheduler.repository import ClaimedRun, Trigger
+from core.clock import epoch_ms
+from core.exceptions import QueueUnavailable
+from core.domain import ClaimedRun, Trigger
 
 logger = logging.getLogger(__name__)
 

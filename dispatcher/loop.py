@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from monitor_scheduler.exceptions import InvalidInput, MonitorSchedulerError
+from core.exceptions import InvalidInput, MonitorSchedulerError
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ from datetime import datetime
 
 from croniter import croniter
 from redis import Redis
+from rq_scheduler import Scheduler
 
-from monitor_scheduler.exceptions import InvalidInput
+from core.exceptions import InvalidInput
 
 TICK_JOB_ID = "monitor-scheduler-dispatch-tick"
 TICK_FUNCTION = "worker.jobs.dispatch_pass"
@@ -29,9 +30,7 @@ class TickStatus:
     next_run: datetime | None
 
 
-def _scheduler(connection: Redis, queue_name: str):  # type: ignore[no-untyped-def]
-    from rq_scheduler import Scheduler
-
+def _scheduler(connection: Redis, queue_name: str) -> Scheduler:
     return Scheduler(queue_name=queue_name, connection=connection)
 
 

@@ -1,4 +1,5 @@
-"""`monitor-scheduler`: the operators' command line.
+"""`monitor-scheduler`: the operators' command line (entry layer: parses and formats; every
+operation is a call into services.scheduler.SchedulerService).
 
 Exit codes: 0 done; 1 the pass or command failed (for example Redis went away); 2 bad input,
 bad setting or unknown user (nothing written); 3 the user is running (lease held).
@@ -7,33 +8,43 @@ bad setting or unknown user (nothing written); 3 the user is running (lease held
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
-from datetime import timedelta
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler import schedules as schedule_service
-from monitor_scheduler.app import App
-from monitor_scheduler.exceptions import ConfigurationError, MonitorSchedulerError
-from monitor_scheduler.logs import configure_logging
-from monitor_scheduler.repository import Schedule, ScheduleFilter
-from monitor_scheduler.settings import load_settings
-from dispatcher.service import DispatchSummary, Mode
+from core import shutdown
+from core.clock import utc_text
+from core.domain import DispatchSummary, Schedule, ScheduleFilter
+from core.exceptions import ConfigurationError, DispatchFailed, MonitorSchedulerError
+from core.logs import configure_logging
+from core.settings import Settings, load_settings
+from dispatcher import tick
+from dispatcher.loop import DispatchLoop, parse_duration
+from dispatcher.service import Mode
+from monitor_scheduler.demo import DEMO_USERS
+from monitor_scheduler.wiring import App
+from schema.migrate import MYSQL_DDL_FILE, current_revision, render_mysql_ddl, upgrade
+from worker.pool import run_workers
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 
 
-def _fmt(moment) -> str:  # type: ignore[no-untyped-def]
-    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+def _fmt(moment: datetime | None) -> str:
+    return utc_text(moment, sep=" ")
 
 
-def _schedule_dict(schedule: Schedule) -> dict:  # type: ignore[type-arg]
+def _schedule_dict(schedule: Schedule) -> dict[str, object]:
     return {
         "userId": schedule.user_id,
         "enabled": schedule.enabled,
@@ -60,16 +71,12 @@ def _print_schedules(rows: Sequence[Schedule]) -> None:
 
 
 def cmd_migrate(app: App, args: argparse.Namespace) -> int:
-    from schema.migrate import current_revision, upgrade
-
     upgrade(app.engine)
     print(f"database at revision {current_revision(app.engine)}")
     return EXIT_OK
 
 
 def cmd_schema_sql(app: App | None, args: argparse.Namespace) -> int:
-    from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
-
     ddl = render_mysql_ddl()
     if args.check:
         if MYSQL_DDL_FILE.read_text() != ddl:
@@ -89,32 +96,26 @@ def _print_summary(summary: DispatchSummary, as_json: bool) -> None:
 
 
 def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
+    if args.via_http:  # before anything local is built: this host may have no REDIS_URL at all
+        return _dispatch_via_http(app.settings, args)
     mode = Mode(args.mode) if args.mode else app.default_mode()
-    dispatcher = app.dispatcher(mode)
-    if args.via_http:
-        return _dispatch_via_http(app, args)
     if args.loop:
-        return _dispatch_loop(dispatcher, mode, args)
+        return _dispatch_loop(app, mode, args)
     try:
         if args.user is not None:
-            summary = dispatcher.run_user_now(args.user, mode)
+            summary, _ = app.service.run_now(args.user, mode)
         else:
-            summary = dispatcher.tick(mode)
-    except MonitorSchedulerError as exc:
-        partial: DispatchSummary | None = getattr(exc, "summary", None)
-        if partial is not None:
-            _print_summary(partial, args.json)  # what the pass did before it failed
+            summary = app.service.dispatch_pass(mode)
+    except DispatchFailed as exc:
+        _print_summary(exc.summary, args.json)  # what the pass did before it failed
         raise
     _print_summary(summary, args.json)
     return EXIT_OK
 
 
-def _dispatch_via_http(app: App, args: argparse.Namespace) -> int:
+def _dispatch_via_http(settings: Settings, args: argparse.Namespace) -> int:
     """Ask a running web app to do the pass (cron on a host without database access)."""
-    import urllib.error
-    import urllib.request
-
-    secret = app.settings.CRON_SECRET
+    secret = settings.CRON_SECRET
     if secret is None:
         raise ConfigurationError("invalid setting CRON_SECRET: required with --via-http")
     body: dict[str, str] = {}
@@ -140,10 +141,9 @@ def _dispatch_via_http(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _dispatch_loop(dispatcher, mode: Mode, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from dispatcher.loop import DispatchLoop, parse_duration
-
-    loop = DispatchLoop(lambda: _print_summary(dispatcher.tick(mode), args.json), parse_duration(args.every))
+def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
+    app.dispatcher(mode)  # fail fast on a bad setting (REDIS_URL, MONITOR_TASK) before looping
+    loop = DispatchLoop(lambda: _print_summary(app.service.dispatch_pass(mode), args.json), parse_duration(args.every))
     _stop_on_signals(loop)
     logger.info("dispatcher loop: mode=%s every=%ss", mode.value, loop.every)
     loop.run()
@@ -151,8 +151,6 @@ def _dispatch_loop(dispatcher, mode: Mode, args: argparse.Namespace) -> int:  # 
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
-    from worker.pool import run_workers
-
     app.runner()  # fail fast: MONITOR_TASK must import before any worker starts
     return run_workers(
         app.settings,
@@ -164,43 +162,34 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
-    change = schedule_service.set_schedule(
-        app.engine, app.clock, user_id=args.user, interval=args.interval, enabled=args.enabled,
-        default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
-    )
+    change = app.service.set_schedule(args.user, interval=args.interval, enabled=args.enabled)
     verb = "created" if change.created else "updated"
     print(f"{verb} " + json.dumps(_schedule_dict(change.schedule)))
     return EXIT_OK
 
 
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
-    schedule = schedule_service.get_schedule(app.engine, args.user)
-    data = _schedule_dict(schedule)
-    with app.engine.connect() as conn:
-        data["recentRuns"] = [
-            {"slot": _fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-             "finishedAt": _fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
-            for r in repo.recent_runs(conn, user_id=args.user, limit=args.runs)
-        ]
+    data = _schedule_dict(app.service.get_schedule(args.user))
+    data["recentRuns"] = [
+        {"slot": _fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
+         "finishedAt": _fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
+        for r in app.service.history(args.user, limit=args.runs)
+    ]
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return EXIT_OK
 
 
 def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     which = next((f for f in ScheduleFilter if getattr(args, f.value)), None)
-    with app.engine.connect() as conn:
-        now = app.clock.now(conn)
-        rows = repo.list_schedules(conn, now=now, which=which, search=args.search, limit=args.limit, offset=args.offset)
+    page = app.service.list_page(which=which, search=args.search, limit=args.limit, offset=args.offset)
     if args.json:
-        print(json.dumps([_schedule_dict(r) for r in rows], ensure_ascii=False))
+        print(json.dumps([_schedule_dict(r) for r in page.rows], ensure_ascii=False))
     else:
-        _print_schedules(rows)
+        _print_schedules(page.rows)
     return EXIT_OK
 
 
 def cmd_tick(app: App, args: argparse.Namespace) -> int:
-    from dispatcher import tick
-
     if args.action == "install":
         status = tick.install(app.redis, app.settings.QUEUE_NAME, cron=args.cron)
         print(f"installed rq-scheduler tick '{status.cron}' (job {tick.TICK_JOB_ID}), next run {_fmt(status.next_run)}; run `rqscheduler --url $REDIS_URL` and a worker")
@@ -215,10 +204,7 @@ def cmd_tick(app: App, args: argparse.Namespace) -> int:
 
 def cmd_check(app: App, args: argparse.Namespace) -> int:
     """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
-    from monitor_scheduler.health import evaluate
-
-    with app.engine.connect() as conn:
-        report = evaluate(conn, now=app.clock.now(conn), settings=app.settings)
+    report = app.service.health()
     age = report.last_pass_age_seconds
     facts = f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
     if report.ok:
@@ -229,57 +215,33 @@ def cmd_check(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(app: App, args: argparse.Namespace) -> int:
-    with app.engine.begin() as conn:
-        now = app.clock.now(conn)
-        released = repo.unlock_expired(conn, now=now)
+    released = app.service.unlock_expired()
     print(f"unlocked {len(released)} expired lease(s)" + (": " + ", ".join(released[:20]) if released else ""))
     return EXIT_OK
 
 
 def cmd_prune(app: App, args: argparse.Namespace) -> int:
-    days = args.days or app.settings.HISTORY_RETENTION_DAYS
-    total = 0
-    with app.engine.connect() as conn:
-        cutoff = app.clock.now(conn) - timedelta(days=days)
-    while True:
-        with app.engine.begin() as conn:
-            deleted = repo.prune_runs(conn, finished_before=cutoff)
-        total += deleted
-        if deleted == 0:
-            break
+    total, cutoff = app.service.prune_history(args.days)
     print(f"pruned {total} run(s) finished before {_fmt(cutoff)}")
     return EXIT_OK
 
 
-DEMO_USERS = (("demo-alice", 1), ("demo-bob", 2), ("demo-carol", 5))
-
-
 def cmd_demo(app: App, args: argparse.Namespace) -> int:
     """Migrate, seed demo users and dispatch them in sync mode: the embedded default end to end."""
-    from schema.migrate import upgrade
-
     upgrade(app.engine)
-    for user_id, interval in DEMO_USERS:
-        schedule_service.set_schedule(
-            app.engine, app.clock, user_id=user_id, interval=interval, enabled=True,
-            default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
-        )
-    print(f"seeded demo users {', '.join(u for u, _ in DEMO_USERS)} in {app.settings.DATABASE_URL}")
-    dispatcher = app.dispatcher(Mode.SYNC)
+    users = app.service.seed_demo_users(DEMO_USERS)
+    print(f"seeded demo users {', '.join(users)} in {app.settings.DATABASE_URL}")
 
     def one_pass() -> None:
-        summary = dispatcher.tick(Mode.SYNC)
+        summary = app.service.dispatch_pass(Mode.SYNC)
         if summary.claimed or not args.loop:
             print(summary.line())
-            with app.engine.connect() as conn:
-                _print_schedules(repo.list_schedules(conn, now=app.clock.now(conn)))
+            _print_schedules(app.service.list_page(which=None, search=None, limit=100, offset=0).rows)
             print(flush=True)
 
     if not args.loop:
         one_pass()
         return EXIT_OK
-    from dispatcher.loop import DispatchLoop, parse_duration
-
     print(f"dispatching every {args.every} in sync mode; each pass that runs someone is shown. Ctrl-C stops.", flush=True)
     loop = DispatchLoop(one_pass, parse_duration(args.every))
     _stop_on_signals(loop)
@@ -287,15 +249,13 @@ def cmd_demo(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stop_on_signals(loop) -> None:  # type: ignore[no-untyped-def]
-    import signal
-
-    def request_stop(signum, _frame):  # type: ignore[no-untyped-def]
+def _stop_on_signals(loop: DispatchLoop) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("signal %s: stopping after the current pass", signum)
         loop.stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, shutdown.noting(request_stop))
+    signal.signal(signal.SIGINT, shutdown.noting(request_stop))
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -369,20 +329,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="keep dispatching until Ctrl-C")
     p.add_argument("--every", default="10s", help="loop period (default 10s)")
     p.set_defaults(func=cmd_demo)
-    from web.cli import register as register_web; register_web(sub)
+    p = sub.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=10111, help="port (default 10111)")
+    p.add_argument("--dev", action="store_true", help="development: without SECRET_KEY use a random per-process key")
+    p.add_argument(
+        "--embedded", action="store_true",
+        help="demo on this machine: migrate, seed demo users, dispatch in sync mode every 10 s in-process, "
+        "print sign-in links (implies --dev)",
+    )
+    p.set_defaults(func=_WEB_COMMANDS + "cmd_web")
+
+    p = sub.add_parser("login-link", help="print a one-time sign-in URL for a user")
+    p.add_argument("user", help="the user id the link signs in as")
+    p.add_argument("--admin", action="store_true", help="the link grants admin rights")
+    p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
+    p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
     return parser
+
+
+# The web server's commands live in their own module, loaded only when one of them runs: a cron
+# pass (`dispatch`, every minute) then never imports FastAPI, uvicorn, JWT and Prometheus.
+_WEB_COMMANDS = "monitor_scheduler.web_command:"
+
+Command = Callable[..., int]  # (App, args), or (None, args) for commands with needs_app=False
+
+
+def _command(func: Command | str) -> Command:
+    if isinstance(func, str):
+        module, _, name = func.partition(":")
+        command: Command = getattr(importlib.import_module(module), name)
+        return command
+    return func
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    shutdown.note_default_interrupt()  # a task's own KeyboardInterrupt is not Ctrl-C (core.shutdown)
     try:
         if not getattr(args, "needs_app", True):
-            return args.func(None, args)
+            return _command(args.func)(None, args)
         settings = load_settings()
         configure_logging(settings)
         app = App.from_settings(settings)
         try:
-            return args.func(app, args)
+            return _command(args.func)(app, args)
         finally:
             app.close()
     except MonitorSchedulerError as exc:

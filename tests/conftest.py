@@ -21,10 +21,10 @@ import pytest
 from redis import Redis
 from sqlalchemy import Engine
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.clock import FixedClock
-from monitor_scheduler.db import create_db_engine
-from monitor_scheduler.settings import Settings, load_settings
+from core import domain, queries, writes
+from core.clock import FixedClock
+from core.db import create_db_engine
+from core.settings import Settings, load_settings
 from schema.migrate import upgrade
 from tests import servers
 
@@ -115,18 +115,18 @@ class Backend:
         ]
         with self.engine.begin() as conn:
             for start in range(0, len(rows), 5000):
-                repo.insert_schedules(conn, rows[start : start + 5000])
+                writes.insert_schedules(conn, rows[start : start + 5000])
         return ids
 
-    def schedule(self, user_id: str) -> repo.Schedule:
+    def schedule(self, user_id: str) -> domain.Schedule:
         with self.engine.connect() as conn:
-            found = repo.get_schedule(conn, user_id)
+            found = queries.get_schedule(conn, user_id)
         assert found is not None, f"no schedule for {user_id}"
         return found
 
-    def runs(self, user_id: str | None = None) -> list[repo.RunRecord]:
+    def runs(self, user_id: str | None = None) -> list[domain.RunRecord]:
         with self.engine.connect() as conn:
-            return list(reversed(repo.recent_runs(conn, user_id=user_id, limit=100_000)))
+            return list(reversed(queries.recent_runs(conn, user_id=user_id, limit=100_000)))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from worker.tasks import RunContext
+from core.tasks import RunContext
 
 
 def _dir() -> Path:

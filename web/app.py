@@ -1,4 +1,5 @@
-"""`create_app(app)`: the FastAPI application around an already wired App.
+"""`create_app(wiring)`: the FastAPI application around the service layer (the entry layer's App
+satisfies `services.scheduler.Wiring`).
 
 Errors are translated here, once: the project's exceptions and HTTP errors become JSON
 `{"message": ...}` under /api (and for /healthz, /readyz) and a small HTML page elsewhere; an
@@ -20,8 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match
 
-from monitor_scheduler.app import App
-from monitor_scheduler.exceptions import (
+from core.exceptions import (
     ConfigurationError,
     InvalidInput,
     LeaseHeld,
@@ -29,6 +29,8 @@ from monitor_scheduler.exceptions import (
     QueueUnavailable,
     UnknownUser,
 )
+from core.settings import Settings
+from services.scheduler import SchedulerService, Wiring
 from web.auth import derived_key
 from web.deps import MalformedBody
 from web.routes import admin, cron, health, me, pages
@@ -58,10 +60,10 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
 _PAGE_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 422: "Invalid input", 503: "Unavailable"}
 
 
-def resolve_secret(app: App, dev: bool) -> str:
+def resolve_secret(settings: Settings, dev: bool) -> str:
     """SECRET_KEY, or in dev mode a random per-process key; otherwise refuse to start."""
-    if app.settings.SECRET_KEY is not None:
-        key = app.settings.SECRET_KEY.get_secret_value()
+    if settings.SECRET_KEY is not None:
+        key = settings.SECRET_KEY.get_secret_value()
         if len(key) < MIN_SECRET_KEY_LENGTH:
             logger.warning("SECRET_KEY is shorter than %s characters; use a long random value", MIN_SECRET_KEY_LENGTH)
         return key
@@ -72,9 +74,9 @@ def resolve_secret(app: App, dev: bool) -> str:
     return secrets.token_urlsafe(32)
 
 
-def create_app(app: App, *, dev: bool = False) -> FastAPI:
-    key = resolve_secret(app, dev)
-    web = WebState(app, token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
+def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
+    key = resolve_secret(wiring.settings, dev)
+    web = WebState(SchedulerService(wiring), token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
     api = FastAPI(
         title="monitor-scheduler",
         version="0.1.0",
@@ -88,7 +90,7 @@ def create_app(app: App, *, dev: bool = False) -> FastAPI:
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE_SECONDS,
         same_site="lax",
-        https_only=app.settings.WEB_BASE_URL.startswith("https://"),
+        https_only=wiring.settings.WEB_BASE_URL.startswith("https://"),
     )
     api.middleware("http")(_security_headers)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

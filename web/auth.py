@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import jwt
 
-from monitor_scheduler.scheduling import validate_user_id
+from core.scheduling import validate_user_id
 
 ALGORITHM = "HS256"
 DEFAULT_LINK_TTL_SECONDS = 15 * 60

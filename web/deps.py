@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the wired App, who the caller is (Bearer JWT or session cookie), admin-only,
+"""FastAPI dependencies: the web state (and through it the service layer), who the caller is (Bearer JWT or session cookie), admin-only,
 CSRF checks, and strict JSON bodies parsed *after* authentication.
 
 401 = we do not know who you are (no/invalid token or session); 403 = we do, and you may not
@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from monitor_scheduler.app import App
 from web.auth import AuthError, Principal, decode_token, same_secret
 from web.state import WebState
 
@@ -28,17 +27,11 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def get_web(request: Request) -> WebState:
-    return request.app.state.web  # type: ignore[no-any-return]
+    web: WebState = request.app.state.web
+    return web
 
 
 Web = Annotated[WebState, Depends(get_web)]
-
-
-def get_app(web: Web) -> App:
-    return web.app
-
-
-AppDep = Annotated[App, Depends(get_app)]
 
 bearer_scheme = HTTPBearer(
     auto_error=False,

@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from monitor_scheduler.repository import RunRecord, Schedule
-from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES
+from core.domain import RunRecord, Schedule
+from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES
 
 USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 

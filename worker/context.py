@@ -1,70 +1,95 @@
 """The per-process state an RQ job function needs, built once from the environment.
 
 RQ calls job functions by import path with plain arguments, so the job function cannot be handed
-its dependencies; this is the one place that builds them (settings, engine, clock, task). After a
-fork (RQ's fork-per-job worker) the inherited pool is disowned so parent and child never share a
-socket.
+its dependencies; this is the one place in a worker that builds them (settings, engine, clock,
+the runner, and for the rq-scheduler tick a queue dispatcher), each through the same factory the
+entry layer uses. After a fork (RQ's fork-per-job worker) the inherited pool is disowned so parent
+and child never share a socket.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from functools import cached_property
 
+from redis import Redis
 from sqlalchemy import Engine
 
-from monitor_scheduler.clock import clock_for_dialect
-from monitor_scheduler.db import create_db_engine
-from monitor_scheduler.settings import Settings, load_settings
-from worker.runner import Runner
-from worker.tasks import load_task
+from core.clock import Clock, clock_for_dialect
+from core.db import create_db_engine
+from core.exceptions import ConfigurationError
+from core.executor import Runner
+from core.settings import Settings, load_settings
+from dispatcher.service import Dispatcher
+
+WORKER_POOL_SIZE = 2
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    pid: int = field(default_factory=os.getpid)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerContext:
+        engine = create_db_engine(settings.DATABASE_URL, pool_size=WORKER_POOL_SIZE)
+        return cls(settings, engine, clock_for_dialect(engine.dialect.name))
+
+    @cached_property
+    def runner(self) -> Runner:
+        return Runner.from_settings(self.settings, self.engine, self.clock)
+
+    @cached_property
+    def redis(self) -> Redis:
+        if self.settings.REDIS_URL is None:
+            raise ConfigurationError("invalid setting REDIS_URL: required by the rq-scheduler tick job")
+        return Redis.from_url(self.settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=30)
+
+    @cached_property
+    def queue_dispatcher(self) -> Dispatcher:
+        return Dispatcher.for_queue(self.settings, self.engine, self.clock, self.redis)
+
+    def after_fork(self) -> None:
+        """Disown the parent's pooled connections without closing them (they are the parent's)."""
+        self.engine.dispose(close=False)
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if "redis" in self.__dict__:
+            self.redis.close()
+
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}
+_context: WorkerContext | None = None
 
 
-def _per_process(key: str, build: Callable[[], Any]) -> Any:
-    """The object cached under `key`, built once per process. After a fork (RQ's fork-per-job
-    worker) the inherited engine's pool is disowned without closing the parent's connections."""
+def get_context() -> WorkerContext:
+    """This process's context, built on first use; after a fork, the child disowns the pool."""
+    global _context
     with _lock:
-        held = _state.get(key)
-        if held is not None and _state.get(f"{key}_pid") != os.getpid():
-            held.engine.dispose(close=False)
-            _state[f"{key}_pid"] = os.getpid()
-        if held is None:
-            held = build()
-            _state.update({key: held, f"{key}_pid": os.getpid()})
-        return held
+        if _context is None:
+            _context = WorkerContext.from_settings(load_settings())
+        elif _context.pid != os.getpid():
+            _context.after_fork()
+        return _context
 
 
 def get_runner(worker_name: str | None = None) -> Runner:
-    runner: Runner = _per_process("runner", lambda: build_runner(load_settings()))
+    runner = get_context().runner
     if worker_name:
         runner.worker_name = worker_name
     return runner
 
 
-def get_app() -> Any:
-    """The wired application for job functions that dispatch (the rq-scheduler tick)."""
-    from monitor_scheduler.app import App
-
-    return _per_process("app", lambda: App.from_settings(load_settings()))
-
-
-def build_runner(settings: Settings, engine: Engine | None = None) -> Runner:
-    engine = engine or create_db_engine(settings.DATABASE_URL, pool_size=2)
-    return Runner(engine, settings, clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
-
-
 def reset() -> None:
     """Forget the cached state (tests that change the environment between jobs)."""
+    global _context
     with _lock:
-        runner = _state.pop("runner", None)
-        if runner is not None:
-            runner.engine.dispose()  # type: ignore[attr-defined]
-        app = _state.pop("app", None)
-        if app is not None:
-            app.close()  # type: ignore[attr-defined]
-        _state.clear()
+        if _context is not None:
+            _context.close()
+        _context = None

@@ -1,15 +1,17 @@
 """RQ job functions: thin, at module top level, taking ids and reloading state.
 
 `worker.jobs.run_user_monitor` is what the dispatcher enqueues. Everything it needs beyond the
-identifiers of the run comes from the database, through the same Runner that sync mode uses.
+identifiers of the run comes from the database, through the same executor that sync mode uses.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rq import get_current_job
 
-from monitor_scheduler.clock import from_epoch_ms
-from monitor_scheduler.repository import ClaimedRun, Trigger
+from core.clock import from_epoch_ms
+from core.domain import ClaimedRun, Trigger
 from worker import context
 
 
@@ -22,8 +24,6 @@ def run_user_monitor(user_id: str, slot_ms: int, attempt: int, token: str, trigg
     return runner.execute(run, enqueued_at=enqueued_at).status.value
 
 
-def dispatch_pass() -> dict:  # type: ignore[type-arg]
+def dispatch_pass() -> dict[str, Any]:
     """One dispatch pass in queue mode: what rq-scheduler's tick job runs (see dispatcher.tick)."""
-    from dispatcher.service import Mode
-
-    return context.get_app().dispatcher(Mode.QUEUE).tick(Mode.QUEUE).as_dict()
+    return context.get_context().queue_dispatcher.tick().as_dict()

@@ -9,27 +9,58 @@ SIGTERM/SIGINT the running job finishes, then the worker exits (a second signal 
 from __future__ import annotations
 
 import logging
+from types import FrameType
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
-from monitor_scheduler.settings import Settings
+from core import shutdown
+from core.settings import Settings
+from worker import context, jobs
 
 logger = logging.getLogger(__name__)
 
-WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": SimpleWorker, "fork": Worker}
+# RQ resolves job functions by their import path; importing the module here means forked workers
+# and fork-per-job children inherit it instead of importing it per job.
+JOB_MODULE = jobs.__name__
+
+
+class NotingSimpleWorker(SimpleWorker):
+    """rq.SimpleWorker that notes RQ's stop requests (core.shutdown): a task's own SystemExit is
+    then told apart from the operator's Ctrl-C or SIGTERM."""
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        shutdown.request()
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        shutdown.request()
+        super().request_force_stop(signum, frame)
+
+
+class NotingWorker(Worker):
+    """rq.Worker (fork per job) that notes RQ's stop requests, as NotingSimpleWorker."""
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        shutdown.request()
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        shutdown.request()
+        super().request_force_stop(signum, frame)
+
+
+WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}
 
 
 def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str) -> int:
     cls = WORKER_CLASSES[worker_class]
-    # Import the job module and build the run context (settings, engine, task) here, once: forked
-    # workers and fork-per-job children inherit it instead of importing and building it per job
-    # (77 ms of each fork-class job, docs/performance.md). No connection is opened yet, and the
-    # context disowns the inherited pool after a fork.
-    from worker import context, jobs  # noqa: F401  (jobs: imported for RQ, see above)
-
+    # Build the run context (settings, engine, task) here, once: forked workers and fork-per-job
+    # children inherit it instead of building it per job (77 ms of each fork-class job,
+    # docs/performance.md). No connection is opened yet, and the context disowns the inherited
+    # pool after a fork.
     context.get_runner()
     if concurrency == 1:
         # One process: no pool parent in between (what PM2 instances and systemd units want).

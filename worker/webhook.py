@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from monitor_scheduler.exceptions import ConfigurationError
-from monitor_scheduler.settings import Settings
+from core.exceptions import ConfigurationError
+from core.settings import Settings
 from worker.tasks import RunContext
 
 logger = logging.getLogger(__name__)

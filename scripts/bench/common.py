@@ -151,7 +151,7 @@ def flush_redis(url: str) -> None:
 
 def new_database(mariadb, prefix: str) -> str:  # type: ignore[no-untyped-def]
     """A fresh, migrated database; returns its URL."""
-    from monitor_scheduler.db import create_db_engine
+    from core.db import create_db_engine
     from schema.migrate import upgrade
 
     name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
@@ -163,13 +163,13 @@ def new_database(mariadb, prefix: str) -> str:  # type: ignore[no-untyped-def]
 
 
 def sqlalchemy_engine(url: str):  # type: ignore[no-untyped-def]
-    from monitor_scheduler.db import create_db_engine
+    from core.db import create_db_engine
 
     return create_db_engine(url)
 
 
 def db_now(engine) -> datetime:  # type: ignore[no-untyped-def]
-    from monitor_scheduler.clock import DatabaseClock
+    from core.clock import DatabaseClock
 
     with engine.connect() as conn:
         return DatabaseClock().now(conn)
@@ -274,7 +274,7 @@ def warm(mariadb, url: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def settings_for(url: str, redis_url: str | None, **overrides: object):  # type: ignore[no-untyped-def]
-    from monitor_scheduler.settings import load_settings
+    from core.settings import load_settings
 
     values: dict[str, object] = {
         "DATABASE_URL": url,

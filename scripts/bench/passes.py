@@ -1,7 +1,7 @@
 """The two dispatch passes the dispatch benchmarks time (shared by dispatch_throughput.py,
 scale_free.py and peers.py).
 
-- ours(): the project's Dispatcher.tick(Mode.QUEUE) with its RqEnqueuer, unchanged; a subclass only
+- ours(): the project's Dispatcher.tick() with its RqEnqueuer, unchanged; a subclass only
   records how long each claim transaction and each enqueue pipeline took.
 - reference(): the same design written plainly on the raw DBAPI connection: batched
   SELECT ... ORDER BY nextRunAt LIMIT n FOR UPDATE SKIP LOCKED, one UPDATE that takes the lease,
@@ -21,8 +21,9 @@ from redis import Redis
 from rq import Queue
 
 from dispatcher.enqueue import RqEnqueuer
-from dispatcher.service import Dispatcher, Mode
-from monitor_scheduler.clock import DatabaseClock, epoch_ms
+from dispatcher.service import DispatchPolicy, Dispatcher
+from dispatcher.sinks import QueueSink
+from core.clock import DatabaseClock, epoch_ms
 
 JOB_FUNCTION = "worker.jobs.run_user_monitor"
 
@@ -71,14 +72,15 @@ class _TimedDispatcher(Dispatcher):
 def ours(engine, settings, redis_conn: Redis, now: datetime, enqueuer_class=None) -> PassResult:  # type: ignore[no-untyped-def]
     enqueue_times: list[float] = []
     enqueuer = _timed(enqueuer_class or RqEnqueuer, enqueue_times)(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
-    dispatcher = _TimedDispatcher(engine, settings, DatabaseClock(), enqueuer=enqueuer)
+    sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH)
+    dispatcher = _TimedDispatcher(engine, DatabaseClock(), DispatchPolicy.from_settings(settings), sink)
     dispatcher.claim_times = []
     t0 = time.perf_counter()
-    summary = dispatcher.tick(Mode.QUEUE, now=now)
+    summary = dispatcher.tick(now=now)
     seconds = time.perf_counter() - t0
     assert summary.error is None, summary
-    # the final claim that found nothing is not a batch
-    claims = dispatcher.claim_times[: len(summary.batches)]
+    # the final claim that found nothing is not a batch (one enqueue per batch)
+    claims = dispatcher.claim_times[: len(enqueue_times)]
     return PassResult(summary.enqueued, seconds, claims, enqueue_times[: len(claims)])
 
 

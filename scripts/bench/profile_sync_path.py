@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from dispatcher.service import Mode  # noqa: E402
-from monitor_scheduler import repository as repo  # noqa: E402
-from monitor_scheduler.app import App  # noqa: E402
-from monitor_scheduler.settings import load_settings  # noqa: E402
+from monitor_scheduler.wiring import App  # noqa: E402
+from core import writes  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from schema.migrate import upgrade  # noqa: E402
 
 
@@ -40,12 +40,12 @@ def main() -> None:
         rows = [{"userId": f"u{i}", "enabled": True, "intervalMinutes": 5, "nextRunAt": now - timedelta(minutes=1),
                  "attempt": 0, "createdAt": now, "updatedAt": now} for i in range(args.runs)]
         with app.engine.begin() as conn:
-            repo.insert_schedules(conn, rows)
+            writes.insert_schedules(conn, rows)
         dispatcher = app.dispatcher(Mode.SYNC)
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()
-        summary = dispatcher.tick(Mode.SYNC)
+        summary = dispatcher.tick()
         profile.disable()
         elapsed = time.perf_counter() - started
         print(f"runs: {summary.ran}, runs/s under cProfile: {summary.ran / elapsed:.0f}")

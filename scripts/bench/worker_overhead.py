@@ -31,9 +31,8 @@ import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 
-from dispatcher.enqueue import RqEnqueuer  # noqa: E402
-from dispatcher.service import Dispatcher, Mode  # noqa: E402
-from monitor_scheduler.clock import DatabaseClock  # noqa: E402
+from dispatcher.service import Dispatcher  # noqa: E402
+from core.clock import DatabaseClock  # noqa: E402
 
 
 def parse_rq_time(value: bytes | None) -> datetime | None:
@@ -49,8 +48,8 @@ def parse_rq_time(value: bytes | None) -> datetime | None:
 
 
 def fill_ours(engine, settings, redis_conn: Redis) -> int:  # type: ignore[no-untyped-def]
-    dispatcher = Dispatcher(engine, settings, DatabaseClock(), enqueuer=RqEnqueuer(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT))
-    return dispatcher.tick(Mode.QUEUE).enqueued
+    dispatcher = Dispatcher.for_queue(settings, engine, DatabaseClock(), redis_conn)
+    return dispatcher.tick().enqueued
 
 
 def fill_bare(redis_conn: Redis, jobs: int) -> int:

@@ -10,12 +10,13 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher.service import Dispatcher, Mode
-from monitor_scheduler import repository as repo
-from monitor_scheduler.exceptions import LeaseHeld, UnknownUser
-from monitor_scheduler.repository import RunStatus, Trigger
+from dispatcher.service import DispatchPolicy, Dispatcher
+from dispatcher.sinks import InlineSink
+from core import domain, lease, queries, writes
+from core.exceptions import LeaseHeld, UnknownUser
+from core.domain import RunStatus, Trigger
 from tests.conftest import T0, Backend
-from worker.runner import Runner
+from core.executor import Runner
 
 
 def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):  # type: ignore[no-untyped-def]
@@ -26,14 +27,14 @@ def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):  #
         calls.append(user_id)
 
     runner = Runner(backend.engine, cfg, backend.clock, task or default_task, worker_name="test")
-    kwargs = {"monotonic": monotonic} if monotonic else {}
-    return Dispatcher(backend.engine, cfg, backend.clock, runner=runner, **kwargs), runner, calls
+    sink = InlineSink(runner, time_budget=cfg.SYNC_TIME_BUDGET, **({"monotonic": monotonic} if monotonic else {}))
+    return Dispatcher(backend.engine, backend.clock, DispatchPolicy.from_settings(cfg), sink), runner, calls
 
 
 def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):  # type: ignore[no-untyped-def]
     now = backend.clock.moment
     with backend.engine.begin() as conn:
-        return repo.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE)
+        return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE)
 
 
 def test_due_rows_are_claimed_oldest_first_and_leave_the_due_range(backend: Backend) -> None:
@@ -62,8 +63,8 @@ def test_batch_size_caps_users_per_pass(backend: Backend) -> None:
     backend.add_schedules(50)
     dispatcher, _, calls = make_dispatcher(backend, DISPATCH_BATCH_SIZE=20)
 
-    first = dispatcher.tick(Mode.SYNC)
-    second = dispatcher.tick(Mode.SYNC)
+    first = dispatcher.tick()
+    second = dispatcher.tick()
 
     assert (first.claimed, first.ran, second.claimed) == (20, 20, 20)
     assert len(set(calls)) == 40
@@ -89,7 +90,7 @@ def test_a_sync_pass_runs_records_and_reschedules_at_a_fixed_rate(backend: Backe
     backend.add_schedules(2, due_at=T0 - timedelta(seconds=30), interval=5)
     dispatcher, _, calls = make_dispatcher(backend)
 
-    summary = dispatcher.tick(Mode.SYNC)
+    summary = dispatcher.tick()
 
     assert (summary.claimed, summary.ran, summary.succeeded, summary.released) == (2, 2, 2, 0)
     assert sorted(calls) == ["user-000000", "user-000001"]
@@ -106,7 +107,7 @@ def test_slots_already_past_are_skipped_and_counted(backend: Backend) -> None:
     backend.add_schedules(1, due_at=T0 - timedelta(minutes=12), interval=5)
     dispatcher, _, calls = make_dispatcher(backend)
 
-    dispatcher.tick(Mode.SYNC)
+    dispatcher.tick()
 
     assert calls == ["user-000000"], "one run, no burst of catch-up runs"
     assert backend.schedule("user-000000").next_run_at == T0 + timedelta(minutes=3)
@@ -120,12 +121,12 @@ def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) 
         raise ValueError("x" * 5000)
 
     dispatcher, _, _ = make_dispatcher(backend, task=explode)
-    summary = dispatcher.tick(Mode.SYNC)
+    summary = dispatcher.tick()
 
     assert (summary.ran, summary.failed) == (1, 1)
     row = backend.schedule("user-000000")
     assert row.last_status == "failed"
-    assert row.last_error.startswith("ValueError: xxx") and len(row.last_error) <= repo.ERROR_TEXT_LIMIT
+    assert row.last_error.startswith("ValueError: xxx") and len(row.last_error) <= domain.ERROR_TEXT_LIMIT
     assert row.next_run_at == T0 + timedelta(minutes=10)
     assert row.locked_by is None
 
@@ -175,8 +176,8 @@ def test_released_leases_are_due_at_once_with_a_new_attempt(backend: Backend) ->
     backend.add_schedules(1, due_at=T0 - timedelta(minutes=1))
     [first] = claim(backend, token="t1")
     with backend.engine.begin() as conn:
-        assert repo.release_leases(conn, user_ids=["user-000000"], token="someone-else") == 0, "fenced"
-        assert repo.release_leases(conn, user_ids=["user-000000"], token="t1") == 1
+        assert lease.release_leases(conn, user_ids=["user-000000"], token="someone-else") == 0, "fenced"
+        assert lease.release_leases(conn, user_ids=["user-000000"], token="t1") == 1
 
     row = backend.schedule("user-000000")
     assert (row.locked_by, row.next_run_at) == (None, T0 - timedelta(minutes=1))
@@ -192,18 +193,18 @@ def test_sync_mode_stops_at_its_time_budget_and_releases_the_rest(backend: Backe
         fake_time[0] += 1.0  # each run "takes" one second
 
     dispatcher, _, _ = make_dispatcher(backend, task=slow_task, monotonic=lambda: fake_time[0], SYNC_TIME_BUDGET=3.5)
-    summary = dispatcher.tick(Mode.SYNC)
+    summary = dispatcher.tick()
 
     assert (summary.ran, summary.released, summary.budget_exhausted) == (4, 6, True)
     with backend.engine.connect() as conn:
-        assert repo.count_due(conn, now=backend.clock.moment) == 6, "unrun rows are due again at once"
+        assert queries.count_due(conn, now=backend.clock.moment) == 6, "unrun rows are due again at once"
 
 
 def test_direct_mode_runs_one_user_now_and_restarts_its_cadence(backend: Backend) -> None:
     backend.add_schedules(1, due_at=T0 + timedelta(hours=3), interval=60)
     dispatcher, _, calls = make_dispatcher(backend)
 
-    summary = dispatcher.run_user_now("user-000000", Mode.SYNC)
+    summary = dispatcher.run_user_now("user-000000")
 
     assert (summary.ran, calls) == (1, ["user-000000"])
     assert backend.schedule("user-000000").next_run_at == T0 + timedelta(minutes=60)
@@ -214,10 +215,10 @@ def test_direct_mode_refuses_unknown_users_and_running_ones(backend: Backend) ->
     backend.add_schedules(1)
     dispatcher, _, calls = make_dispatcher(backend)
     with pytest.raises(UnknownUser):
-        dispatcher.run_user_now("nobody", Mode.SYNC)
+        dispatcher.run_user_now("nobody")
     claim(backend, token="running")
     with pytest.raises(LeaseHeld):
-        dispatcher.run_user_now("user-000000", Mode.SYNC)
+        dispatcher.run_user_now("user-000000")
     assert calls == []
     assert backend.schedule("user-000000").locked_by == "running"
 
@@ -226,10 +227,10 @@ def test_unlock_expired_releases_and_records_lost_runs(backend: Backend) -> None
     backend.add_schedules(2)
     claim(backend, limit=1, token="dead")
     with backend.engine.begin() as conn:
-        assert repo.unlock_expired(conn, now=backend.clock.moment) == [], "live leases are left alone"
+        assert lease.unlock_expired(conn, now=backend.clock.moment) == [], "live leases are left alone"
     backend.clock.advance(minutes=20)
     with backend.engine.begin() as conn:
-        assert repo.unlock_expired(conn, now=backend.clock.moment) == ["user-000000"]
+        assert lease.unlock_expired(conn, now=backend.clock.moment) == ["user-000000"]
     row = backend.schedule("user-000000")
     assert (row.locked_by, row.next_run_at, row.last_status) == (None, T0, "lost")
     assert [r.status for r in backend.runs("user-000000")] == ["lost"]
@@ -238,12 +239,12 @@ def test_unlock_expired_releases_and_records_lost_runs(backend: Backend) -> None
 def test_prune_deletes_only_history_older_than_the_cutoff(backend: Backend) -> None:
     backend.add_schedules(1)
     dispatcher, _, _ = make_dispatcher(backend)
-    dispatcher.tick(Mode.SYNC)
+    dispatcher.tick()
     backend.clock.advance(days=40)
-    dispatcher.run_user_now("user-000000", Mode.SYNC)
+    dispatcher.run_user_now("user-000000")
     with backend.engine.begin() as conn:
-        assert repo.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30), batch=1) == 1
-        assert repo.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30)) == 0
+        assert writes.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30), batch=1) == 1
+        assert writes.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30)) == 0
     assert [r.trigger for r in backend.runs()] == ["manual"]
 
 
@@ -272,7 +273,7 @@ def test_the_heartbeat_keeps_the_lease_of_a_long_run(backend: Backend) -> None:
 
 
 def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Backend) -> None:
-    from monitor_scheduler.health import evaluate
+    from core.health import evaluate
 
     cfg = backend.settings(HEALTH_MAX_PASS_AGE=120, HEALTH_MAX_DUE_AGE=60)
 
@@ -282,7 +283,7 @@ def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Bac
 
     assert report().problems == ["no dispatch pass has succeeded yet"]
     dispatcher, _, _ = make_dispatcher(backend)
-    dispatcher.tick(Mode.SYNC)
+    dispatcher.tick()
     assert report().ok
     backend.add_schedules(1, due_at=backend.clock.moment, prefix="late")
     backend.clock.advance(seconds=90)
@@ -290,5 +291,5 @@ def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Bac
     assert report().scheduling_lag_seconds == 90
     backend.clock.advance(seconds=60)
     assert len(report().problems) == 2, "the pass is now 150 s old too"
-    dispatcher.tick(Mode.SYNC)
+    dispatcher.tick()
     assert report().ok, "one pass runs the late user and proves the dispatcher alive"

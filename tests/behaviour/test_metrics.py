@@ -7,10 +7,10 @@ from datetime import timedelta
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from dispatcher.service import Dispatcher, Mode
-from monitor_scheduler.metrics import SchedulerCollector
+from dispatcher.service import Dispatcher
+from services.metrics import SchedulerCollector
 from tests.conftest import Backend
-from worker.runner import Runner
+from core.executor import Runner
 
 
 def scrape(backend: Backend, **kwargs) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def,type-arg]
@@ -34,7 +34,7 @@ def test_metrics_reflect_runs_backlog_and_the_last_pass(backend: Backend) -> Non
         if user_id == "user-000001":
             raise RuntimeError("down")
 
-    Dispatcher(backend.engine, cfg, backend.clock, runner=Runner(backend.engine, cfg, backend.clock, task)).tick(Mode.SYNC)
+    Dispatcher.inline(cfg, backend.engine, backend.clock, Runner(backend.engine, cfg, backend.clock, task)).tick()
     m = scrape(backend)
 
     assert m[("monitor_scheduler_recent_runs", (("status", "succeeded"), ("trigger", "sync")))] == 3

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher.service import Dispatcher, Mode
-from monitor_scheduler.exceptions import InvalidInput, UnknownUser
-from monitor_scheduler.schedules import get_schedule, set_schedule
+from dispatcher.service import Dispatcher
+from core.exceptions import InvalidInput, UnknownUser
+from services.scheduler import get_schedule, set_schedule
 from tests.conftest import T0, Backend
-from worker.runner import Runner
+from core.executor import Runner
 
 
 def change(backend: Backend, user_id: str = "alice", **kwargs):  # type: ignore[no-untyped-def]
@@ -19,7 +19,7 @@ def change(backend: Backend, user_id: str = "alice", **kwargs):  # type: ignore[
 
 def run_once(backend: Backend) -> None:
     cfg = backend.settings()
-    Dispatcher(backend.engine, cfg, backend.clock, runner=Runner(backend.engine, cfg, backend.clock, lambda u, c: None)).tick(Mode.SYNC)
+    Dispatcher.inline(cfg, backend.engine, backend.clock, Runner(backend.engine, cfg, backend.clock, lambda u, c: None)).tick()
 
 
 def test_a_new_schedule_is_due_at_once_with_the_default_interval(backend: Backend) -> None:
@@ -66,7 +66,7 @@ def test_a_running_schedule_keeps_its_lease_and_the_run_uses_the_new_interval(ba
     def task(user_id, context):  # type: ignore[no-untyped-def]
         seen["during"] = change(backend, interval=20).schedule
 
-    Dispatcher(backend.engine, cfg, backend.clock, runner=Runner(backend.engine, cfg, backend.clock, task)).tick(Mode.SYNC)
+    Dispatcher.inline(cfg, backend.engine, backend.clock, Runner(backend.engine, cfg, backend.clock, task)).tick()
 
     assert seen["during"].locked_by is not None
     assert seen["during"].next_run_at == seen["during"].locked_until, "the lease still owns nextRunAt"

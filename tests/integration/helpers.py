@@ -10,8 +10,8 @@ from redis import Redis
 from rq import Queue
 
 from dispatcher.service import Mode
-from monitor_scheduler.app import App
-from monitor_scheduler.settings import load_settings
+from monitor_scheduler.wiring import App
+from core.settings import load_settings
 from tests.conftest import PYTHON, Backend, cli_env
 
 QUEUE = "monitor-user-tasks"
@@ -39,7 +39,7 @@ def queued_users(redis_conn: Redis) -> list[str]:
 
 
 def real_now(backend: Backend):  # type: ignore[no-untyped-def]
-    from monitor_scheduler.clock import DatabaseClock
+    from core.clock import DatabaseClock
 
     with backend.engine.connect() as conn:
         return DatabaseClock().now(conn)
@@ -56,7 +56,7 @@ def dispatch_once(backend: Backend, redis_url: str, **overrides: str):  # type: 
     settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
     app = App.from_settings(settings)
     try:
-        return app.dispatcher(Mode.QUEUE).tick(Mode.QUEUE)
+        return app.dispatcher(Mode.QUEUE).tick()
     finally:
         app.close()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.db import create_db_engine
+from core import domain, lease, queries
+from core.db import create_db_engine
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 
 
@@ -27,13 +27,13 @@ def run(workdir: Path, *args: str, env: dict[str, str] | None = None, **extra: s
     return subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
 
-def schedule_rows(workdir: Path) -> list[repo.Schedule]:
+def schedule_rows(workdir: Path) -> list[domain.Schedule]:
     engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
     try:
         with engine.connect() as conn:
             from datetime import datetime
 
-            return repo.list_schedules(conn, now=datetime(2100, 1, 1))
+            return queries.list_schedules(conn, now=datetime(2100, 1, 1))
     finally:
         engine.dispose()
 
@@ -90,7 +90,7 @@ def test_direct_mode_exit_codes(workdir: Path) -> None:
 
     now = datetime.utcnow()
     with engine.begin() as conn:
-        repo.claim_user(conn, user_id="alice", now=now, token="busy", lease_until=now + timedelta(minutes=5), trigger=repo.Trigger.MANUAL)
+        lease.claim_user(conn, user_id="alice", now=now, token="busy", lease_until=now + timedelta(minutes=5), trigger=domain.Trigger.MANUAL)
     engine.dispose()
     busy = run(workdir, "dispatch", "--user", "alice")
     assert busy.returncode == 3 and "running" in busy.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from monitor_scheduler import repository as repo
+from core import domain, queries
 from tests import servers
 from tests.conftest import Backend, cli_env
 from tests.integration.helpers import QUEUE, cli, dispatch_once, queued_users, real_now, rq_info, wait_for, worker_env
@@ -47,7 +47,7 @@ def test_racing_dispatchers_enqueue_each_user_exactly_once(mysql_now_backend: Ba
 
 
 def test_racing_dispatchers_on_sqlite_enqueue_each_user_exactly_once(sqlite_backend: Backend, redis_url: str, redis_conn: Redis) -> None:
-    from monitor_scheduler.clock import ProcessClock
+    from core.clock import ProcessClock
 
     with sqlite_backend.engine.connect() as conn:
         sqlite_backend.clock.moment = ProcessClock().now(conn)
@@ -136,8 +136,8 @@ def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: 
     assert 0 < summary["enqueued"] < 20_000
     now = real_now(mysql_now_backend)
     with mysql_now_backend.engine.connect() as conn:
-        due = repo.count_due(conn, now=now)
-        leased = len(repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.RUNNING, limit=100_000))
+        due = queries.count_due(conn, now=now)
+        leased = len(queries.list_schedules(conn, now=now, which=domain.ScheduleFilter.RUNNING, limit=100_000))
     assert leased == summary["enqueued"], "only rows whose job reached Redis keep a lease"
     assert due == 20_000 - summary["enqueued"], "everything else is due again at once"
 

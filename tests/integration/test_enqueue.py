@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue
 
 from dispatcher.enqueue import RqEnqueuer, job_id_for
-from monitor_scheduler.repository import ClaimedRun, Trigger
+from core.domain import ClaimedRun, Trigger
 
 pytestmark = pytest.mark.redis
 

@@ -12,9 +12,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.clock import DatabaseClock
-from monitor_scheduler.db import create_db_engine
+from core import domain, lease, queries, writes
+from core.clock import DatabaseClock
+from core.db import create_db_engine
 from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
 from schema.models import metadata
 from tests.conftest import T0, Backend
@@ -33,7 +33,7 @@ def test_the_due_query_is_an_index_range_scan_without_filesort(mysql_backend: Ba
     with mysql_backend.engine.begin() as conn:
         conn.execute(text("ANALYZE TABLE UserMonitorSchedule"))
 
-    [plan] = explain(mysql_backend, repo.due_rows_query(T0, 1000))
+    [plan] = explain(mysql_backend, lease.due_rows_query(T0, 1000))
 
     assert plan["key"] == "ix_UserMonitorSchedule_due", plan
     assert plan["type"] == "range", plan
@@ -49,10 +49,10 @@ def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Ba
     lease = T0 + timedelta(minutes=15)
     try:
         with mysql_backend.engine.begin() as first_conn:
-            first = repo.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=lease, trigger=repo.Trigger.SCHEDULE)
+            first = lease.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=lease, trigger=domain.Trigger.SCHEDULE)
             with other.begin() as second_conn:
                 second_conn.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
-                second = repo.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=lease, trigger=repo.Trigger.SCHEDULE)
+                second = lease.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=lease, trigger=domain.Trigger.SCHEDULE)
     finally:
         other.dispose()
     assert len(first) == len(second) == 10
@@ -113,13 +113,13 @@ def test_models_and_migrations_agree(backend: Backend) -> None:
 def test_the_interval_check_constraint_is_enforced_by_the_database(mysql_backend: Backend) -> None:
     with pytest.raises(DBAPIError, match="ck_UserMonitorSchedule_interval"):
         with mysql_backend.engine.begin() as conn:
-            repo.insert_schedule(conn, user_id="x", enabled=True, interval_minutes=0, next_run_at=T0, now=T0)
+            writes.insert_schedule(conn, user_id="x", enabled=True, interval_minutes=0, next_run_at=T0, now=T0)
 
 
 def test_user_ids_are_exact_and_case_sensitive(backend: Backend) -> None:
     with backend.engine.begin() as conn:
         for uid in ("Alice", "alice", "ålice ", "日本"):
-            repo.insert_schedule(conn, user_id=uid, enabled=True, interval_minutes=5, next_run_at=T0, now=T0)
+            writes.insert_schedule(conn, user_id=uid, enabled=True, interval_minutes=5, next_run_at=T0, now=T0)
     assert backend.schedule("Alice").user_id == "Alice"
     assert backend.schedule("ålice ").user_id == "ålice "
 
@@ -132,8 +132,8 @@ def test_connections_are_utc_so_the_operators_unlock_sql_means_what_it_says(mysq
         assert abs((conn.execute(text("SELECT NOW(3)")).scalar_one() - now).total_seconds()) < 1
     mysql_backend.add_schedules(2, due_at=now - timedelta(minutes=1))
     with mysql_backend.engine.begin() as conn:
-        repo.claim_due(conn, now=now, limit=1, token="dead", lease_until=now - timedelta(seconds=5), trigger=repo.Trigger.SCHEDULE)
-        repo.claim_due(conn, now=now, limit=1, token="alive", lease_until=now + timedelta(minutes=10), trigger=repo.Trigger.SCHEDULE)
+        lease.claim_due(conn, now=now, limit=1, token="dead", lease_until=now - timedelta(seconds=5), trigger=domain.Trigger.SCHEDULE)
+        lease.claim_due(conn, now=now, limit=1, token="alive", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.SCHEDULE)
         released = conn.execute(
             text("UPDATE UserMonitorSchedule SET lockedUntil = NULL, lockedBy = NULL WHERE lockedUntil < NOW();")
         ).rowcount
@@ -141,20 +141,20 @@ def test_connections_are_utc_so_the_operators_unlock_sql_means_what_it_says(mysq
     assert mysql_backend.schedule("user-000000").locked_by is None
     assert mysql_backend.schedule("user-000001").locked_by == "alive"
     with mysql_backend.engine.connect() as conn:
-        assert [r.user_id for r in repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.DUE)] == ["user-000000"]
+        assert [r.user_id for r in queries.list_schedules(conn, now=now, which=domain.ScheduleFilter.DUE)] == ["user-000000"]
 
 
 @pytest.mark.mysql
 def test_times_keep_millisecond_precision(mysql_backend: Backend) -> None:
     moment = T0.replace(microsecond=123000)
     with mysql_backend.engine.begin() as conn:
-        repo.insert_schedule(conn, user_id="ms", enabled=True, interval_minutes=5, next_run_at=moment, now=moment)
+        writes.insert_schedule(conn, user_id="ms", enabled=True, interval_minutes=5, next_run_at=moment, now=moment)
     assert mysql_backend.schedule("ms").next_run_at == moment
 
 
 @pytest.mark.mysql
 def test_a_connection_the_server_dropped_while_idle_is_replaced(mysql_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    import monitor_scheduler.db as db
+    import core.db as db
 
     with mysql_backend.engine.connect() as conn:  # the pooled connection
         victim = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
@@ -175,7 +175,7 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
     no clock reads, no pool ROLLBACK after a COMMIT."""
     import pymysql.connections
 
-    from worker.runner import Runner
+    from core.executor import Runner
 
     clock = DatabaseClock()
     with mysql_backend.engine.begin() as conn:
@@ -183,7 +183,7 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
     mysql_backend.clock.moment = now
     mysql_backend.add_schedules(2)
     with mysql_backend.engine.begin() as conn:
-        runs = repo.claim_due(conn, now=now, limit=2, token="t", lease_until=now + timedelta(minutes=15), trigger=repo.Trigger.SCHEDULE)
+        runs = lease.claim_due(conn, now=now, limit=2, token="t", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.SCHEDULE)
     runner = Runner(mysql_backend.engine, mysql_backend.settings(), clock, lambda u, c: None)
     runner.execute(runs[0])  # warm the pool
     commands: list[str] = []
@@ -194,7 +194,7 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
         return original(self, command, sql)
 
     monkeypatch.setattr(pymysql.connections.Connection, "_execute_command", spy)
-    assert runner.execute(runs[1]).status is repo.RunStatus.SUCCEEDED
+    assert runner.execute(runs[1]).status is domain.RunStatus.SUCCEEDED
     assert commands == ["UPDATE", "COMMIT", "SELECT", "UPDATE", "INSERT", "COMMIT"]
 
 

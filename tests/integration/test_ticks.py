@@ -38,7 +38,7 @@ def test_installing_the_tick_twice_leaves_one_entry(redis_conn: Redis) -> None:
 
 
 def test_a_bad_cron_expression_is_refused(redis_conn: Redis) -> None:
-    from monitor_scheduler.exceptions import InvalidInput
+    from core.exceptions import InvalidInput
 
     with pytest.raises(InvalidInput, match="cron"):
         tick.install(redis_conn, QUEUE, cron="every minute")

@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from dispatcher.service import Dispatcher, Mode
-from monitor_scheduler.exceptions import ConfigurationError
+from dispatcher.service import Dispatcher
+from core.exceptions import ConfigurationError
 from tests.conftest import Backend
-from worker.runner import Runner
-from worker.tasks import load_task
+from core.executor import Runner
+from core.tasks import load_task
 from worker.webhook import SIGNATURE_HEADER, verify
 
 SECRET = "whsec-test"
@@ -58,7 +58,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 def run_pass(backend: Backend, url: str, **settings):  # type: ignore[no-untyped-def]
     cfg = backend.settings(MONITOR_TASK="worker.webhook:WebhookTask", MONITOR_WEBHOOK_URL=url, MONITOR_WEBHOOK_SECRET=SECRET, **settings)
     runner = Runner(backend.engine, cfg, backend.clock, load_task(cfg.MONITOR_TASK, cfg))
-    return Dispatcher(backend.engine, cfg, backend.clock, runner=runner).tick(Mode.SYNC)
+    return Dispatcher.inline(cfg, backend.engine, backend.clock, runner).tick()
 
 
 def test_each_run_is_posted_signed_and_succeeds_on_2xx(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from monitor_scheduler.cli import build_parser
-from monitor_scheduler.settings import Settings
+from core.settings import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

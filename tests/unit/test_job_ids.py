@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from rq.job import JOB_ID_PATTERN
 
 from dispatcher.enqueue import decode_user_id, encode_user_id, job_id_for
-from monitor_scheduler.repository import ClaimedRun, Trigger
+from core.domain import ClaimedRun, Trigger
 
 user_ids = st.text(min_size=1, max_size=64)
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from dispatcher.loop import DispatchLoop, parse_duration
-from monitor_scheduler.exceptions import InvalidInput, QueueUnavailable
+from core.exceptions import InvalidInput, QueueUnavailable
 
 
 class FakeTime:

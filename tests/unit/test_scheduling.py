@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor_scheduler.scheduling import (
+from core.scheduling import (
     next_fixed_rate_slot,
     rescheduled_after_change,
     validate_interval,

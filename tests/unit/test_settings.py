@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor_scheduler.exceptions import ConfigurationError
-from monitor_scheduler.settings import load_settings
+from core.exceptions import ConfigurationError
+from core.settings import load_settings
 
 
 def test_defaults_are_the_embedded_default() -> None:
@@ -50,7 +50,7 @@ def test_settings_come_from_a_dotenv_file(tmp_path) -> None:  # type: ignore[no-
 def test_env_example_lists_every_setting() -> None:
     from pathlib import Path
 
-    from monitor_scheduler.settings import Settings
+    from core.settings import Settings
 
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     for name in Settings.model_fields:

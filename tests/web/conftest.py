@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from monitor_scheduler.app import App
+from monitor_scheduler.wiring import App
 from tests.conftest import Backend
 from web.app import create_app
 

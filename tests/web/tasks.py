@@ -3,7 +3,7 @@ whose endpoint is down; everyone else succeeds."""
 
 from __future__ import annotations
 
-from worker.tasks import RunContext
+from core.tasks import RunContext
 
 
 def picky_task(user_id: str, context: RunContext) -> None:

@@ -23,10 +23,10 @@ import pytest
 import uvicorn
 
 from dispatcher.service import Mode
-from monitor_scheduler import repository as repo
-from monitor_scheduler import schedules as schedule_service
-from monitor_scheduler.app import App
-from monitor_scheduler.settings import load_settings
+from core import domain, queries
+from services import scheduler as schedule_service
+from monitor_scheduler.wiring import App
+from core.settings import load_settings
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 from tests.web.conftest import SECRET_KEY
 from web.app import create_app
@@ -66,11 +66,11 @@ class LiveServer:
                                       enabled=enabled, default_interval=5)
 
     def run_once(self, user_id: str) -> None:
-        self.web.dispatcher(Mode.SYNC).run_user_now(user_id, Mode.SYNC)
+        self.web.service.run_now(user_id, Mode.SYNC)
 
-    def schedule(self, user_id: str) -> repo.Schedule:
+    def schedule(self, user_id: str) -> domain.Schedule:
         with self.app.engine.connect() as conn:
-            found = repo.get_schedule(conn, user_id)
+            found = queries.get_schedule(conn, user_id)
         assert found is not None
         return found
 
@@ -171,9 +171,9 @@ def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, pag
     assert [r.trigger for r in reversed(repo_runs(live, "alice"))] == ["manual", "manual"]
 
 
-def repo_runs(live: LiveServer, user_id: str) -> list[repo.RunRecord]:
+def repo_runs(live: LiveServer, user_id: str) -> list[domain.RunRecord]:
     with live.app.engine.connect() as conn:
-        return repo.recent_runs(conn, user_id=user_id)
+        return queries.recent_runs(conn, user_id=user_id)
 
 
 def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]

@@ -9,14 +9,14 @@ from datetime import timedelta
 import pytest
 from redis import Redis
 
-from monitor_scheduler import repository as repo
+from core import domain, lease, queries
 from tests.web.conftest import WebHarness, make_harness
 
 
 def leased(harness: WebHarness) -> list[str]:
     with harness.backend.engine.connect() as conn:
         now = harness.backend.clock.moment
-        return [s.user_id for s in repo.list_schedules(conn, now=now, which=repo.ScheduleFilter.RUNNING)]
+        return [s.user_id for s in queries.list_schedules(conn, now=now, which=domain.ScheduleFilter.RUNNING)]
 
 
 def assert_nothing_claimed(harness: WebHarness) -> None:
@@ -28,7 +28,7 @@ def hold_lease(harness: WebHarness, user_id: str) -> None:
     """A run of `user_id` in flight: what a worker holds while it works."""
     now = harness.backend.clock.moment
     with harness.backend.engine.begin() as conn:
-        assert repo.claim_user(conn, user_id=user_id, now=now, token="test:1:held", lease_until=now + timedelta(minutes=10), trigger=repo.Trigger.MANUAL)
+        assert lease.claim_user(conn, user_id=user_id, now=now, token="test:1:held", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.MANUAL)
 
 
 # --- the secret -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from monitor_scheduler.app import App
-from monitor_scheduler.db import create_db_engine
+from monitor_scheduler.wiring import App
+from core.db import create_db_engine
 from tests.conftest import PYTHON, Backend, cli_env
 from tests.web.conftest import SECRET_KEY, WebHarness, make_harness
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
-from monitor_scheduler.repository import ScheduleFilter
-from monitor_scheduler.scheduling import MAX_USER_ID_LENGTH
-from web import services
+from core.domain import ScheduleFilter
+from core.scheduling import MAX_USER_ID_LENGTH
+from services.scheduler import HISTORY_LIMIT
 from web.deps import AdminUser, Web, body_doc, json_body
 from web.models import (
     USER_ID_PATTERN,
@@ -44,7 +44,7 @@ def list_schedules(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ScheduleListOut:
-    page = services.list_page(web, which=filter, search=search, limit=limit, offset=offset)
+    page = web.service.list_page(which=filter, search=search, limit=limit, offset=offset)
     return ScheduleListOut(
         items=[AdminScheduleOut.of(row, page.now) for row in page.rows],
         limit=limit, offset=offset, nextOffset=offset + limit if page.has_more else None,
@@ -53,8 +53,8 @@ def list_schedules(
 
 @router.get("/overview", response_model=OverviewOut, responses=error_responses(401, 403), summary="Queue health and dispatcher status")
 def overview(web: Web, _admin: AdminUser) -> OverviewOut:
-    queue = services.queue_health(web)
-    status_ = services.dispatcher_status(web)
+    queue = web.service.queue_health()
+    status_ = web.service.dispatcher_status()
     return OverviewOut(
         queue=QueueHealthOut(
             mode=queue.mode, reachable=queue.reachable, queueLength=queue.queue_length, workers=queue.workers,  # type: ignore[arg-type]
@@ -72,27 +72,27 @@ def overview(web: Web, _admin: AdminUser) -> OverviewOut:
 
 @router.post("/unlock", response_model=UnlockOut, responses=error_responses(401, 403), summary="Release expired leases")
 def unlock(web: Web, _admin: AdminUser) -> UnlockOut:
-    released = services.unlock_expired(web)
+    released = web.service.unlock_expired()
     return UnlockOut(unlocked=released, count=len(released))
 
 
 @router.get("/schedules/{user_id:path}/runs", response_model=list[RunOut], responses=error_responses(401, 403, 422), summary="A user's run history")
 def user_runs(
-    web: Web, _admin: AdminUser, user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=200)] = services.HISTORY_LIMIT
+    web: Web, _admin: AdminUser, user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=200)] = HISTORY_LIMIT
 ) -> list[RunOut]:
-    return [RunOut.of(run) for run in services.history(web, user_id, limit)]
+    return [RunOut.of(run) for run in web.service.history(user_id, limit)]
 
 
 @router.post("/schedules/{user_id:path}/run", response_model=AdminRunNowOut, responses=error_responses(401, 403, 404, 409, 422, 503), summary="Run a user now")
 def run_user(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminRunNowOut:
-    summary, snapshot = services.run_now(web, user_id)
+    summary, snapshot = web.service.run_now(user_id)
     assert snapshot.schedule is not None
     return AdminRunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=AdminScheduleOut.of(snapshot.schedule, snapshot.now))
 
 
 @router.get("/schedules/{user_id:path}", response_model=AdminScheduleOut, responses=error_responses(401, 403, 404, 422), summary="One schedule")
 def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminScheduleOut:
-    snapshot = services.read_schedule(web, user_id)
+    snapshot = web.service.read_schedule(user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule for user {user_id!r}")
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
@@ -105,6 +105,6 @@ def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminSche
 def update_schedule(
     web: Web, _admin: AdminUser, user_id: UserIdPath, body: Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
 ) -> AdminScheduleOut:
-    snapshot = services.update_schedule(web, user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
+    snapshot = web.service.update_schedule(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
     assert snapshot.schedule is not None
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import APIKeyHeader
 
 from dispatcher.service import Mode
-from web import services
 from web.auth import same_secret
 from web.deps import Web, body_doc, json_body
 from web.models import CronRequest, SummaryOut
@@ -23,7 +22,7 @@ cron_secret_header = APIKeyHeader(name="x-cron-secret", auto_error=False, descri
 
 
 def check_cron_secret(web: Web, given: Annotated[str | None, Depends(cron_secret_header)]) -> None:
-    secret = web.app.settings.CRON_SECRET
+    secret = web.settings.CRON_SECRET
     if secret is None:
         # Never an open endpoint: without a secret there is nothing to check against.
         logger.error("refused POST /api/cron/one-click-start: CRON_SECRET is not set")
@@ -47,9 +46,9 @@ def one_click_start(
 ) -> SummaryOut:
     """No body or `{}`: one pass (queue mode when REDIS_URL is set, else sync).
     `{"userId": ...}`: direct mode for that user. `{"mode": "sync"}`: a sync pass, no Redis needed."""
-    mode = Mode(body.mode) if body.mode else web.app.default_mode()
+    mode = Mode(body.mode) if body.mode else web.service.default_mode()
     if body.userId is not None:
-        summary, _snapshot = services.run_now(web, body.userId, mode)
+        summary, _snapshot = web.service.run_now(body.userId, mode)
     else:
-        summary = services.dispatch_pass(web, mode)
+        summary = web.service.dispatch_pass(mode)
     return SummaryOut(**summary.as_dict())

@@ -7,7 +7,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from web import services
 from web.deps import Web
 from web.models import HealthOut, ReadyOut
 
@@ -22,7 +21,7 @@ def healthz() -> HealthOut:
 @router.get("/readyz", response_model=ReadyOut, summary="Database reachable; Redis reachable or sync mode; dispatcher alive",
             responses={503: {"model": ReadyOut, "description": "Not ready"}})
 def readyz(web: Web) -> JSONResponse:
-    ready = services.readiness(web)
+    ready = web.service.readiness()
     body = ReadyOut(status="ready" if ready.ready else "unavailable", database=ready.database, redis=ready.redis, scheduler=ready.scheduler)
     return JSONResponse(body.model_dump(), status_code=200 if ready.ready else 503)
 

@@ -18,10 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
-from monitor_scheduler.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
-from monitor_scheduler.repository import Schedule, ScheduleFilter
-from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
-from web import services
+from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
+from core.domain import Schedule, ScheduleFilter
+from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, consume_sign_in_token, new_csrf_token
 from web.deps import (
     SESSION_ADMIN,
@@ -124,17 +123,17 @@ def logout(request: Request) -> Response:
 
 def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int = 200, error: str | None = None,
                    form_interval: str | None = None, form_enabled: bool | None = None) -> HTMLResponse:
-    snapshot = services.read_schedule(web, user_id)
+    snapshot = web.service.read_schedule(user_id)
     schedule = snapshot.schedule
     return render(
         request, "settings.html", status_code,
         schedule=schedule,
         now=snapshot.now,
-        runs=services.history(web, user_id) if schedule else [],
+        runs=web.service.history(user_id) if schedule else [],
         error=error,
-        form_interval=form_interval if form_interval is not None else (schedule.interval_minutes if schedule else web.app.settings.DEFAULT_INTERVAL_MINUTES),
+        form_interval=form_interval if form_interval is not None else (schedule.interval_minutes if schedule else web.settings.DEFAULT_INTERVAL_MINUTES),
         form_enabled=form_enabled if form_enabled is not None else (schedule.enabled if schedule else True),
-        mode=web.app.default_mode().value,
+        mode=web.service.default_mode().value,
     )
 
 
@@ -150,7 +149,7 @@ def save_settings(
     enabled: Annotated[str | None, Form(max_length=8)] = None,
 ) -> Response:
     try:
-        services.update_schedule(web, user.user_id, enabled=enabled is not None, interval=interval, create=True)
+        web.service.update_schedule(user.user_id, enabled=enabled is not None, interval=interval, create=True)
     except InvalidInput as exc:
         return _settings_page(request, web, user.user_id, status_code=422, error=str(exc), form_interval=interval, form_enabled=enabled is not None)
     flash(request, "ok", "Saved.")
@@ -165,7 +164,7 @@ def run_mine(request: Request, web: Web, user: PageUser) -> Response:
 
 def _run_and_flash(request: Request, web: Web, user_id: str) -> None:
     try:
-        summary, _ = services.run_now(web, user_id)
+        summary, _ = web.service.run_now(user_id)
     except MonitorSchedulerError as exc:
         flash(request, "error", _run_error_text(exc))
         return
@@ -203,13 +202,13 @@ def admin_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     which = _parse_filter(filter)
-    rows = services.list_page(web, which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
+    rows = web.service.list_page(which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
     return render(
         request, "admin.html",
         rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
         filter=which.value if which else None, q=q or "",
         filters=[f.value for f in ScheduleFilter],
-        queue=services.queue_health(web), dispatcher=services.dispatcher_status(web),
+        queue=web.service.queue_health(), dispatcher=web.service.dispatcher_status(),
         here=_admin_url(which.value if which else None, q, page),
         prev_url=_admin_url(which.value if which else None, q, page - 1) if page > 1 else None,
         next_url=_admin_url(which.value if which else None, q, page + 1) if rows.has_more else None,
@@ -232,8 +231,8 @@ def admin_update(
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
     try:
-        services.update_schedule(
-            web, user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
+        web.service.update_schedule(
+            user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
         )
         flash(request, "ok", f"Saved {user_id}.")
     except MonitorSchedulerError as exc:
@@ -255,6 +254,6 @@ def admin_run(
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])
 def admin_unlock(request: Request, web: Web, _admin: PageAdmin) -> Response:
-    released = services.unlock_expired(web)
+    released = web.service.unlock_expired()
     flash(request, "ok", f"Unlocked {len(released)} expired lease(s)." + (" " + ", ".join(released[:10]) if released else ""))
     return see_other("/admin")

@@ -39,6 +39,14 @@ def from_epoch_ms(value: int) -> datetime:
     return datetime(1970, 1, 1) + timedelta(milliseconds=value)
 
 
+def utc_text(moment: datetime | None, *, sep: str = "T", empty: str = "-") -> str:
+    """The one way a naive UTC time is written for people and logs: ISO 8601 to the millisecond
+    with a Z (`2026-01-01T12:00:00.000Z`); `sep=" "` for tables; `empty` for a missing time."""
+    if moment is None:
+        return empty
+    return utc_naive(moment).isoformat(sep=sep, timespec="milliseconds") + "Z"
+
+
 class Clock(Protocol):
     def now(self, conn: Connection) -> datetime:
         """The current time (naive UTC, millisecond precision) for a decision made on `conn`."""

@@ -12,8 +12,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.settings import Settings
+from core import queries
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,15 @@ class HealthReport:
 
 
 def evaluate(conn: Connection, *, now: datetime, settings: Settings) -> HealthReport:
-    last_pass_at, _ = repo.last_dispatch_pass(conn)
-    oldest_due_at = repo.oldest_due(conn, now=now)
+    last_pass_at, _ = queries.last_dispatch_pass(conn)
+    oldest_due_at = queries.oldest_due(conn, now=now)
     report = HealthReport(now, last_pass_at, oldest_due_at)
-    if last_pass_at is None:
+    pass_age = report.last_pass_age_seconds
+    if pass_age is None:
         report.problems.append("no dispatch pass has succeeded yet")
-    elif report.last_pass_age_seconds > settings.HEALTH_MAX_PASS_AGE:  # type: ignore[operator]
+    elif pass_age > settings.HEALTH_MAX_PASS_AGE:
         report.problems.append(
-            f"last successful dispatch pass was {report.last_pass_age_seconds:.0f}s ago (HEALTH_MAX_PASS_AGE={settings.HEALTH_MAX_PASS_AGE})"
+            f"last successful dispatch pass was {pass_age:.0f}s ago (HEALTH_MAX_PASS_AGE={settings.HEALTH_MAX_PASS_AGE})"
         )
     if report.scheduling_lag_seconds > settings.HEALTH_MAX_DUE_AGE:
         report.problems.append(

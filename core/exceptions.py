@@ -6,6 +6,10 @@ web layers can turn them into one clear line and an exit code instead of a trace
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from core.domain import DispatchSummary
+
 
 class MonitorSchedulerError(Exception):
     """Base class for the project's own errors; `exit_code` is what the CLI exits with."""
@@ -36,6 +40,10 @@ class LeaseHeld(MonitorSchedulerError):
 
     exit_code = 3
 
+    def __init__(self, message: str, *, locked_until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.locked_until = locked_until  # for a message without the lease token (the web's users)
+
 
 class QueueUnavailable(MonitorSchedulerError):
     """Redis could not be reached or failed while jobs were being enqueued."""
@@ -43,10 +51,15 @@ class QueueUnavailable(MonitorSchedulerError):
     exit_code = 1
 
 
-class DatabaseUnavailable(MonitorSchedulerError):
-    """The database could not be reached or refused the operation."""
+class DispatchFailed(QueueUnavailable):
+    """A dispatch pass (or direct run) stopped part-way because the queue failed; `summary` says
+    what it did before (its unenqueued leases were released)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, summary: DispatchSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class TaskImportError(MonitorSchedulerError):

@@ -11,19 +11,21 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from monitor_scheduler.settings import Settings
+from core.clock import utc_text
+from core.domain import ClaimedRun
+from core.settings import Settings
 
 RUN_FIELDS = ("user_id", "slot", "lease_token", "attempt", "trigger")
 
 
-def run_fields(run) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    return {"user_id": run.user_id, "slot": run.slot.isoformat(timespec="milliseconds") + "Z", "lease_token": run.token, "attempt": run.attempt, "trigger": str(run.trigger)}
+def run_fields(run: ClaimedRun) -> dict[str, object]:
+    return {"user_id": run.user_id, "slot": utc_text(run.slot), "lease_token": run.token, "attempt": run.attempt, "trigger": str(run.trigger)}
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": utc_text(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

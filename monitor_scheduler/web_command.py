@@ -1,4 +1,5 @@
-"""The `web` and `login-link` subcommands (registered into monitor_scheduler.cli's parser).
+"""The `web` and `login-link` subcommands (registered into monitor_scheduler.cli's parser): the
+web server's command, part of the entry layer.
 
 `web --embedded` is the newcomer's whole system in one process: SQLite (the default database),
 migrations, a few demo users, a sync-mode dispatcher loop in a background thread, and sign-in
@@ -12,13 +13,17 @@ import logging
 import re
 import threading
 
+import uvicorn
+
+from core.exceptions import ConfigurationError, InvalidInput
+from core.scheduling import validate_user_id
+from core.settings import Settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from dispatcher.service import Mode
-from monitor_scheduler import schedules as schedule_service
-from monitor_scheduler.app import App
-from monitor_scheduler.exceptions import ConfigurationError, InvalidInput, UnknownUser
-from monitor_scheduler.scheduling import validate_user_id
-from monitor_scheduler.settings import Settings
+from monitor_scheduler.demo import DEMO_USERS
+from monitor_scheduler.wiring import App
+from schema.migrate import upgrade
+from web.app import create_app
 from web.auth import sign_in_url
 from web.state import WebState
 
@@ -29,25 +34,6 @@ DEFAULT_BASE_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 EMBEDDED_DISPATCH_EVERY = 10.0
 EMBEDDED_LINK_TTL_SECONDS = 24 * 3600  # still one-time; long enough to come back to the demo later
 DEMO_ADMIN, DEMO_USER = "demo-admin", "demo-alice"
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
-    p.add_argument("--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--dev", action="store_true", help="development: without SECRET_KEY use a random per-process key")
-    p.add_argument(
-        "--embedded", action="store_true",
-        help="demo on this machine: migrate, seed demo users, dispatch in sync mode every 10 s in-process, "
-        "print sign-in links (implies --dev)",
-    )
-    p.set_defaults(func=cmd_web)
-
-    p = subparsers.add_parser("login-link", help="print a one-time sign-in URL for a user")
-    p.add_argument("user", help="the user id the link signs in as")
-    p.add_argument("--admin", action="store_true", help="the link grants admin rights")
-    p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
-    p.set_defaults(func=cmd_login_link)
 
 
 def cmd_login_link(app: App, args: argparse.Namespace) -> int:
@@ -65,10 +51,6 @@ def cmd_login_link(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_web(app: App, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from web.app import create_app
-
     api = create_app(app, dev=args.dev or args.embedded)  # refuses without SECRET_KEY unless dev
     web: WebState = api.state.web
     stop = threading.Event()
@@ -92,36 +74,18 @@ def base_url(settings: Settings, host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def seed_demo_users(app: App) -> list[str]:
-    """Create the demo schedules that do not exist yet (a restart keeps what the demo changed)."""
-    from monitor_scheduler.cli import DEMO_USERS
-
-    for user_id, interval in DEMO_USERS:
-        try:
-            schedule_service.get_schedule(app.engine, user_id)
-        except UnknownUser:
-            schedule_service.set_schedule(
-                app.engine, app.clock, user_id=user_id, interval=interval, enabled=True,
-                default_interval=app.settings.DEFAULT_INTERVAL_MINUTES,
-            )
-    return [user_id for user_id, _ in DEMO_USERS]
-
-
 def _start_embedded(web: WebState, args: argparse.Namespace, stop: threading.Event) -> threading.Thread:
-    from schema.migrate import upgrade
-    from web import services
-
-    app = web.app
-    upgrade(app.engine)
-    users = seed_demo_users(app)
-    loop = DispatchLoop(lambda: services.dispatch_pass(web, Mode.SYNC), EMBEDDED_DISPATCH_EVERY, stop=stop)
+    service = web.service
+    upgrade(service.engine)
+    users = service.seed_demo_users(DEMO_USERS)
+    loop = DispatchLoop(lambda: service.dispatch_pass(Mode.SYNC), EMBEDDED_DISPATCH_EVERY, stop=stop)
     thread = threading.Thread(target=loop.run, name="embedded-dispatcher", daemon=True)
     thread.start()
-    url = base_url(app.settings, args.host, args.port)
+    url = base_url(service.settings, args.host, args.port)
     admin_link = sign_in_url(url, web.token_key, DEMO_ADMIN, admin=True, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
     user_link = sign_in_url(url, web.token_key, DEMO_USER, admin=False, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
     print(
-        f"\nmonitor-scheduler (embedded): database {app.settings.DATABASE_URL}, sync-mode dispatcher every "
+        f"\nmonitor-scheduler (embedded): database {service.settings.DATABASE_URL}, sync-mode dispatcher every "
         f"{EMBEDDED_DISPATCH_EVERY:.0f} s, demo users {', '.join(users)}\n"
         f"  sign in as the demo admin ({DEMO_ADMIN}): {admin_link}\n"
         f"  sign in as a demo user   ({DEMO_USER}): {user_link}\n"

@@ -13,8 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from monitor_scheduler.exceptions import ConfigurationError
-from monitor_scheduler.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
+from core.exceptions import ConfigurationError
+from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 
 DEFAULT_SQLITE_FILE = "monitor-scheduler.db"
 
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeat(self) -> Settings:
-        # The lease is renewed every third of its length while a job runs (see worker.runner), so a
+        # The lease is renewed every third of its length while a job runs (see core.executor), so a
         # running job keeps it whatever JOB_TIMEOUT is; a lease shorter than 3 s would need
         # renewals more often than a database round trip can be trusted to take.
         if self.DISPATCH_LOCK_TTL < 3_000 and self.JOB_TIMEOUT * 1000 > self.DISPATCH_LOCK_TTL:

@@ -19,10 +19,11 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 from sqlalchemy import Engine
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.clock import Clock, epoch_ms
+from core import queries
+from core.clock import Clock, epoch_ms
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +40,11 @@ class SchedulerCollector(Collector):
         with self.engine.connect() as conn:
             now = self.clock.now(conn)
             since = now - RUN_WINDOW
-            yield self._runs(repo.run_counts_since(conn, since=since))
-            yield self._durations(*repo.duration_buckets_since(conn, since=since, bounds_ms=DURATION_BUCKETS_MS))
-            yield from self._backlog(repo.count_due(conn, now=now), repo.oldest_due(conn, now=now), now)
-            yield GaugeMetricFamily(f"{PREFIX}_expired_leases", "Leases expired and not yet recovered (runs lost, due again)", value=repo.count_expired_leases(conn, now=now))
-            yield from self._last_pass(*repo.last_dispatch_pass(conn))
+            yield self._runs(queries.run_counts_since(conn, since=since))
+            yield self._durations(*queries.duration_buckets_since(conn, since=since, bounds_ms=DURATION_BUCKETS_MS))
+            yield from self._backlog(queries.count_due(conn, now=now), queries.oldest_due(conn, now=now), now)
+            yield GaugeMetricFamily(f"{PREFIX}_expired_leases", "Leases expired and not yet recovered (runs lost, due again)", value=queries.count_expired_leases(conn, now=now))
+            yield from self._last_pass(*queries.last_dispatch_pass(conn))
         yield from self._queue()
 
     def _runs(self, counts: list[tuple[str, str, int]]) -> GaugeMetricFamily:
@@ -80,8 +81,6 @@ class SchedulerCollector(Collector):
     def _queue(self) -> Iterator[GaugeMetricFamily]:
         if self.redis is None:
             return
-        from rq import Queue
-
         try:
             queue = Queue(self.queue_name, connection=self.redis)
             depth, failed = queue.count, queue.failed_job_registry.count

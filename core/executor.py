@@ -16,21 +16,22 @@ import os
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from monitor_scheduler import repository as repo
-from monitor_scheduler.clock import Clock, to_ms_precision
-from monitor_scheduler.logs import run_fields
-from monitor_scheduler.repository import ClaimedRun, RunRecord, RunStatus
-from monitor_scheduler.scheduling import next_fixed_rate_slot
-from monitor_scheduler.settings import Settings
-from worker.tasks import RunContext, Task
+from core import lease, shutdown
+from core.clock import Clock, clock_for_dialect, to_ms_precision
+from core.domain import ClaimedRun, RunRecord, RunStatus
+from core.logs import run_fields
+from core.scheduling import next_fixed_rate_slot
+from core.settings import Settings
+from core.tasks import RunContext, Task, load_task
+from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class LeaseKeeper:
     def _renew(self, key: tuple[str, str], run: ClaimedRun) -> None:
         try:
             with self._engine.begin() as conn:
-                held = repo.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
+                held = lease.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
         except Exception:  # a failed renewal is retried next period; the lease may still hold
             logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
             return
@@ -121,52 +122,69 @@ class Runner:
         self.worker_name = worker_name or default_worker_name()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
 
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
+        """The one place a Runner is assembled: MONITOR_TASK is imported (and built) here."""
+        return cls(engine, settings, clock or clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
+
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
         with self.lease_keeper.hold(run):
-            status, error = self._call_task(run)
-        return self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+            status, error, shutdown_request = self._call_task(run)
+        result = self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+        if shutdown_request is not None:
+            raise shutdown_request
+        return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
         """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
         one statement, "now" computed by the clock inside it."""
         with self.engine.begin() as conn:
-            return repo.renew_lease(
+            return lease.renew_lease(
                 conn, user_id=run.user_id, token=run.token, lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL)
             )
 
-    def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None]:
+    def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None, BaseException | None]:
+        """The task's outcome, and the exception to re-raise after recording it (a real shutdown
+        request only: a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
+        leaves the process alone)."""
         context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt)
         try:
             self.task(run.user_id, context)
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
-            text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            return RunStatus.FAILED, text
-        return RunStatus.SUCCEEDED, None
+            return RunStatus.FAILED, _error_text(exc), None
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from the task
+            reraise = exc if shutdown.requested() else None
+            logger.warning(
+                "task raised %s user=%s slot=%s token=%s%s", type(exc).__name__, run.user_id, run.slot, run.token,
+                " (shutdown requested: stopping after recording the run)" if reraise else "", extra=run_fields(run),
+            )
+            return RunStatus.FAILED, _error_text(exc), reraise
+        return RunStatus.SUCCEEDED, None, None
 
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
     ) -> RunResult:
         duration_ms = int(elapsed * 1000)
         with self.engine.begin() as conn:
-            locked = repo.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
+            locked = lease.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
             if locked is None:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
                 interval, now = locked
                 nxt = next_fixed_rate_slot(run.slot, interval, now)
                 skipped = nxt.skipped
-                applied = repo.finish_run(
+                applied = lease.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
                     status=status, error=error, next_run_at=nxt.at, now=now,
                 )
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             started_at = self._started_at(now, duration_ms)
-            repo.insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
+            insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
         if applied:
             logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
         else:
@@ -182,7 +200,7 @@ class Runner:
     def _record_skipped(self, run: ClaimedRun, enqueued_at: datetime | None) -> RunResult:
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
-            repo.insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
+            insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
         logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token, extra=run_fields(run))
         return RunResult(run.user_id, RunStatus.SKIPPED, applied=False)
 
@@ -196,3 +214,7 @@ class Runner:
             enqueued_at=enqueued_at, started_at=started_at, finished_at=finished_at,
             duration_ms=duration_ms, worker=self.worker_name,
         )
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__

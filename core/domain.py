@@ -1,0 +1,143 @@
+"""Domain types: what a schedule, a claimed run, a run record and a dispatch pass are.
+
+Plain data, no I/O: every layer above the core speaks in these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from core.clock import utc_text
+
+ERROR_TEXT_LIMIT = 2000
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    SYNC = "sync"
+
+
+class RunStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the job started without its lease (taken over or released): nothing ran
+    LOST = "lost"  # the lease expired without a result: the worker died or was stopped
+    STALE = "stale"  # the task ran, but the lease was lost before its result could be written
+
+
+class ScheduleFilter(StrEnum):
+    DUE = "due"
+    RUNNING = "running"
+    FAILING = "failing"
+    DISABLED = "disabled"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this process holds the lease for: enough to execute it and to fence its writes."""
+
+    user_id: str
+    slot: datetime
+    attempt: int
+    token: str
+    trigger: Trigger
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class Schedule:
+    user_id: str
+    enabled: bool
+    interval_minutes: int
+    next_run_at: datetime
+    last_run_at: datetime | None
+    last_status: str | None
+    last_error: str | None
+    locked_until: datetime | None
+    locked_by: str | None
+    run_slot: datetime | None
+    attempt: int
+    created_at: datetime
+    updated_at: datetime
+
+    def is_running(self, now: datetime) -> bool:
+        return self.locked_by is not None and self.locked_until is not None and self.locked_until > now
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    user_id: str
+    trigger: str
+    slot: datetime
+    attempt: int
+    lease_token: str | None
+    status: str
+    error: str | None
+    skipped_slots: int
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime
+    duration_ms: int | None
+    worker: str | None
+    id: int | None = None
+
+
+@dataclass
+class DispatchSummary:
+    """What one dispatch pass (or one direct run) did; printed by the CLI, stored for the dead-man
+    check, answered by the cron endpoint."""
+
+    mode: str
+    now: str
+    claimed: int = 0
+    enqueued: int = 0
+    ran: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    released: int = 0
+    skipped_backpressure: int = 0
+    backpressure: bool = False
+    budget_exhausted: bool = False
+    duration_ms: int = 0
+    error: str | None = None
+
+    @classmethod
+    def starting(cls, mode: str, now: datetime, **counts: Any) -> DispatchSummary:
+        return cls(mode=mode, now=utc_text(now), **counts)
+
+    def count_run(self, status: RunStatus) -> None:
+        self.ran += 1
+        if status is RunStatus.SUCCEEDED:
+            self.succeeded += 1
+        elif status is RunStatus.FAILED:
+            self.failed += 1
+
+    def line(self) -> str:
+        parts = [f"dispatch at={self.now} mode={self.mode}", f"claimed={self.claimed}"]
+        if self.mode == "queue":
+            parts.append(f"enqueued={self.enqueued}")
+        else:
+            parts += [f"ran={self.ran}", f"succeeded={self.succeeded}", f"failed={self.failed}"]
+        parts += [f"released={self.released}", f"skipped_backpressure={self.skipped_backpressure}"]
+        if self.backpressure:
+            parts.append("backpressure=yes")
+        if self.budget_exhausted:
+            parts.append("budget_exhausted=yes")
+        parts.append(f"duration_ms={self.duration_ms}")
+        if self.error:
+            parts.append(f"error={self.error!r}")
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def truncate_error(text: str | None, limit: int = ERROR_TEXT_LIMIT) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 15] + " …[truncated]"

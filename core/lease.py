@@ -1,0 +1,286 @@
+"""The lease protocol: claim, renew, finish, release. Conditional writes are the locks.
+
+Callers pass the connection (inside the transaction they own) and "now" explicitly; nothing here
+reads a clock or commits.
+
+- `claim_due`: the due rows, oldest first, over the (enabled, nextRunAt) index with
+  `FOR UPDATE SKIP LOCKED` (MySQL/MariaDB; on SQLite the transaction is BEGIN IMMEDIATE and so
+  already exclusive), one UPDATE that gives each a lease and moves `nextRunAt` to the lease
+  expiry (out of the due range), then one read of what that UPDATE wrote (the slot/attempt rule
+  lives in the UPDATE alone).
+- `renew_lease` / `finish_run` / `release_leases`: conditional writes fenced on `lockedBy = token`;
+  the row count decides whether the caller still holds the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Row, Select, Update, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from core.clock import to_ms_precision, utc_text
+from core.domain import ClaimedRun, RunRecord, RunStatus, Trigger, truncate_error
+from core.writes import insert_runs
+from schema.models import schedules
+
+s = schedules.c
+
+
+def new_lease_token() -> str:
+    """Unique per claim batch; says which host and process holds a lease (≤ 64 chars)."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def lease_until(now: datetime, lease_ms: int) -> datetime:
+    return now + timedelta(milliseconds=lease_ms)
+
+
+def lease_is_free(now: datetime) -> ColumnElement[bool]:
+    return or_(s.lockedUntil.is_(None), s.lockedUntil <= now)
+
+
+# --- claiming -------------------------------------------------------------------------------------
+
+
+def due_rows_query(now: datetime, limit: int) -> Select[Any]:
+    """The due query. Exposed so a test can EXPLAIN exactly what the dispatcher runs."""
+    return (
+        select(s.userId, s.nextRunAt, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt)
+        # Pin the plan: on a small or freshly loaded table the optimizer may prefer a scan plus
+        # filesort, and with SKIP LOCKED that locks every row it scans.
+        .with_hint(schedules, "FORCE INDEX (ix_UserMonitorSchedule_due)", "mysql")
+        .where(s.enabled == true(), s.nextRunAt <= now, lease_is_free(now))
+        .order_by(s.nextRunAt)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def _take_lease(token: str, lease_until: datetime, now: datetime) -> Update:
+    # The slot/attempt rule, written once (claim_due reads the result back):
+    #   a takeover of an expired lease retries the same slot (attempt + 1);
+    #   a row released without running (nextRunAt back at runSlot) retries it too;
+    #   otherwise nextRunAt is a new slot, attempt 1.
+    # MySQL evaluates SET assignments left to right, each seeing the ones before it; SQLite sees
+    # the old row in all of them. Ordering them so that every CASE runs before the columns it reads
+    # are overwritten makes both agree.
+    retry = or_(s.lockedBy.is_not(None), s.runSlot == s.nextRunAt)
+    return (
+        update(schedules)
+        .where(s.userId.in_(bindparam("claim_ids", expanding=True)))
+        .ordered_values(
+            (s.attempt, case((retry, s.attempt + 1), else_=literal(1))),
+            (s.runSlot, case((s.lockedBy.is_not(None), func.coalesce(s.runSlot, s.nextRunAt)), else_=s.nextRunAt)),
+            (s.lockedBy, token),
+            (s.lockedUntil, lease_until),
+            (s.nextRunAt, lease_until),
+            (s.updatedAt, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# The read-back goes through the primary key (userId IN ...), so it costs the same on any table size.
+_CLAIMED_BY = select(s.userId, s.runSlot, s.attempt).where(
+    s.userId.in_(bindparam("claimed_ids", expanding=True)), s.lockedBy == bindparam("token")
+)
+
+
+def claim_due(
+    conn: Connection, *, now: datetime, limit: int, token: str, lease_until: datetime, trigger: Trigger
+) -> list[ClaimedRun]:
+    """Lease up to `limit` due rows, oldest nextRunAt first. Expired leases taken over are
+    recorded as lost runs in the same transaction."""
+    rows = conn.execute(due_rows_query(now, limit)).all()
+    if not rows:
+        return []
+    ids = [r.userId for r in rows]
+    conn.execute(_take_lease(token, lease_until, now), {"claim_ids": ids})
+    written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
+    lost = [r for r in rows if r.lockedBy is not None]
+    if lost:
+        _record_lost(conn, lost, now=now)
+    return [
+        ClaimedRun(user_id, written[user_id].runSlot, written[user_id].attempt, token, trigger, now)
+        for user_id in ids  # the due query's order: oldest first
+    ]
+
+
+def claim_user(
+    conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger
+) -> ClaimedRun | None:
+    """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or leased.
+
+    The run's slot is `now`: a manual run restarts the user's cadence from the moment it ran.
+    """
+    row = conn.execute(
+        select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+        .where(s.userId == user_id, lease_is_free(now))
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    conn.execute(
+        update(schedules)
+        .where(s.userId == user_id, lease_is_free(now))
+        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now)
+    )
+    if row.lockedBy is not None:
+        _record_lost(conn, [row], now=now)
+    return ClaimedRun(user_id, now, 1, token, trigger, now)
+
+
+def _record_lost(conn: Connection, rows: Sequence[Row[Any]], *, now: datetime) -> None:
+    records = [
+        RunRecord(
+            user_id=r.userId,
+            trigger=Trigger.SCHEDULE,
+            slot=r.runSlot or r.nextRunAt,
+            attempt=r.attempt,
+            lease_token=r.lockedBy,
+            status=RunStatus.LOST,
+            error=f"lease {r.lockedBy} expired at {utc_text(r.lockedUntil, sep=' ')} without a result "
+            "(worker died or was stopped)",
+            skipped_slots=0,
+            enqueued_at=None,
+            started_at=None,
+            finished_at=now,
+            duration_ms=None,
+            worker=None,
+        )
+        for r in rows
+    ]
+    insert_runs(conn, records)
+    conn.execute(
+        update(schedules)
+        .where(s.userId.in_(bindparam("lost_ids", expanding=True)))
+        .values(lastStatus=RunStatus.LOST.value, lastError=bindparam("lost_error")),
+        {"lost_ids": [r.userId for r in rows], "lost_error": "previous run lost: lease expired without a result"},
+    )
+
+
+# --- fenced writes --------------------------------------------------------------------------------
+
+
+def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> int:
+    """Give back leases that never ran: the rows are due again at once (nextRunAt = runSlot)."""
+    if not user_ids:
+        return 0
+    result = conn.execute(
+        update(schedules)
+        .where(s.userId.in_(bindparam("release_ids", expanding=True)), s.lockedBy == token)
+        .values(lockedBy=None, lockedUntil=None, nextRunAt=func.coalesce(s.runSlot, s.nextRunAt)),
+        {"release_ids": list(user_ids)},
+    )
+    return result.rowcount
+
+
+# The run path's statements are built once: constructing a statement per call (argument coercion,
+# cache keys) was ~20% of a short run (scripts/bench/profile_sync_path.py). A "now" that is a SQL
+# expression (the database clock) gets its statement built once per expression; a plain datetime
+# (process or test clock) is a parameter.
+
+_RENEW_LEASE = (
+    update(schedules)
+    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+    .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"))
+)
+_LOCK_IF_LEASED = select(s.intervalMinutes).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+_FINISH_RUN = (
+    update(schedules)
+    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+    .values(
+        lastRunAt=bindparam("started_at"), lastStatus=bindparam("status"), lastError=bindparam("error"),
+        nextRunAt=bindparam("next_run_at"), lockedBy=None, lockedUntil=None, updatedAt=bindparam("now"),
+    )
+)
+
+
+@lru_cache(maxsize=32)
+def _renew_lease_with(until: ColumnElement[datetime]) -> Update:
+    return (
+        update(schedules)
+        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+        .values(lockedUntil=until, nextRunAt=until)
+    )
+
+
+@lru_cache(maxsize=32)
+def _lock_if_leased_with(now: ColumnElement[datetime]) -> Select[Any]:
+    return select(s.intervalMinutes, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+
+
+def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime]) -> bool:
+    """Extend a lease this token still holds (even if it ran out, as long as nobody took it).
+    `lease_until` may be a clock expression (Clock.sql_now), saving a round trip for "now"."""
+    if isinstance(lease_until, datetime):
+        result = conn.execute(_RENEW_LEASE, {"uid": user_id, "token": token, "until": lease_until})
+    else:
+        result = conn.execute(_renew_lease_with(lease_until), {"uid": user_id, "token": token})
+    return result.rowcount == 1
+
+
+def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: datetime | ColumnElement[datetime]) -> tuple[int, datetime] | None:
+    """(interval, now) with the row locked, if `token` still holds its lease; a clock expression
+    for "now" is read in the same round trip."""
+    params = {"uid": user_id, "token": token}
+    if isinstance(now, datetime):
+        interval = conn.execute(_LOCK_IF_LEASED, params).scalar_one_or_none()
+        return None if interval is None else (interval, now)
+    row = conn.execute(_lock_if_leased_with(now), params).first()
+    return None if row is None else (row.intervalMinutes, _as_datetime(row.now))
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    # A clock given as a bound value (process or test clock) comes back as text from some drivers.
+    return to_ms_precision(value if isinstance(value, datetime) else datetime.fromisoformat(value))
+
+
+def finish_run(
+    conn: Connection,
+    *,
+    user_id: str,
+    token: str,
+    started_at: datetime,
+    status: RunStatus,
+    error: str | None,
+    next_run_at: datetime,
+    now: datetime,
+) -> bool:
+    """Record the outcome, move to the next slot and release the lease, in one fenced write.
+    False means the lease was lost: nothing was written."""
+    result = conn.execute(
+        _FINISH_RUN,
+        {
+            "uid": user_id, "token": token, "started_at": started_at, "status": status.value,
+            "error": truncate_error(error), "next_run_at": next_run_at, "now": now,
+        },
+    )
+    return result.rowcount == 1
+
+
+def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
+    """Release every expired lease, recording the lost runs; the rows are due again at once."""
+    rows = conn.execute(
+        select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+        .where(s.lockedBy.is_not(None), s.lockedUntil <= now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return []
+    _record_lost(conn, rows, now=now)
+    ids = [r.userId for r in rows]
+    conn.execute(
+        update(schedules)
+        .where(s.userId.in_(bindparam("unlock_ids", expanding=True)), s.lockedUntil <= now)
+        .values(lockedBy=None, lockedUntil=None, nextRunAt=func.coalesce(s.runSlot, s.nextRunAt), updatedAt=now),
+        {"unlock_ids": ids},
+    )
+    return ids

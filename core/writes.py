@@ -1,0 +1,91 @@
+"""Writes outside the lease protocol: schedule settings, run history, the last-pass record.
+
+Like every SQL module of the core, it takes the connection of the caller's transaction and never
+reads a clock or commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from core.domain import RunRecord, truncate_error
+from schema.models import runs, schedules, status
+
+s = schedules.c
+
+DISPATCH_STATUS = "dispatch"
+
+_INSERT_RUN = insert(runs)  # built once: it is on every run's path
+
+
+def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
+    values = [
+        {
+            "userId": r.user_id,
+            "trigger": str(r.trigger),
+            "slot": r.slot,
+            "attempt": r.attempt,
+            "leaseToken": r.lease_token,
+            "status": str(r.status),
+            "error": truncate_error(r.error, 8000),
+            "skippedSlots": r.skipped_slots,
+            "enqueuedAt": r.enqueued_at,
+            "startedAt": r.started_at,
+            "finishedAt": r.finished_at,
+            "durationMs": r.duration_ms,
+            "worker": r.worker[:128] if r.worker else None,
+        }
+        for r in records
+    ]
+    if values:
+        conn.execute(_INSERT_RUN, values)
+
+
+def prune_runs(conn: Connection, *, finished_before: datetime, batch: int = 5000) -> int:
+    """Delete one batch of history older than the cutoff; the caller loops until it returns 0."""
+    ids = conn.execute(
+        select(runs.c.id).where(runs.c.finishedAt < finished_before).order_by(runs.c.finishedAt).limit(batch)
+    ).scalars().all()
+    if not ids:
+        return 0
+    conn.execute(delete(runs).where(runs.c.id.in_(bindparam("prune_ids", expanding=True))), {"prune_ids": ids})
+    return len(ids)
+
+
+def insert_schedule(conn: Connection, *, user_id: str, enabled: bool, interval_minutes: int, next_run_at: datetime, now: datetime) -> None:
+    conn.execute(
+        insert(schedules).values(
+            userId=user_id,
+            enabled=enabled,
+            intervalMinutes=interval_minutes,
+            nextRunAt=next_run_at,
+            attempt=0,
+            createdAt=now,
+            updatedAt=now,
+        )
+    )
+
+
+def insert_schedules(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bulk insert (seeding, tests, benchmarks): mappings keyed by column name."""
+    if rows:
+        conn.execute(insert(schedules), [dict(row) for row in rows])
+
+
+def update_schedule(
+    conn: Connection, *, user_id: str, now: datetime, enabled: bool, interval_minutes: int, next_run_at: datetime | None
+) -> None:
+    """Write settings; `next_run_at=None` leaves nextRunAt alone (the row is leased)."""
+    values: dict[str, object] = {"enabled": enabled, "intervalMinutes": interval_minutes, "updatedAt": now}
+    if next_run_at is not None:
+        values["nextRunAt"] = next_run_at
+    conn.execute(update(schedules).where(s.userId == user_id).values(**values))
+
+
+def record_dispatch_pass(conn: Connection, *, at: datetime, detail: str) -> None:
+    """Remember the last successful pass (one row, written by every dispatcher)."""
+    conn.execute(update(status).where(status.c.name == DISPATCH_STATUS).values(at=at, detail=detail))

@@ -1,0 +1,103 @@
+"""Where claimed runs go: onto the RQ queue, or through the executor in this process.
+
+The claim loop (dispatcher.service) is the same for both; a sink says how big a claim may be, the
+trigger it records, whether the pass should stop before the next claim, and delivers a batch,
+returning the runs it did not deliver (their leases are released by the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from core.domain import ClaimedRun, DispatchSummary, Trigger
+from core.executor import Runner
+from dispatcher.enqueue import RqEnqueuer
+
+logger = logging.getLogger(__name__)
+
+# Sync mode claims small batches so that, when the time budget runs out, few leases are handed
+# back unrun and none wait for their TTL.
+SYNC_CLAIM_BATCH = 20
+
+
+class Sink(Protocol):
+    mode: str
+    trigger: Trigger
+
+    def begin_pass(self) -> None:
+        """Fail fast before anything is claimed (the queue answers?)."""
+
+    def claim_limit(self) -> int:
+        """How many rows one claim transaction may take."""
+
+    def must_stop(self, summary: DispatchSummary) -> bool:
+        """True to end the pass before the next claim (back-pressure, time budget)."""
+
+    def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
+        """Hand the runs on; return those not handed on. Raise QueueUnavailable if none could be."""
+
+
+class QueueSink:
+    """Enqueue each claimed batch as RQ jobs in one round trip; stop at QUEUE_MAX_DEPTH."""
+
+    mode = "queue"
+    trigger = Trigger.SCHEDULE
+
+    def __init__(self, enqueuer: RqEnqueuer, *, chunk_size: int, max_depth: int) -> None:
+        self.enqueuer = enqueuer
+        self.chunk_size = chunk_size
+        self.max_depth = max_depth
+        self._depth = 0
+
+    def begin_pass(self) -> None:
+        self._depth = self.enqueuer.depth()  # before anything is claimed: fails fast when Redis is down
+
+    def claim_limit(self) -> int:
+        return self.chunk_size
+
+    def must_stop(self, summary: DispatchSummary) -> bool:
+        if self._depth < self.max_depth:
+            return False
+        summary.backpressure = True  # the claim loop counts the users left waiting
+        logger.warning("queue holds %s jobs (QUEUE_MAX_DEPTH=%s): not enqueueing", self._depth, self.max_depth)
+        return True
+
+    def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
+        self._depth = self.enqueuer.enqueue(claimed)
+        summary.enqueued += len(claimed)
+        return ()
+
+
+class InlineSink:
+    """Run each claimed run here, through the same executor the workers use, within a time budget."""
+
+    mode = "sync"
+    trigger = Trigger.SYNC
+
+    def __init__(self, runner: Runner, *, time_budget: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.runner = runner
+        self.time_budget = time_budget
+        self.monotonic = monotonic
+        self._deadline = 0.0
+
+    def begin_pass(self) -> None:
+        self._deadline = self.monotonic() + self.time_budget
+
+    def claim_limit(self) -> int:
+        return SYNC_CLAIM_BATCH
+
+    def must_stop(self, summary: DispatchSummary) -> bool:
+        if self.monotonic() < self._deadline:
+            return False
+        summary.budget_exhausted = True
+        return True
+
+    def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
+        for index, run in enumerate(claimed):
+            if self.must_stop(summary):
+                return claimed[index:]
+            summary.count_run(self.runner.execute(run, enqueued_at=run.claimed_at).status)
+        return ()
