@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -53,16 +55,19 @@ def _reset_only_when_needed(engine: Engine) -> None:
     """
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _dirty(conn, _cursor, _statement, _parameters, _context, _executemany):  # type: ignore[no-untyped-def]
+    def _dirty(
+        conn: Connection, _cursor: DBAPICursor, _statement: str, _parameters: object,
+        _context: ExecutionContext | None, _executemany: bool,
+    ) -> None:
         conn.connection.info["in_transaction"] = True
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
-    def _ended(conn):  # type: ignore[no-untyped-def]
+    def _ended(conn: Connection) -> None:
         conn.connection.info["in_transaction"] = False
 
     @event.listens_for(engine, "reset")
-    def _reset(dbapi_connection, record, reset_state):  # type: ignore[no-untyped-def]
+    def _reset(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, reset_state: PoolResetState) -> None:
         if reset_state.terminate_only:
             return
         if record.info.get("in_transaction", True) and not reset_state.transaction_was_reset:
@@ -72,11 +77,11 @@ def _reset_only_when_needed(engine: Engine) -> None:
 
 def _ping_when_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
-    def _remember_checkin(_dbapi_connection, record):  # type: ignore[no-untyped-def]
+    def _remember_checkin(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info["checked_in_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection, record, _proxy):  # type: ignore[no-untyped-def]
+    def _ping_if_idle(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
         checked_in_at = record.info.get("checked_in_at")
         if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
             return
@@ -90,7 +95,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -101,7 +106,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

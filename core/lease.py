@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, Select, Update, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy import Connection, Select, Update, bindparam, case, func, literal, or_, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.clock import to_ms_precision, utc_text
@@ -137,7 +137,18 @@ def claim_user(
     return ClaimedRun(user_id, now, 1, token, trigger, now)
 
 
-def _record_lost(conn: Connection, rows: Sequence[Row[Any]], *, now: datetime) -> None:
+class _LeasedRow(Protocol):
+    """The columns of a row whose lease is recorded as lost (the claim and unlock reads select them)."""
+
+    userId: str
+    lockedBy: str | None
+    lockedUntil: datetime | None
+    runSlot: datetime | None
+    attempt: int
+    nextRunAt: datetime
+
+
+def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime) -> None:
     records = [
         RunRecord(
             user_id=r.userId,

@@ -117,6 +117,12 @@ class Dispatcher:
             summary.error = str(exc)
             logger.error("enqueue failed, released %s leases: %s", len(claimed), exc)
             raise DispatchFailed(str(exc), summary) from exc
+        except BaseException:
+            # A real shutdown mid-batch (Ctrl-C, a forced stop): hand back the leases of the runs
+            # not started. Finished runs released theirs already, so the fenced release touches
+            # only the rest, which are due again at once instead of after a TTL.
+            summary.released += self._release(claimed)
+            raise
         if undelivered:
             summary.released += self._release(undelivered)
 

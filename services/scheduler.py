@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -78,7 +78,7 @@ class SchedulePage:
 
 @dataclass(frozen=True)
 class QueueHealth:
-    mode: str
+    mode: Literal["queue", "sync"]
     reachable: bool | None = None
     queue_length: int | None = None
     workers: int | None = None
@@ -274,12 +274,12 @@ class SchedulerService:
     def queue_health(self) -> QueueHealth:
         """From RQ's own registries; "sync" when there is no Redis."""
         if not self.settings.queue_mode_available:
-            return QueueHealth(mode=Mode.SYNC.value)
+            return QueueHealth(mode="sync")
         try:
             redis = self.wiring.redis
             queue = Queue(self.settings.QUEUE_NAME, connection=redis)
             return QueueHealth(
-                mode=Mode.QUEUE.value,
+                mode="queue",
                 reachable=True,
                 queue_length=queue.count,
                 workers=Worker.count(connection=redis, queue=queue),
@@ -288,7 +288,7 @@ class SchedulerService:
             )
         except (RedisError, OSError) as exc:
             logger.warning("queue health: Redis unreachable: %s", exc)
-            return QueueHealth(mode=Mode.QUEUE.value, reachable=False, error=f"Redis unreachable: {exc.__class__.__name__}")
+            return QueueHealth(mode="queue", reachable=False, error=f"Redis unreachable: {exc.__class__.__name__}")
 
     def dispatcher_status(self) -> DispatcherStatus:
         with self.engine.connect() as conn:

@@ -34,21 +34,21 @@ _db_names = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def mariadb(tmp_path_factory: pytest.TempPathFactory):
     server = servers.server_or_skip(lambda: servers.mariadb_from_env() or servers.start_mariadb(tmp_path_factory.mktemp("mariadb")))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server = servers.server_or_skip(lambda: servers.redis_from_env() or servers.start_redis(tmp_path_factory.mktemp("redis")))
     yield server
     server.stop()
 
 
 @pytest.fixture
-def redis_url(redis_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def redis_url(redis_server) -> Iterator[str]:
     """A flushed Redis database for one test."""
     conn = Redis.from_url(redis_server.url)
     conn.flushdb()
@@ -65,7 +65,7 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
 
 
 @pytest.fixture
-def mysql_url(mariadb) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def mysql_url(mariadb) -> Iterator[str]:
     """A fresh, migrated MariaDB database for one test."""
     name = f"t{os.getpid()}_{next(_db_names)}"
     url = mariadb.create_database(name)
@@ -93,10 +93,10 @@ class Backend:
     url: str
     engine: Engine
     clock: FixedClock
-    overrides: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    overrides: dict = field(default_factory=dict)
 
     def settings(self, **overrides: object) -> Settings:
-        values = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task"}
+        values: dict[str, object] = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task"}
         values.update(self.overrides)
         values.update(overrides)
         return load_settings(env_file=None, **values)

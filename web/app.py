@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -56,6 +57,9 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     (UnknownUser, 404),
     (LeaseHeld, 409),
     (QueueUnavailable, 503),
+    # A setting this request needs is missing (queue mode without REDIS_URL, say): the server
+    # cannot serve it as configured. One mapping, at the edge, for every such check below.
+    (ConfigurationError, 503),
 )
 _PAGE_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 422: "Invalid input", 503: "Unavailable"}
 
@@ -100,7 +104,7 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
     return api
 
 
-async def _security_headers(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
+async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     response: Response = await call_next(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")  # sign-in tokens travel in URLs
@@ -120,7 +124,7 @@ def _wants_json(request: Request) -> bool:
     return path.startswith("/api/") or path in ("/healthz", "/readyz", "/openapi.json")
 
 
-def _error(request: Request, status_code: int, message: str, *, errors: list | None = None, headers: dict | None = None) -> Response:  # type: ignore[type-arg]
+def _error(request: Request, status_code: int, message: str, *, errors: list[dict[str, object]] | None = None, headers: dict[str, str] | None = None) -> Response:
     if _wants_json(request):
         body: dict[str, object] = {"message": message}
         if errors is not None:
@@ -141,7 +145,8 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, object]]:
 def _validation_message(errors: list[dict[str, object]]) -> str:
     parts = []
     for e in errors[:5]:
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path"))  # type: ignore[attr-defined]
+        location = e["loc"]
+        loc = ".".join(str(p) for p in location if p not in ("body", "query", "path")) if isinstance(location, list) else ""
         parts.append(f"{loc}: {e['msg']}" if loc else str(e["msg"]))
     return "invalid request: " + "; ".join(parts)
 

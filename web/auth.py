@@ -90,7 +90,10 @@ def consume_sign_in_token(secret: str, token: str, used: UsedTokenIds) -> Princi
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise AuthError("sign-in tokens need a 'jti' claim (one-time links)")
-    if not used.consume(jti, float(claims["exp"])):  # type: ignore[arg-type]
+    expires = claims.get("exp")
+    if not isinstance(expires, (int, float)):
+        raise AuthError("sign-in tokens need a numeric 'exp' claim")
+    if not used.consume(jti, float(expires)):
         raise AuthError("this sign-in link was already used")
     return principal
 

@@ -7,7 +7,7 @@ Request bodies are strict (no "5" for 5, no unknown fields such as a `userId` sn
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,6 +17,10 @@ from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERV
 USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
 def aware(moment: datetime | None) -> datetime | None:
     """The database keeps naive UTC; the API says so explicitly (ISO 8601 with a zone)."""
     return None if moment is None else moment.replace(tzinfo=UTC)
@@ -79,7 +83,7 @@ class ScheduleOut(BaseModel):
             userId=schedule.user_id,
             enabled=schedule.enabled,
             intervalMinutes=schedule.interval_minutes,
-            nextRunAt=aware(schedule.next_run_at),  # type: ignore[arg-type]
+            nextRunAt=aware(schedule.next_run_at),
             lastRunAt=aware(schedule.last_run_at),
             lastStatus=schedule.last_status,
             lastError=schedule.last_error,
@@ -119,10 +123,10 @@ class RunOut(BaseModel):
     @classmethod
     def of(cls, run: RunRecord) -> RunOut:
         return cls(
-            id=run.id, trigger=run.trigger, slot=aware(run.slot), attempt=run.attempt,  # type: ignore[arg-type]
+            id=run.id, trigger=run.trigger, slot=aware(run.slot), attempt=run.attempt,
             status=run.status, error=run.error, skippedSlots=run.skipped_slots,
             enqueuedAt=aware(run.enqueued_at), startedAt=aware(run.started_at),
-            finishedAt=aware(run.finished_at), durationMs=run.duration_ms,  # type: ignore[arg-type]
+            finishedAt=aware(run.finished_at), durationMs=run.duration_ms,
         )
 
 

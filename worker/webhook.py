@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from core.clock import utc_text
 from core.exceptions import ConfigurationError
 from core.settings import Settings
 from worker.tasks import RunContext
@@ -61,7 +62,7 @@ class WebhookTask:
 
     def __call__(self, user_id: str, context: RunContext) -> None:
         body = json.dumps(
-            {"userId": user_id, "slot": context.slot.isoformat(timespec="milliseconds") + "Z", "trigger": context.trigger, "attempt": context.attempt},
+            {"userId": user_id, "slot": utc_text(context.slot), "trigger": context.trigger, "attempt": context.attempt},
             separators=(",", ":"),
         ).encode()
         request = urllib.request.Request(

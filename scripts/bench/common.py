@@ -77,7 +77,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Servers:
-    def __init__(self, mariadb, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, mariadb, redis_url: str) -> None:
         self.mariadb = mariadb
         self.redis_url = redis_url
 
@@ -113,7 +113,7 @@ def _hiredis_version() -> str:
 
 
 @contextlib.contextmanager
-def servers(need_mariadb: bool = True, need_redis: bool = True):  # type: ignore[no-untyped-def]
+def servers(need_mariadb: bool = True, need_redis: bool = True):
     started = []
     base = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
@@ -149,7 +149,7 @@ def flush_redis(url: str) -> None:
     conn.close()
 
 
-def new_database(mariadb, prefix: str) -> str:  # type: ignore[no-untyped-def]
+def new_database(mariadb, prefix: str) -> str:
     """A fresh, migrated database; returns its URL."""
     from core.db import create_db_engine
     from schema.migrate import upgrade
@@ -162,13 +162,13 @@ def new_database(mariadb, prefix: str) -> str:  # type: ignore[no-untyped-def]
     return url
 
 
-def sqlalchemy_engine(url: str):  # type: ignore[no-untyped-def]
+def sqlalchemy_engine(url: str):
     from core.db import create_db_engine
 
     return create_db_engine(url)
 
 
-def db_now(engine) -> datetime:  # type: ignore[no-untyped-def]
+def db_now(engine) -> datetime:
     from core.clock import DatabaseClock
 
     with engine.connect() as conn:
@@ -205,7 +205,7 @@ def _due_expr(total: int, due: int) -> tuple[str, str]:
     return is_due, next_run
 
 
-def seed_schedules(mariadb, url: str, *, total: int, due: int, base: datetime, interval: int = 5, chunk: int = 200_000) -> float:  # type: ignore[no-untyped-def]
+def seed_schedules(mariadb, url: str, *, total: int, due: int, base: datetime, interval: int = 5, chunk: int = 200_000) -> float:
     """Insert `total` schedules, `due` of them due at `base`; returns the seconds it took."""
     database = url.rsplit("/", 1)[1].split("?")[0]
     _, next_run = _due_expr(total, due)
@@ -231,7 +231,7 @@ def seed_schedules(mariadb, url: str, *, total: int, due: int, base: datetime, i
     return time.perf_counter() - t0
 
 
-def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) -> float:  # type: ignore[no-untyped-def]
+def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) -> float:
     """Undo a pass: every leased row gets back its seeded nextRunAt and no lease."""
     database = url.rsplit("/", 1)[1].split("?")[0]
     _, next_run = _due_expr(total, due)
@@ -254,7 +254,7 @@ def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) ->
     return time.perf_counter() - t0
 
 
-def count_due(mariadb, url: str, base: datetime) -> int:  # type: ignore[no-untyped-def]
+def count_due(mariadb, url: str, base: datetime) -> int:
     database = url.rsplit("/", 1)[1].split("?")[0]
     return int(
         mariadb.execute(
@@ -266,14 +266,14 @@ def count_due(mariadb, url: str, base: datetime) -> int:  # type: ignore[no-unty
     )
 
 
-def warm(mariadb, url: str) -> None:  # type: ignore[no-untyped-def]
+def warm(mariadb, url: str) -> None:
     """Read the table and its due index once so every timed pass starts from the same warm cache."""
     database = url.rsplit("/", 1)[1].split("?")[0]
     mariadb.execute("SELECT COUNT(*), MAX(updatedAt) FROM UserMonitorSchedule", database=database)
     mariadb.execute("SELECT COUNT(*) FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) WHERE enabled = 1", database=database)
 
 
-def settings_for(url: str, redis_url: str | None, **overrides: object):  # type: ignore[no-untyped-def]
+def settings_for(url: str, redis_url: str | None, **overrides: object):
     from core.settings import load_settings
 
     values: dict[str, object] = {

@@ -23,7 +23,7 @@ import passes  # noqa: E402
 from redis import Redis  # noqa: E402
 
 
-def load_enqueuer(path: str | None):  # type: ignore[no-untyped-def]
+def load_enqueuer(path: str | None):
     if not path:
         return None
     module, _, name = path.partition(":")

@@ -48,7 +48,7 @@ def _timed(enqueuer_class: type, times: list[float]) -> type:
     """A subclass of `enqueuer_class` that records how long each enqueue() took."""
 
     class Timed(enqueuer_class):  # type: ignore[misc, valid-type]
-        def enqueue(self, claimed):  # type: ignore[no-untyped-def]
+        def enqueue(self, claimed):
             t0 = time.perf_counter()
             try:
                 return super().enqueue(claimed)
@@ -61,7 +61,7 @@ def _timed(enqueuer_class: type, times: list[float]) -> type:
 class _TimedDispatcher(Dispatcher):
     claim_times: list[float]
 
-    def _claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _claim(self, *args, **kwargs):
         t0 = time.perf_counter()
         try:
             return super()._claim(*args, **kwargs)
@@ -69,7 +69,7 @@ class _TimedDispatcher(Dispatcher):
             self.claim_times.append(time.perf_counter() - t0)
 
 
-def ours(engine, settings, redis_conn: Redis, now: datetime, enqueuer_class=None) -> PassResult:  # type: ignore[no-untyped-def]
+def ours(engine, settings, redis_conn: Redis, now: datetime, enqueuer_class=None) -> PassResult:
     enqueue_times: list[float] = []
     enqueuer = _timed(enqueuer_class or RqEnqueuer, enqueue_times)(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
     sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH)
@@ -91,7 +91,7 @@ _SELECT = (
 )
 
 
-def reference(engine, redis_conn: Redis, now: datetime, *, chunk: int, lease_ms: int, queue_name: str, timeout: int = 600) -> PassResult:  # type: ignore[no-untyped-def]
+def reference(engine, redis_conn: Redis, now: datetime, *, chunk: int, lease_ms: int, queue_name: str, timeout: int = 600) -> PassResult:
     """Claim + enqueue_many, written plainly (same driver, pool and session settings as ours)."""
     queue = Queue(queue_name, connection=redis_conn, default_timeout=timeout)
     lease_until = now + timedelta(milliseconds=lease_ms)

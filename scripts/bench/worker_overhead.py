@@ -47,7 +47,7 @@ def parse_rq_time(value: bytes | None) -> datetime | None:
     return None
 
 
-def fill_ours(engine, settings, redis_conn: Redis) -> int:  # type: ignore[no-untyped-def]
+def fill_ours(engine, settings, redis_conn: Redis) -> int:
     dispatcher = Dispatcher.for_queue(settings, engine, DatabaseClock(), redis_conn)
     return dispatcher.tick().enqueued
 

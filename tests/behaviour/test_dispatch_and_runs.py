@@ -16,14 +16,15 @@ from core import domain, lease, queries, writes
 from core.exceptions import LeaseHeld, UnknownUser
 from core.domain import RunStatus, Trigger
 from tests.conftest import T0, Backend
+from core import shutdown
 from core.executor import Runner
 
 
-def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):  # type: ignore[no-untyped-def]
+def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):
     cfg = backend.settings(**settings)
     calls: list[str] = []
 
-    def default_task(user_id, context):  # type: ignore[no-untyped-def]
+    def default_task(user_id, context):
         calls.append(user_id)
 
     runner = Runner(backend.engine, cfg, backend.clock, task or default_task, worker_name="test")
@@ -31,7 +32,7 @@ def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):  #
     return Dispatcher(backend.engine, backend.clock, DispatchPolicy.from_settings(cfg), sink), runner, calls
 
 
-def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):  # type: ignore[no-untyped-def]
+def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):
     now = backend.clock.moment
     with backend.engine.begin() as conn:
         return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE)
@@ -100,6 +101,7 @@ def test_a_sync_pass_runs_records_and_reschedules_at_a_fixed_rate(backend: Backe
     [run] = backend.runs("user-000000")
     assert (run.trigger, run.status, run.attempt, run.skipped_slots) == ("sync", "succeeded", 1, 0)
     # The start is the finish (the clock's now) minus the measured duration: no second clock read.
+    assert run.duration_ms is not None
     assert (run.finished_at, row.last_run_at, run.started_at) == (T0, T0 - timedelta(milliseconds=run.duration_ms), row.last_run_at)
 
 
@@ -117,7 +119,7 @@ def test_slots_already_past_are_skipped_and_counted(backend: Backend) -> None:
 def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) -> None:
     backend.add_schedules(1, interval=10)
 
-    def explode(user_id, context):  # type: ignore[no-untyped-def]
+    def explode(user_id, context):
         raise ValueError("x" * 5000)
 
     dispatcher, _, _ = make_dispatcher(backend, task=explode)
@@ -126,6 +128,7 @@ def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) 
     assert (summary.ran, summary.failed) == (1, 1)
     row = backend.schedule("user-000000")
     assert row.last_status == "failed"
+    assert row.last_error is not None
     assert row.last_error.startswith("ValueError: xxx") and len(row.last_error) <= domain.ERROR_TEXT_LIMIT
     assert row.next_run_at == T0 + timedelta(minutes=10)
     assert row.locked_by is None
@@ -140,7 +143,7 @@ def test_a_stale_worker_cannot_overwrite_the_newer_run(backend: Backend) -> None
     Runner(backend.engine, cfg, backend.clock, lambda u, c: None).execute(new)
     newer = backend.schedule("user-000000")
 
-    def late_failure(user_id, context):  # type: ignore[no-untyped-def]
+    def late_failure(user_id, context):
         raise RuntimeError("late result")
 
     result = Runner(backend.engine, cfg, backend.clock, late_failure).execute(old)
@@ -155,7 +158,7 @@ def test_a_result_written_after_the_lease_was_taken_over_is_refused(backend: Bac
     [old] = claim(backend, token="old-worker")
     state = {}
 
-    def slow_task(user_id, context):  # type: ignore[no-untyped-def]
+    def slow_task(user_id, context):
         # While this run is "hanging", its lease expires and another dispatcher takes over and
         # finishes a newer run.
         backend.clock.advance(minutes=16)
@@ -189,7 +192,7 @@ def test_sync_mode_stops_at_its_time_budget_and_releases_the_rest(backend: Backe
     backend.add_schedules(10)
     fake_time = [0.0]
 
-    def slow_task(user_id, context):  # type: ignore[no-untyped-def]
+    def slow_task(user_id, context):
         fake_time[0] += 1.0  # each run "takes" one second
 
     dispatcher, _, _ = make_dispatcher(backend, task=slow_task, monotonic=lambda: fake_time[0], SYNC_TIME_BUDGET=3.5)
@@ -220,6 +223,9 @@ def test_direct_mode_refuses_unknown_users_and_running_ones(backend: Backend) ->
     with pytest.raises(LeaseHeld):
         dispatcher.run_user_now("user-000000")
     assert calls == []
+    for user_id in ("user-000001", "user-000002"):
+        rest = backend.schedule(user_id)
+        assert rest.locked_by is None and rest.next_run_at <= T0, "due again at once, not after a TTL"
     assert backend.schedule("user-000000").locked_by == "running"
 
 
@@ -256,7 +262,7 @@ def test_the_heartbeat_keeps_the_lease_of_a_long_run(backend: Backend) -> None:
     [run] = claim(backend)
     seen = []
 
-    def long_task(user_id, context):  # type: ignore[no-untyped-def]
+    def long_task(user_id, context):
         backend.clock.advance(seconds=10)  # far past the 3 s lease
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -277,7 +283,7 @@ def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Bac
 
     cfg = backend.settings(HEALTH_MAX_PASS_AGE=120, HEALTH_MAX_DUE_AGE=60)
 
-    def report():  # type: ignore[no-untyped-def]
+    def report():
         with backend.engine.connect() as conn:
             return evaluate(conn, now=backend.clock.moment, settings=cfg)
 
@@ -293,3 +299,44 @@ def test_health_fails_when_the_dispatcher_stopped_or_due_users_wait(backend: Bac
     assert len(report().problems) == 2, "the pass is now 150 s old too"
     dispatcher.tick()
     assert report().ok, "one pass runs the late user and proves the dispatcher alive"
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()], ids=["SystemExit", "KeyboardInterrupt", "GeneratorExit"])
+def test_a_task_raising_a_base_exception_fails_its_run_and_the_pass_goes_on(backend: Backend, error: BaseException) -> None:
+    """Given three due users whose first task raises SystemExit/KeyboardInterrupt by itself, when a
+    sync pass runs, then that run is failed and recorded, its lease released, and the others run."""
+    backend.add_schedules(3)
+
+    def task(user_id, context):
+        if user_id == "user-000000":
+            raise error
+
+    dispatcher, _, _ = make_dispatcher(backend, task=task)
+    summary = dispatcher.tick()
+    assert (summary.claimed, summary.ran, summary.failed, summary.succeeded, summary.released) == (3, 3, 1, 2, 0)
+    row = backend.schedule("user-000000")
+    assert row.last_status == "failed" and row.locked_by is None and row.next_run_at > T0
+    assert row.last_error is not None and type(error).__name__ in row.last_error
+    assert [r.status for r in backend.runs("user-000000")] == ["failed"]
+
+
+def test_a_real_shutdown_request_still_stops_the_process_after_the_run_is_recorded(backend: Backend) -> None:
+    """Ctrl-C noted by the entry point (core.shutdown) is re-raised once the run is recorded; the
+    rest of the claimed batch is not left leased for a TTL (its leases are released)."""
+    backend.add_schedules(3)
+
+    def task(user_id, context):
+        if user_id == "user-000000":
+            shutdown.request()  # what the entry point's signal handler does on a real SIGINT
+            raise KeyboardInterrupt
+
+    dispatcher, _, calls = make_dispatcher(backend, task=task)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.tick()
+    finally:
+        shutdown.forget()
+    row = backend.schedule("user-000000")
+    assert row.last_status == "failed" and row.locked_by is None
+    assert [r.status for r in backend.runs("user-000000")] == ["failed"]
+    assert calls == []

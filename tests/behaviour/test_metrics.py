@@ -13,7 +13,7 @@ from tests.conftest import Backend
 from core.executor import Runner
 
 
-def scrape(backend: Backend, **kwargs) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def,type-arg]
+def scrape(backend: Backend, **kwargs) -> dict[tuple[str, tuple], float]:
     registry = CollectorRegistry()
     registry.register(SchedulerCollector(backend.engine, backend.clock, **kwargs))
     samples = {}
@@ -29,7 +29,7 @@ def test_metrics_reflect_runs_backlog_and_the_last_pass(backend: Backend) -> Non
     cfg = backend.settings(DISPATCH_BATCH_SIZE=4)
     calls = []
 
-    def task(user_id, context):  # type: ignore[no-untyped-def]
+    def task(user_id, context):
         calls.append(user_id)
         if user_id == "user-000001":
             raise RuntimeError("down")

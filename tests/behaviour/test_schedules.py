@@ -13,7 +13,7 @@ from tests.conftest import T0, Backend
 from core.executor import Runner
 
 
-def change(backend: Backend, user_id: str = "alice", **kwargs):  # type: ignore[no-untyped-def]
+def change(backend: Backend, user_id: str = "alice", **kwargs):
     return set_schedule(backend.engine, backend.clock, user_id=user_id, default_interval=5, **kwargs)
 
 
@@ -29,7 +29,7 @@ def test_a_new_schedule_is_due_at_once_with_the_default_interval(backend: Backen
 
 
 @pytest.mark.parametrize("bad", [0, 1441, "ten", "2.5"])
-def test_a_bad_interval_writes_nothing(backend: Backend, bad) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_interval_writes_nothing(backend: Backend, bad) -> None:
     with pytest.raises(InvalidInput, match="between 1 and 1440"):
         change(backend, interval=bad)
     with pytest.raises(UnknownUser):
@@ -63,7 +63,7 @@ def test_a_running_schedule_keeps_its_lease_and_the_run_uses_the_new_interval(ba
     cfg = backend.settings()
     seen = {}
 
-    def task(user_id, context):  # type: ignore[no-untyped-def]
+    def task(user_id, context):
         seen["during"] = change(backend, interval=20).schedule
 
     Dispatcher.inline(cfg, backend.engine, backend.clock, Runner(backend.engine, cfg, backend.clock, task)).tick()

@@ -17,11 +17,11 @@ from tests.conftest import PYTHON, Backend, cli_env
 QUEUE = "monitor-user-tasks"
 
 
-def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:  # type: ignore[type-arg]
+def cli(*args: str, env: dict[str, str], **popen) -> subprocess.Popen:
     return subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def wait_for(predicate, timeout: float, what, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float, what, interval: float = 0.05):
     """Poll `predicate` until it returns something truthy (returned) or fail after `timeout` s;
     `what` names the awaited thing (a callable is called then, to show fresh logs)."""
     deadline = time.monotonic() + timeout
@@ -38,7 +38,7 @@ def queued_users(redis_conn: Redis) -> list[str]:
     return [job.args[0] for job in queue.get_jobs()]
 
 
-def real_now(backend: Backend):  # type: ignore[no-untyped-def]
+def real_now(backend: Backend):
     from core.clock import DatabaseClock
 
     with backend.engine.connect() as conn:
@@ -52,7 +52,7 @@ def worker_env(backend: Backend, redis_url: str, test_dir: Path, task: str, **ex
     )
 
 
-def dispatch_once(backend: Backend, redis_url: str, **overrides: str):  # type: ignore[no-untyped-def]
+def dispatch_once(backend: Backend, redis_url: str, **overrides: str):
     settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
     app = App.from_settings(settings)
     try:
@@ -67,5 +67,5 @@ def rq_command() -> list[str]:
     return [str(script)] if script.exists() else [PYTHON, "-m", "rq.cli"]
 
 
-def rq_info(redis_url: str, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def rq_info(redis_url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*rq_command(), "info", "--url", redis_url, *args], capture_output=True, text=True, timeout=60, env=cli_env())

@@ -30,14 +30,14 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
-def _lookup(data: dict, dotted: str):  # type: ignore[no-untyped-def, type-arg]
+def _lookup(data: dict, dotted: str):
     for part in dotted.split("."):
         data = data[part]
     return data
 
 
 @pytest.fixture(scope="module")
-def bench_env(mariadb, redis_server) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def bench_env(mariadb, redis_server) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK"))}
     env["TEST_MYSQL_URL"] = mariadb.admin_url
     env["TEST_REDIS_URL"] = redis_server.url

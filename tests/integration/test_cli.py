@@ -22,7 +22,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(workdir: Path, *args: str, env: dict[str, str] | None = None, **extra: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run(workdir: Path, *args: str, env: dict[str, str] | None = None, **extra: str) -> subprocess.CompletedProcess:
     env = env or cli_env(DATABASE_URL=f"sqlite:///{workdir / 'cli.db'}", MONITOR_TASK="worker.tasks:noop_task", **extra)
     return subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
 
@@ -154,7 +154,7 @@ def test_cron_dispatch_exits_non_zero_when_the_pass_fails(workdir: Path) -> None
 
 
 def test_dispatch_via_http_posts_the_secret_and_prints_the_answer(workdir: Path) -> None:
-    requests: list[dict] = []  # type: ignore[type-arg]
+    requests: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
@@ -167,7 +167,7 @@ def test_dispatch_via_http_posts_the_secret_and_prints_the_answer(workdir: Path)
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        def log_message(self, *args) -> None:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)

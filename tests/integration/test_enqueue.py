@@ -51,5 +51,6 @@ def test_a_batch_lands_in_order_and_reports_the_depth(redis_conn: Redis) -> None
     queue = Queue(QUEUE, connection=redis_conn)
     assert queue.job_ids == [job_id_for(r) for r in batch]
     job = queue.fetch_job(job_id_for(batch[7]))
+    assert job is not None
     assert job.func_name == "worker.jobs.run_user_monitor" and job.args[0] == "user 7 ü/?"
     assert job.get_status() == "queued" and job.timeout == 600

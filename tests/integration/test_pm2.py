@@ -149,7 +149,7 @@ class PM2:
             raise AssertionError(f"pm2 {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}\n{self.logs()}")
         return result
 
-    def jlist(self) -> list[dict]:  # type: ignore[type-arg]
+    def jlist(self) -> list[dict]:
         out = self.run("jlist", timeout=30).stdout
         apps = json.loads(out[out.index("[") :])
         self.seen_pids.update(app["pid"] for app in apps if app.get("pid"))
@@ -240,7 +240,7 @@ def make_project(directory: Path) -> Path:
     return directory
 
 
-def cli_json(env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
+def cli_json(env: dict[str, str], *args: str) -> dict:
     result = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", *args], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result
     return json.loads(result.stdout)
@@ -252,7 +252,7 @@ def cli_ok(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def healthz(port: int) -> dict | None:  # type: ignore[type-arg]
+def healthz(port: int) -> dict | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
             return json.loads(response.read()) if response.status == 200 else None
@@ -323,11 +323,12 @@ def test_pm2_ecosystem_runs_scales_and_restarts_without_killing_jobs(mysql_url: 
             workers = after
         wait_for(lambda: len(Worker.all(connection=redis)) == 2, 30, "two RQ workers registered after the restarts")
 
-        ours = {*pm2.seen_pids, pm2.daemon_pid()}
-        assert None not in ours
+        found = {*pm2.seen_pids, pm2.daemon_pid()}
+        assert None not in found
+        ours = {pid for pid in found if pid is not None}
         pm2.run("kill", timeout=120)
         wait_for(lambda: not [p for p in ours if alive(p)], 30, "every PM2 process to exit")
-        reap(ours)  # type: ignore[arg-type]
+        reap(ours)
         assert processes_with_env(f"PM2_HOME={pm2_home}") == [], "a process started under our PM2_HOME is left"
     finally:
         pm2.kill()

@@ -180,7 +180,7 @@ def needs_pythonpath() -> bool:
     return probe.returncode != 0
 
 
-def test_cron_runs_the_readme_line_from_its_bare_environment_and_dispatches_due_users(tmp_path: Path, cron_daemon: None, crontab) -> None:  # type: ignore[no-untyped-def]
+def test_cron_runs_the_readme_line_from_its_bare_environment_and_dispatches_due_users(tmp_path: Path, cron_daemon: None, crontab) -> None:
     project = make_project(tmp_path / "app")
     project_cli(project, "migrate")
     project_cli(project, "schedule", "set", USER, "--interval", "5")

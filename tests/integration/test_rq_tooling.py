@@ -16,11 +16,11 @@ from tests.integration.helpers import QUEUE, dispatch_once, rq_command, wait_for
 pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
 
 
-def rq_cli(*args: str, redis_url: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def rq_cli(*args: str, redis_url: str) -> subprocess.CompletedProcess:
     return subprocess.run([*rq_command(), *args, "--url", redis_url], capture_output=True, text=True, timeout=60, env=cli_env())
 
 
-def burst_worker(backend: Backend, redis_url: str, tmp_path: Path, task: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def burst_worker(backend: Backend, redis_url: str, tmp_path: Path, task: str) -> subprocess.CompletedProcess:
     env = worker_env(backend, redis_url, tmp_path, task)
     return subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"], env=env, capture_output=True, text=True, timeout=120)
 
@@ -36,7 +36,9 @@ def test_a_requeued_failed_job_cannot_run_a_user_twice(mysql_now_backend: Backen
     subprocess.run([*rq_command(), "worker", "--burst", "--url", redis_url, QUEUE], env=broken, capture_output=True, timeout=120)
     registry = FailedJobRegistry(QUEUE, connection=redis_conn)
     [failed_id] = registry.get_job_ids()
-    assert "TaskImportError" in Queue(QUEUE, connection=redis_conn).fetch_job(failed_id).latest_result().exc_string
+    job = Queue(QUEUE, connection=redis_conn).fetch_job(failed_id)
+    result = job.latest_result() if job is not None else None
+    assert result is not None and "TaskImportError" in (result.exc_string or "")
 
     # The lease (3 s) runs out; the next pass records the lost run and enqueues attempt 2.
     wait_for(lambda: dispatch_once(mysql_now_backend, redis_url).enqueued, 15, "the retry to be enqueued", 0.3)

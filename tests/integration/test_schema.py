@@ -20,7 +20,7 @@ from schema.models import metadata
 from tests.conftest import T0, Backend
 
 
-def explain(backend: Backend, query) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+def explain(backend: Backend, query) -> list[dict]:
     with backend.engine.connect() as conn:
         compiled = query.compile(dialect=conn.dialect)
         return [dict(row._mapping) for row in conn.exec_driver_sql("EXPLAIN " + compiled.string, compiled.params)]
@@ -46,13 +46,13 @@ def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Ba
     the next rows at once instead of waiting or getting nothing."""
     mysql_backend.add_schedules(40, due_at=T0 - timedelta(minutes=1), spread_ms=10)
     other = create_db_engine(mysql_backend.url)
-    lease = T0 + timedelta(minutes=15)
+    until = T0 + timedelta(minutes=15)
     try:
         with mysql_backend.engine.begin() as first_conn:
-            first = lease.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=lease, trigger=domain.Trigger.SCHEDULE)
+            first = lease.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=until, trigger=domain.Trigger.SCHEDULE)
             with other.begin() as second_conn:
                 second_conn.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
-                second = lease.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=lease, trigger=domain.Trigger.SCHEDULE)
+                second = lease.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=until, trigger=domain.Trigger.SCHEDULE)
     finally:
         other.dispose()
     assert len(first) == len(second) == 10
@@ -64,7 +64,7 @@ def test_the_shipped_mysql_ddl_is_generated_from_the_migrations() -> None:
     assert MYSQL_DDL_FILE.read_text() == render_mysql_ddl(), "run: monitor-scheduler schema-sql --write"
 
 
-def _columns_and_indexes(conn) -> tuple[list, list]:  # type: ignore[no-untyped-def,type-arg]
+def _columns_and_indexes(conn) -> tuple[list, list]:
     columns = conn.execute(
         text(
             "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS "
@@ -81,7 +81,7 @@ def _columns_and_indexes(conn) -> tuple[list, list]:  # type: ignore[no-untyped-
 
 
 @pytest.mark.mysql
-def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:
     by_hand_url = mariadb.create_database("by_hand_ddl")
     by_hand = create_db_engine(by_hand_url)
     migrated = create_db_engine(mysql_url)
@@ -189,7 +189,7 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
     commands: list[str] = []
     original = pymysql.connections.Connection._execute_command
 
-    def spy(self, command, sql):  # type: ignore[no-untyped-def]
+    def spy(self, command, sql):
         commands.append((sql if isinstance(sql, str) else sql.decode(errors="replace")).split(" ", 1)[0])
         return original(self, command, sql)
 

@@ -57,7 +57,7 @@ def test_all_three_ticks_at_once_still_run_each_user_once(mysql_backend: Backend
     tick.install(redis_conn, QUEUE)
     redis_conn.zadd("rq:scheduler:scheduled_jobs", {tick.TICK_JOB_ID: 0})  # make the tick due now
 
-    def background(*cmd: str) -> subprocess.Popen:  # type: ignore[type-arg]
+    def background(*cmd: str) -> subprocess.Popen:
         # Output to a file, not a pipe nobody reads: a chatty worker would block on a full pipe.
         out = open(tmp_path / f"{len(os.listdir(tmp_path))}.log", "w")
         return subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT)

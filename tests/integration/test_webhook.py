@@ -22,7 +22,7 @@ SECRET = "whsec-test"
 
 class Receiver:
     def __init__(self) -> None:
-        self.requests: list[dict] = []  # type: ignore[type-arg]
+        self.requests: list[dict] = []
         self.status = 200
         self.delay = 0.0
         self.body = b'{"ok":true}'
@@ -45,7 +45,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             except BrokenPipeError:
                 pass  # the client gave up (the timeout test)
 
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        def log_message(self, *args) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -55,13 +55,13 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
     server.server_close()
 
 
-def run_pass(backend: Backend, url: str, **settings):  # type: ignore[no-untyped-def]
+def run_pass(backend: Backend, url: str, **settings):
     cfg = backend.settings(MONITOR_TASK="worker.webhook:WebhookTask", MONITOR_WEBHOOK_URL=url, MONITOR_WEBHOOK_SECRET=SECRET, **settings)
     runner = Runner(backend.engine, cfg, backend.clock, load_task(cfg.MONITOR_TASK, cfg))
     return Dispatcher.inline(cfg, backend.engine, backend.clock, runner).tick()
 
 
-def test_each_run_is_posted_signed_and_succeeds_on_2xx(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_each_run_is_posted_signed_and_succeeds_on_2xx(sqlite_backend: Backend, receiver) -> None:
     state, url = receiver
     sqlite_backend.add_schedules(1)
     assert run_pass(sqlite_backend, url).succeeded == 1
@@ -74,30 +74,30 @@ def test_each_run_is_posted_signed_and_succeeds_on_2xx(sqlite_backend: Backend, 
     assert not verify(SECRET.encode(), header, request["raw"], now=request["at"] + 3600), "an old signature is a replay"
 
 
-def test_a_non_2xx_answer_fails_the_run_with_status_and_excerpt(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_a_non_2xx_answer_fails_the_run_with_status_and_excerpt(sqlite_backend: Backend, receiver) -> None:
     state, url = receiver
     state.status, state.body = 503, b"maintenance until noon" + b"x" * 1000
     sqlite_backend.add_schedules(1)
     assert run_pass(sqlite_backend, url).failed == 1
     row = sqlite_backend.schedule("user-000000")
-    assert row.last_status == "failed"
+    assert row.last_status == "failed" and row.last_error is not None
     assert "HTTP 503" in row.last_error and "maintenance until noon" in row.last_error
     assert len(row.last_error) < 400, "an excerpt, not the whole answer"
     assert row.locked_by is None and row.next_run_at > sqlite_backend.clock.moment, "the schedule moves on"
 
 
-def test_a_timeout_fails_the_run(sqlite_backend: Backend, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_a_timeout_fails_the_run(sqlite_backend: Backend, receiver) -> None:
     state, url = receiver
     state.delay = 1.5
     sqlite_backend.add_schedules(1)
     assert run_pass(sqlite_backend, url, MONITOR_WEBHOOK_TIMEOUT=0.3).failed == 1
-    assert "timed out" in sqlite_backend.schedule("user-000000").last_error
+    assert "timed out" in (sqlite_backend.schedule("user-000000").last_error or "")
 
 
 def test_an_unreachable_receiver_fails_the_run(sqlite_backend: Backend) -> None:
     sqlite_backend.add_schedules(1)
     assert run_pass(sqlite_backend, "http://127.0.0.1:1/hook").failed == 1
-    assert "webhook failed" in sqlite_backend.schedule("user-000000").last_error
+    assert "webhook failed" in (sqlite_backend.schedule("user-000000").last_error or "")
 
 
 def test_the_webhook_task_needs_its_url_and_secret(sqlite_backend: Backend) -> None:

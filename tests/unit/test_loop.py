@@ -24,13 +24,13 @@ class RecordingStop(threading.Event):
         self.clock = clock
         self.waits: list[float] = []
 
-    def wait(self, timeout=None):  # type: ignore[no-untyped-def]
+    def wait(self, timeout=None):
         self.waits.append(round(timeout, 6))
         self.clock.now += timeout
         return self.is_set()
 
 
-def make_loop(durations: list[float], every: float = 10.0):  # type: ignore[no-untyped-def]
+def make_loop(durations: list[float], every: float = 10.0):
     clock = FakeTime()
     stop = RecordingStop(clock)
     starts: list[float] = []

@@ -23,7 +23,7 @@ lateness = st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30))
 
 
 @given(slot=moments, interval=intervals, late=lateness)
-def test_next_slot_is_on_the_grid_in_the_future_and_the_first_such(slot, interval, late) -> None:  # type: ignore[no-untyped-def]
+def test_next_slot_is_on_the_grid_in_the_future_and_the_first_such(slot, interval, late) -> None:
     now = slot + late
     step = timedelta(minutes=interval)
     nxt = next_fixed_rate_slot(slot, interval, now)
@@ -35,7 +35,7 @@ def test_next_slot_is_on_the_grid_in_the_future_and_the_first_such(slot, interva
 
 
 @given(slot=moments, interval=intervals, run_time=st.timedeltas(min_value=timedelta(0), max_value=timedelta(minutes=1)))
-def test_a_run_that_ends_before_its_next_slot_skips_nothing(slot, interval, run_time) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_that_ends_before_its_next_slot_skips_nothing(slot, interval, run_time) -> None:
     if run_time >= timedelta(minutes=interval):
         return
     nxt = next_fixed_rate_slot(slot, interval, slot + run_time)
@@ -43,7 +43,7 @@ def test_a_run_that_ends_before_its_next_slot_skips_nothing(slot, interval, run_
 
 
 @given(slot=moments, old=intervals, new=intervals, late=lateness)
-def test_an_interval_change_applies_from_the_slot_that_ran(slot, old, new, late) -> None:  # type: ignore[no-untyped-def]
+def test_an_interval_change_applies_from_the_slot_that_ran(slot, old, new, late) -> None:
     now = slot + late
     nxt = next_fixed_rate_slot(slot, new, now)
     assert (nxt.at - slot) % timedelta(minutes=new) == timedelta(0)
@@ -58,18 +58,18 @@ def test_a_schedule_that_never_ran_is_due_now_after_a_change() -> None:
 
 
 @pytest.mark.parametrize("good,expected", [(1, 1), (1440, 1440), ("15", 15), (" 7 ", 7)])
-def test_valid_intervals(good, expected) -> None:  # type: ignore[no-untyped-def]
+def test_valid_intervals(good, expected) -> None:
     assert validate_interval(good) == expected
 
 
 @pytest.mark.parametrize("bad", [0, 1441, -5, "abc", "1.5", 2.5, "", None, True, "1e3"])
-def test_invalid_intervals_name_the_limits(bad) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_intervals_name_the_limits(bad) -> None:
     with pytest.raises(ValueError, match="between 1 and 1440"):
         validate_interval(bad)
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 65, "tab\there", "nul\x00"])
-def test_invalid_user_ids(bad) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_user_ids(bad) -> None:
     with pytest.raises(ValueError):
         validate_user_id(bad)
 

@@ -40,7 +40,7 @@ def test_a_bad_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch, 
         load_settings(env_file=None)
 
 
-def test_settings_come_from_a_dotenv_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_settings_come_from_a_dotenv_file(tmp_path) -> None:
     env = tmp_path / ".env"
     env.write_text("DISPATCH_BATCH_SIZE=20\nREDIS_URL=redis://127.0.0.1:6379/0\n")
     s = load_settings(env_file=env)

@@ -43,7 +43,7 @@ class WebHarness:
     def auth(self, user_id: str, *, admin: bool = False) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user_id, admin=admin)}"}
 
-    def cron(self, body: Any = None, *, secret: str | None = CRON_SECRET, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+    def cron(self, body: Any = None, *, secret: str | None = CRON_SECRET, raw: bytes | None = None):
         headers = {} if secret is None else {"x-cron-secret": secret}
         if raw is not None:
             return self.client.post("/api/cron/one-click-start", content=raw, headers={**headers, "content-type": "application/json"})

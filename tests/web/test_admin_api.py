@@ -15,7 +15,7 @@ from tests.web.test_cron_api import hold_lease
 ADMIN = "/api/admin"
 
 
-def ids(response) -> list[str]:  # type: ignore[no-untyped-def]
+def ids(response) -> list[str]:
     assert response.status_code == 200, response.text
     return [item["userId"] for item in response.json()["items"]]
 

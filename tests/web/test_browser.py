@@ -106,7 +106,7 @@ def live_queue(sqlite_url: str, redis_url: str) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="session")
-def browser():  # type: ignore[no-untyped-def]
+def browser():
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium chromium-driver (scripts/install-test-deps)")
     with playwright_sync.sync_playwright() as pw:
@@ -116,7 +116,7 @@ def browser():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def page(browser):  # type: ignore[no-untyped-def]
+def page(browser):
     # A fixed zone other than UTC, so "shown in the browser's time zone" is visible in the test.
     context = browser.new_context(timezone_id="Europe/Berlin", locale="en-GB", viewport={"width": 1280, "height": 860})
     context.set_default_timeout(TIMEOUT_MS)
@@ -125,12 +125,12 @@ def page(browser):  # type: ignore[no-untyped-def]
     context.close()
 
 
-def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def screenshot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def next_run_attr(page) -> datetime:  # type: ignore[no-untyped-def]
+def next_run_attr(page) -> datetime:
     value = page.locator("#next-run time").get_attribute("datetime")
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -141,7 +141,7 @@ expect = playwright_sync.expect
 # --- the user's page ------------------------------------------------------------------------------
 
 
-def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, page) -> None:
     live.seed("alice", interval=5)
     live.run_once("alice")  # a first run, so the cadence has a slot to continue from
     page.goto(live.link("alice"))
@@ -151,7 +151,9 @@ def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, pag
     # Times are shown in the browser's zone (Europe/Berlin: CET/CEST), not as UTC.
     expect(page.locator("#next-run time")).to_contain_text(re.compile(r"CES?T|GMT\+[12]"))
     before = next_run_attr(page)
+    assert before is not None
     slot = live.schedule("alice").run_slot
+    assert slot is not None
     assert before == slot + timedelta(minutes=5)
 
     page.fill("#interval", "60")
@@ -176,7 +178,7 @@ def repo_runs(live: LiveServer, user_id: str) -> list[domain.RunRecord]:
         return queries.recent_runs(conn, user_id=user_id)
 
 
-def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) -> None:
     live.seed("failing-fred")
     page.goto(live.link("failing-fred"))
     expect(page.locator("#status")).to_have_text("never run")
@@ -187,7 +189,7 @@ def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) ->
 
 
 @pytest.mark.redis
-def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(live_queue: LiveServer, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(live_queue: LiveServer, page, tmp_path: Path) -> None:
     live_queue.seed("bob")
     live_queue.run_once("bob")
     page.goto(live_queue.link("bob"))
@@ -211,7 +213,7 @@ def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(
     expect(page.locator("#runs tbody tr")).to_have_count(2)
 
 
-def test_a_bad_interval_shows_the_inline_error_and_saves_nothing(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_interval_shows_the_inline_error_and_saves_nothing(live: LiveServer, page) -> None:
     live.seed("carol", interval=15)
     before = live.schedule("carol")
     page.goto(live.link("carol"))
@@ -234,7 +236,7 @@ def test_a_bad_interval_shows_the_inline_error_and_saves_nothing(live: LiveServe
     assert live.schedule("carol") == before
 
 
-def test_a_user_cannot_reach_another_users_data_or_the_admin_page(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_cannot_reach_another_users_data_or_the_admin_page(live: LiveServer, page) -> None:
     live.seed("dave", interval=7)
     live.seed("erin", interval=33)
     live.run_once("erin")
@@ -260,7 +262,7 @@ def test_a_user_cannot_reach_another_users_data_or_the_admin_page(live: LiveServ
 # --- admin ----------------------------------------------------------------------------------------
 
 
-def test_an_admin_sees_all_users_and_uses_the_filters(live: LiveServer, page) -> None:  # type: ignore[no-untyped-def]
+def test_an_admin_sees_all_users_and_uses_the_filters(live: LiveServer, page) -> None:
     for user_id, interval in (("alice", 5), ("bob", 10), ("carol", 60), ("failing-fred", 15), ("<b>mallory</b>", 30)):
         live.seed(user_id, interval=interval)
     live.seed("paused-pat", enabled=False)

@@ -47,7 +47,7 @@ def test_a_wrong_secret_is_401_even_with_a_malformed_body(web: WebHarness) -> No
     assert web.cron(raw=b"{nope", secret="wrong").status_code == 401
 
 
-def test_unset_cron_secret_is_503_with_the_reason_logged(backend, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_unset_cron_secret_is_503_with_the_reason_logged(backend, caplog: pytest.LogCaptureFixture) -> None:
     harness = make_harness(backend, CRON_SECRET="")
     backend.add_schedules(2)
     with caplog.at_level(logging.ERROR, logger="web.routes.cron"):
@@ -116,7 +116,7 @@ def test_queue_mode_without_redis_is_503_and_claims_nothing(web: WebHarness) -> 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("body", [None, {}, {"mode": "queue"}])
-def test_no_body_or_empty_object_is_one_queue_pass(queue_web: WebHarness, redis_conn: Redis, body: dict | None) -> None:  # type: ignore[type-arg]
+def test_no_body_or_empty_object_is_one_queue_pass(queue_web: WebHarness, redis_conn: Redis, body: dict | None) -> None:
     users = queue_web.backend.add_schedules(4)
     response = queue_web.cron(body)
     assert response.status_code == 200
@@ -127,7 +127,7 @@ def test_no_body_or_empty_object_is_one_queue_pass(queue_web: WebHarness, redis_
 
 
 @pytest.mark.redis
-def test_redis_down_is_503_and_claims_nothing(backend) -> None:  # type: ignore[no-untyped-def]
+def test_redis_down_is_503_and_claims_nothing(backend) -> None:
     harness = make_harness(backend, REDIS_URL="redis://127.0.0.1:1/0")
     backend.add_schedules(2)
     for body in ({}, {"userId": "user-000000"}):
@@ -174,3 +174,23 @@ def test_a_user_whose_run_holds_the_lease_is_409_and_nothing_changes(web: WebHar
     assert "running" in response.json()["message"]
     assert web.backend.schedule(user) == before
     assert web.backend.runs() == []
+
+
+@pytest.mark.parametrize("user_id", ["exit-1", "interrupt-1"])
+def test_a_task_that_exits_fails_its_run_and_the_web_keeps_serving(backend, user_id: str) -> None:
+    """Issue 11 #2: a task raising SystemExit/KeyboardInterrupt in sync mode ("Run now" and the
+    cron endpoint's pass) ends its run as failed and recorded; the web process answers on."""
+    harness = make_harness(backend, MONITOR_TASK="tests.web.tasks:exiting_task")
+    try:
+        backend.add_schedules(1, prefix=user_id.split("-")[0])
+        other = f"{user_id.split('-')[0]}-000000"
+        response = harness.client.post("/api/schedules/me/run", headers=harness.auth(other))
+        assert response.status_code == 200, response.text
+        assert response.json()["summary"]["failed"] == 1
+        backend.add_schedules(2, prefix="fine")
+        assert harness.cron({"mode": "sync"}).json()["succeeded"] == 2
+        row = backend.schedule(other)
+        assert row.last_status == "failed" and row.locked_by is None
+        assert harness.client.get("/healthz").status_code == 200
+    finally:
+        harness.client.close()

@@ -142,6 +142,11 @@ def test_the_web_command_serves_and_dispatch_via_http_uses_its_cron_endpoint(sql
         wrong = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--via-http", url],
                                cwd=tmp_path, env={**env, "CRON_SECRET": "nope"}, capture_output=True, text=True, timeout=60)
         assert wrong.returncode != 0 and "401" in wrong.stderr
+        # --mode queue from a host without REDIS_URL: the request is still sent (the web app
+        # decides); here the web app has no Redis either and answers 503.
+        queued = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--via-http", url, "--mode", "queue"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert queued.returncode == 1 and "answered 503" in queued.stderr and "REDIS_URL" in queued.stderr, queued.stderr
     finally:
         server.terminate()
         server.wait(timeout=20)

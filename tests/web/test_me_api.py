@@ -16,7 +16,7 @@ from tests.web.test_cron_api import hold_lease
 ME = "/api/schedules/me"
 
 
-def iso(moment) -> str:  # type: ignore[no-untyped-def]
+def iso(moment) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + "Z"
 
 
@@ -117,7 +117,7 @@ def test_disable_and_enable(web: WebHarness) -> None:
         {"userId": "bob-000000", "intervalMinutes": 7},
     ],
 )
-def test_invalid_updates_are_422_with_a_message_and_change_nothing(web: WebHarness, body: dict) -> None:  # type: ignore[type-arg]
+def test_invalid_updates_are_422_with_a_message_and_change_nothing(web: WebHarness, body: dict) -> None:
     [alice] = web.backend.add_schedules(1, prefix="alice", interval=5)
     [bob] = web.backend.add_schedules(1, prefix="bob", interval=5)
     before = (web.backend.schedule(alice), web.backend.schedule(bob))

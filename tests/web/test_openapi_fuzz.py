@@ -31,7 +31,7 @@ def fuzzed(sqlite_backend: Backend, redis_url: str) -> Iterator[WebHarness]:
 
 
 @pytest.fixture
-def api_schema(fuzzed: WebHarness):  # type: ignore[no-untyped-def]
+def api_schema(fuzzed: WebHarness):
     return schemathesis.openapi.from_asgi("/openapi.json", fuzzed.api)
 
 

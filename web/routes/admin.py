@@ -57,7 +57,7 @@ def overview(web: Web, _admin: AdminUser) -> OverviewOut:
     status_ = web.service.dispatcher_status()
     return OverviewOut(
         queue=QueueHealthOut(
-            mode=queue.mode, reachable=queue.reachable, queueLength=queue.queue_length, workers=queue.workers,  # type: ignore[arg-type]
+            mode=queue.mode, reachable=queue.reachable, queueLength=queue.queue_length, workers=queue.workers,
             failedJobs=queue.failed_jobs, startedJobs=queue.started_jobs, error=queue.error,
         ),
         dispatcher=DispatcherStatusOut(

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
 from core.domain import Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
@@ -43,11 +44,13 @@ router = APIRouter(include_in_schema=False)
 
 
 def _iso(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """For <time datetime=...>, which the page's script shows in the reader's zone."""
+    return utc_text(moment, empty="")
 
 
 def _utc(moment: datetime | None) -> str:
-    return "—" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    """The text shown before (or without) the script: the same formatter, to the second."""
+    return "—" if moment is None else utc_text(moment, sep=" ")[:-5] + " UTC"
 
 
 def status_label(schedule: Schedule | None, now: datetime) -> str:
