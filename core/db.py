@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
-from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_SECONDS = 30.0

@@ -22,7 +22,19 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Select, Update, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Update,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.clock import to_ms_precision, utc_text

@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, case, false, func, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    case,
+    false,
+    func,
+    select,
+    true,
+)
 
 from core.domain import RunRecord, RunStatus, Schedule, ScheduleFilter
 from core.lease import lease_is_free

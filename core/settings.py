@@ -150,7 +150,7 @@ class Settings(BaseSettings):
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Parse the environment once; raise ConfigurationError naming the variable on a bad value."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]  # pydantic-settings init arg
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

@@ -11,28 +11,22 @@ import argparse
 import importlib
 import json
 import logging
-import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import shutdown
-from core.clock import utc_text
-from core.domain import DispatchSummary, Schedule, ScheduleFilter
+from core.domain import ScheduleFilter
 from core.exceptions import ConfigurationError, DispatchFailed, MonitorSchedulerError
 from core.logs import configure_logging
 from core.settings import Settings, load_settings
-from dispatcher import tick
 from dispatcher.loop import DispatchLoop, parse_duration
 from dispatcher.service import Mode
-from monitor_scheduler.demo import DEMO_USERS
+from monitor_scheduler import console
 from monitor_scheduler.wiring import App
-from schema.migrate import MYSQL_DDL_FILE, current_revision, render_mysql_ddl, upgrade
 from worker.pool import run_workers
 
 logger = logging.getLogger(__name__)
@@ -40,59 +34,7 @@ logger = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 
 
-def _fmt(moment: datetime | None) -> str:
-    return utc_text(moment, sep=" ")
-
-
-def _schedule_dict(schedule: Schedule) -> dict[str, object]:
-    return {
-        "userId": schedule.user_id,
-        "enabled": schedule.enabled,
-        "intervalMinutes": schedule.interval_minutes,
-        "nextRunAt": _fmt(schedule.next_run_at),
-        "lastRunAt": _fmt(schedule.last_run_at),
-        "lastStatus": schedule.last_status,
-        "lastError": schedule.last_error,
-        "lockedUntil": _fmt(schedule.locked_until),
-        "lockedBy": schedule.locked_by,
-    }
-
-
-def _print_schedules(rows: Sequence[Schedule]) -> None:
-    print(f"{'userId':<24} {'enabled':<7} {'every':>6} {'nextRunAt':<24} {'lastRunAt':<24} {'lastStatus':<10} lockedBy")
-    for r in rows:
-        print(
-            f"{r.user_id:<24} {('yes' if r.enabled else 'no'):<7} {str(r.interval_minutes) + 'm':>6} "
-            f"{_fmt(r.next_run_at):<24} {_fmt(r.last_run_at):<24} {(r.last_status or '-'):<10} {r.locked_by or '-'}"
-        )
-
-
 # --- commands -------------------------------------------------------------------------------------
-
-
-def cmd_migrate(app: App, args: argparse.Namespace) -> int:
-    upgrade(app.engine)
-    print(f"database at revision {current_revision(app.engine)}")
-    return EXIT_OK
-
-
-def cmd_schema_sql(app: App | None, args: argparse.Namespace) -> int:
-    ddl = render_mysql_ddl()
-    if args.check:
-        if MYSQL_DDL_FILE.read_text() != ddl:
-            print(f"{MYSQL_DDL_FILE} is out of date: run `monitor-scheduler schema-sql --write`", file=sys.stderr)
-            return EXIT_FAILED
-        print(f"{MYSQL_DDL_FILE} matches the migrations")
-    elif args.write:
-        MYSQL_DDL_FILE.write_text(ddl)
-        print(f"wrote {MYSQL_DDL_FILE}")
-    else:
-        sys.stdout.write(ddl)
-    return EXIT_OK
-
-
-def _print_summary(summary: DispatchSummary, as_json: bool) -> None:
-    print(json.dumps(summary.as_dict()) if as_json else summary.line())
 
 
 def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
@@ -107,9 +49,9 @@ def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
         else:
             summary = app.service.dispatch_pass(mode)
     except DispatchFailed as exc:
-        _print_summary(exc.summary, args.json)  # what the pass did before it failed
+        console.print_summary(exc.summary, args.json)  # what the pass did before it failed
         raise
-    _print_summary(summary, args.json)
+    console.print_summary(summary, args.json)
     return EXIT_OK
 
 
@@ -143,8 +85,8 @@ def _dispatch_via_http(settings: Settings, args: argparse.Namespace) -> int:
 
 def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
     app.dispatcher(mode)  # fail fast on a bad setting (REDIS_URL, MONITOR_TASK) before looping
-    loop = DispatchLoop(lambda: _print_summary(app.service.dispatch_pass(mode), args.json), parse_duration(args.every))
-    _stop_on_signals(loop)
+    loop = DispatchLoop(lambda: console.print_summary(app.service.dispatch_pass(mode), args.json), parse_duration(args.every))
+    console.stop_on_signals(loop)
     logger.info("dispatcher loop: mode=%s every=%ss", mode.value, loop.every)
     loop.run()
     return EXIT_OK
@@ -164,15 +106,15 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
     change = app.service.set_schedule(args.user, interval=args.interval, enabled=args.enabled)
     verb = "created" if change.created else "updated"
-    print(f"{verb} " + json.dumps(_schedule_dict(change.schedule)))
+    print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule)))
     return EXIT_OK
 
 
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
-    data = _schedule_dict(app.service.get_schedule(args.user))
+    data = console.schedule_dict(app.service.get_schedule(args.user))
     data["recentRuns"] = [
-        {"slot": _fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": _fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
+        {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
+         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
         for r in app.service.history(args.user, limit=args.runs)
     ]
     print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -183,22 +125,9 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     which = next((f for f in ScheduleFilter if getattr(args, f.value)), None)
     page = app.service.list_page(which=which, search=args.search, limit=args.limit, offset=args.offset)
     if args.json:
-        print(json.dumps([_schedule_dict(r) for r in page.rows], ensure_ascii=False))
+        print(json.dumps([console.schedule_dict(r) for r in page.rows], ensure_ascii=False))
     else:
-        _print_schedules(page.rows)
-    return EXIT_OK
-
-
-def cmd_tick(app: App, args: argparse.Namespace) -> int:
-    if args.action == "install":
-        status = tick.install(app.redis, app.settings.QUEUE_NAME, cron=args.cron)
-        print(f"installed rq-scheduler tick '{status.cron}' (job {tick.TICK_JOB_ID}), next run {_fmt(status.next_run)}; run `rqscheduler --url $REDIS_URL` and a worker")
-    elif args.action == "uninstall":
-        removed = tick.uninstall(app.redis, app.settings.QUEUE_NAME)
-        print("uninstalled rq-scheduler tick" if removed else "rq-scheduler tick was not installed")
-    else:
-        status = tick.status(app.redis, app.settings.QUEUE_NAME)
-        print(f"installed cron='{status.cron}' next run {_fmt(status.next_run)}" if status.installed else "not installed")
+        console.print_schedules(page.rows)
     return EXIT_OK
 
 
@@ -222,40 +151,8 @@ def cmd_unlock(app: App, args: argparse.Namespace) -> int:
 
 def cmd_prune(app: App, args: argparse.Namespace) -> int:
     total, cutoff = app.service.prune_history(args.days)
-    print(f"pruned {total} run(s) finished before {_fmt(cutoff)}")
+    print(f"pruned {total} run(s) finished before {console.fmt(cutoff)}")
     return EXIT_OK
-
-
-def cmd_demo(app: App, args: argparse.Namespace) -> int:
-    """Migrate, seed demo users and dispatch them in sync mode: the embedded default end to end."""
-    upgrade(app.engine)
-    users = app.service.seed_demo_users(DEMO_USERS)
-    print(f"seeded demo users {', '.join(users)} in {app.settings.DATABASE_URL}")
-
-    def one_pass() -> None:
-        summary = app.service.dispatch_pass(Mode.SYNC)
-        if summary.claimed or not args.loop:
-            print(summary.line())
-            _print_schedules(app.service.list_page(which=None, search=None, limit=100, offset=0).rows)
-            print(flush=True)
-
-    if not args.loop:
-        one_pass()
-        return EXIT_OK
-    print(f"dispatching every {args.every} in sync mode; each pass that runs someone is shown. Ctrl-C stops.", flush=True)
-    loop = DispatchLoop(one_pass, parse_duration(args.every))
-    _stop_on_signals(loop)
-    loop.run()
-    return EXIT_OK
-
-
-def _stop_on_signals(loop: DispatchLoop) -> None:
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %s: stopping after the current pass", signum)
-        loop.stop.set()
-
-    signal.signal(signal.SIGTERM, shutdown.noting(request_stop))
-    signal.signal(signal.SIGINT, shutdown.noting(request_stop))
 
 
 # --- parser ---------------------------------------------------------------------------------------
@@ -265,13 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_SCHEMA_COMMANDS + "cmd_migrate")
 
     p = sub.add_parser("schema-sql", help="print the MySQL DDL generated from the migrations")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write schema/mysql.sql")
     group.add_argument("--check", action="store_true", help="exit 1 if schema/mysql.sql is out of date")
-    p.set_defaults(func=cmd_schema_sql, needs_app=False)
+    p.set_defaults(func=_SCHEMA_COMMANDS + "cmd_schema_sql", needs_app=False)
 
     p = sub.add_parser("dispatch", help="one dispatch pass (or run one user now with --user)")
     p.add_argument("--mode", choices=[m.value for m in Mode], help="default: queue when REDIS_URL is set, else sync")
@@ -313,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tick", help="register the dispatch pass with rq-scheduler (no crontab needed)")
     p.add_argument("action", choices=["install", "uninstall", "status"])
     p.add_argument("--cron", default="* * * * *", help="croniter expression (default: every minute)")
-    p.set_defaults(func=cmd_tick)
+    p.set_defaults(func=_TICK_COMMANDS + "cmd_tick")
 
     sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long").set_defaults(func=cmd_check)
 
@@ -328,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="seed demo users and dispatch them in sync mode (the embedded default)")
     p.add_argument("--loop", action="store_true", help="keep dispatching until Ctrl-C")
     p.add_argument("--every", default="10s", help="loop period (default 10s)")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_DEMO_COMMANDS + "cmd_demo")
     p = sub.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=10111, help="port (default 10111)")
@@ -348,9 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The web server's commands live in their own module, loaded only when one of them runs: a cron
-# pass (`dispatch`, every minute) then never imports FastAPI, uvicorn, JWT and Prometheus.
+# Commands with heavy dependencies live in modules of their own, loaded only when one of them runs:
+# a cron pass (`dispatch`, every minute) then never imports FastAPI, uvicorn, JWT, Prometheus
+# (web), Alembic (schema, demo) or rq-scheduler and croniter (tick).
 _WEB_COMMANDS = "monitor_scheduler.web_command:"
+_SCHEMA_COMMANDS = "monitor_scheduler.schema_command:"
+_TICK_COMMANDS = "monitor_scheduler.tick_command:"
+_DEMO_COMMANDS = "monitor_scheduler.demo:"
 
 Command = Callable[..., int]  # (App, args), or (None, args) for commands with needs_app=False
 

@@ -32,7 +32,11 @@ from core.clock import Clock
 from core.domain import DispatchSummary, RunRecord, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
 from core.health import HealthReport, evaluate
-from core.scheduling import rescheduled_after_change, validate_interval, validate_user_id
+from core.scheduling import (
+    rescheduled_after_change,
+    validate_interval,
+    validate_user_id,
+)
 from core.settings import Settings
 from dispatcher.service import Dispatcher, Mode
 

@@ -223,9 +223,6 @@ def test_direct_mode_refuses_unknown_users_and_running_ones(backend: Backend) ->
     with pytest.raises(LeaseHeld):
         dispatcher.run_user_now("user-000000")
     assert calls == []
-    for user_id in ("user-000001", "user-000002"):
-        rest = backend.schedule(user_id)
-        assert rest.locked_by is None and rest.next_run_at <= T0, "due again at once, not after a TTL"
     assert backend.schedule("user-000000").locked_by == "running"
 
 
@@ -340,3 +337,6 @@ def test_a_real_shutdown_request_still_stops_the_process_after_the_run_is_record
     assert row.last_status == "failed" and row.locked_by is None
     assert [r.status for r in backend.runs("user-000000")] == ["failed"]
     assert calls == []
+    for user_id in ("user-000001", "user-000002"):
+        rest = backend.schedule(user_id)
+        assert rest.locked_by is None and rest.next_run_at <= T0, "due again at once, not after a TTL"

@@ -29,6 +29,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from typing import NoReturn
+
 import pytest
 from redis import Redis
 from rq import Worker
@@ -49,7 +51,7 @@ APT_TIMEOUT = 900
 # --- PM2 from the npm registry --------------------------------------------------------------------
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if servers.missing_servers_allowed():
         pytest.skip(reason)
     pytest.fail(f"{reason} (set MONITOR_ALLOW_MISSING_SERVERS=1 outside CI to skip)", pytrace=False)
@@ -68,7 +70,7 @@ def _ensure_npm() -> str:
         npm = shutil.which("npm")
     if not npm:
         _unavailable("npm not found: install Node.js and npm (Debian packages nodejs, npm) to run the PM2 test")
-    return npm  # type: ignore[return-value]
+    return npm
 
 
 def pm2_binary() -> Path:

@@ -21,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,7 @@ def cron_daemon(cron_lock: None) -> Iterator[None]:
 
 
 @pytest.fixture
-def crontab(cron_lock: None) -> Iterator[callable]:  # type: ignore[valid-type]
+def crontab(cron_lock: None) -> Iterator[Callable[..., Any]]:
     """Install a crontab for the current user; the previous one (or none) is put back afterwards."""
     if not shutil.which("crontab"):
         pytest.fail("the crontab command is missing (Debian package cron)", pytrace=False)

@@ -1,0 +1,57 @@
+"""How the command line shows things: times, schedules, pass summaries; and how its loops stop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Sequence
+from datetime import datetime
+from types import FrameType
+
+from core import shutdown
+from core.clock import utc_text
+from core.domain import DispatchSummary, Schedule
+from dispatcher.loop import DispatchLoop
+
+logger = logging.getLogger(__name__)
+
+
+def fmt(moment: datetime | None) -> str:
+    return utc_text(moment, sep=" ")
+
+
+def schedule_dict(schedule: Schedule) -> dict[str, object]:
+    return {
+        "userId": schedule.user_id,
+        "enabled": schedule.enabled,
+        "intervalMinutes": schedule.interval_minutes,
+        "nextRunAt": fmt(schedule.next_run_at),
+        "lastRunAt": fmt(schedule.last_run_at),
+        "lastStatus": schedule.last_status,
+        "lastError": schedule.last_error,
+        "lockedUntil": fmt(schedule.locked_until),
+        "lockedBy": schedule.locked_by,
+    }
+
+
+def print_schedules(rows: Sequence[Schedule]) -> None:
+    print(f"{'userId':<24} {'enabled':<7} {'every':>6} {'nextRunAt':<24} {'lastRunAt':<24} {'lastStatus':<10} lockedBy")
+    for r in rows:
+        print(
+            f"{r.user_id:<24} {('yes' if r.enabled else 'no'):<7} {str(r.interval_minutes) + 'm':>6} "
+            f"{fmt(r.next_run_at):<24} {fmt(r.last_run_at):<24} {(r.last_status or '-'):<10} {r.locked_by or '-'}"
+        )
+
+
+def print_summary(summary: DispatchSummary, as_json: bool) -> None:
+    print(json.dumps(summary.as_dict()) if as_json else summary.line())
+
+
+def stop_on_signals(loop: DispatchLoop) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("signal %s: stopping after the current pass", signum)
+        loop.stop.set()
+
+    signal.signal(signal.SIGTERM, shutdown.noting(request_stop))
+    signal.signal(signal.SIGINT, shutdown.noting(request_stop))
