@@ -26,7 +26,7 @@ import base64
 import logging
 import pickle
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -110,9 +110,15 @@ def job_data(run: ClaimedRun) -> bytes:
     return zlib.compress(pickle.dumps((JOB_FUNCTION, None, job_args(run), {}), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-# The job-hash fields that differ from run to run, and how each is computed without building a
+# The job-hash fields that differ from run to run, computed by per_job_values() without building a
 # Job (the per-run cost). Every other field of a batch comes from RQ (RqEnqueuer.shared_fields).
-PER_JOB_FIELDS: dict[str, Callable[[ClaimedRun], object]] = {"data": job_data, "description": job_description}
+PER_JOB_FIELDS = ("data", "description")
+
+
+def per_job_values(run: ClaimedRun) -> tuple[bytes, str]:
+    """The values of PER_JOB_FIELDS for `run`, in that order."""
+    return job_data(run), job_description(run)
+
 
 # Two runs that differ in everything a run has: the start-up check builds both with RQ.
 _SAMPLE_RUNS = (
@@ -149,7 +155,7 @@ class RqEnqueuer:
 
     def batch_hash(self, run: ClaimedRun, shared: dict[str, bytes]) -> dict[str, bytes]:
         """What the script writes for `run` in a batch sharing `shared`."""
-        return {**shared, **{key: _as_stored(compute(run)) for key, compute in PER_JOB_FIELDS.items()}}
+        return {**shared, **{key: _as_stored(value) for key, value in zip(PER_JOB_FIELDS, per_job_values(run), strict=True)}}
 
     def batch_differs_from_rq(self) -> str | None:
         """Why the batched script would not write what RQ writes, or None if it would (no I/O).
@@ -193,10 +199,9 @@ class RqEnqueuer:
         argv: list[Any] = [self.job_key_prefix, len(PER_JOB_FIELDS), len(shared), *PER_JOB_FIELDS]
         for pair in shared.items():
             argv += pair
-        per_job = tuple(PER_JOB_FIELDS.values())
         for run in claimed:
             argv.append(job_id_for(run))
-            argv += (compute(run) for compute in per_job)
+            argv += per_job_values(run)
         return int(self._script(keys=[self.queue.key, self.queue.redis_queues_keys], args=argv))
 
     def _enqueue_many(self, claimed: Sequence[ClaimedRun]) -> int:
