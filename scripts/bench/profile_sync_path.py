@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import seeding  # noqa: E402
 from dispatcher.service import Mode  # noqa: E402
-from monitor_scheduler import repository as repo  # noqa: E402
 from monitor_scheduler.app import App  # noqa: E402
 from monitor_scheduler.settings import load_settings  # noqa: E402
 from schema.migrate import upgrade  # noqa: E402
@@ -37,10 +38,8 @@ def main() -> None:
         app = App.from_settings(settings)
         upgrade(app.engine)
         now = datetime.utcnow()
-        rows = [{"userId": f"u{i}", "enabled": True, "intervalMinutes": 5, "nextRunAt": now - timedelta(minutes=1),
-                 "attempt": 0, "createdAt": now, "updatedAt": now} for i in range(args.runs)]
         with app.engine.begin() as conn:
-            repo.insert_schedules(conn, rows)
+            seeding.add_schedules(conn, [f"u{i}" for i in range(args.runs)], due_at=now - timedelta(minutes=1))
         dispatcher = app.dispatcher(Mode.SYNC)
         profile = cProfile.Profile()
         started = time.perf_counter()

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+import seeding  # noqa: E402
 from sqlalchemy import delete, update  # noqa: E402
 
 from dispatcher.service import Mode  # noqa: E402
-from monitor_scheduler import repository as repo  # noqa: E402
 from monitor_scheduler.app import App  # noqa: E402
 from monitor_scheduler.clock import ProcessClock  # noqa: E402
 from schema.migrate import upgrade  # noqa: E402
@@ -47,14 +47,8 @@ def main() -> int:
     upgrade(app.engine)
     with app.engine.connect() as conn:
         base = ProcessClock().now(conn)
-    rows = [
-        {"userId": common.user_id(i), "enabled": True, "intervalMinutes": 5, "nextRunAt": base - timedelta(milliseconds=args.runs - i),
-         "attempt": 0, "createdAt": base, "updatedAt": base}
-        for i in range(args.runs)
-    ]
-    with app.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            repo.insert_schedules(conn, rows[start : start + 5000])
+    with app.engine.begin() as conn:  # due over the last `runs` ms, 1 ms apart
+        seeding.add_schedules(conn, [common.user_id(i) for i in range(args.runs)], due_at=base - timedelta(milliseconds=args.runs), spread_ms=1)
 
     rates, times = [], []
     for round_ in range(repeat):
