@@ -132,9 +132,12 @@ class RqEnqueuer:
         self.connection = connection
         self.queue = Queue(queue_name, connection=connection, default_timeout=job_timeout)
         self.job_timeout = job_timeout
-        self.job_key_prefix: str = self.queue.job_class.redis_job_namespace_prefix
         self._script = connection.register_script(_ENQUEUE_BATCH)
-        problem = self.batch_differs_from_rq()
+        try:
+            self.job_key_prefix: str = self.queue.job_class.redis_job_namespace_prefix
+            problem = self.batch_differs_from_rq()
+        except (AttributeError, TypeError, ValueError) as exc:  # an RQ release moved an API used here
+            self.job_key_prefix, problem = "", f"{type(exc).__name__}: {exc}"
         self.batched = problem is None
         if problem:
             logger.warning("this RQ version writes jobs differently (%s): enqueueing with Queue.enqueue_many (slower)", problem)

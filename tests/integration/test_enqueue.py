@@ -148,6 +148,12 @@ def test_a_field_rq_writes_per_job_falls_back_to_enqueue_many(redis_conn: Redis,
     assert "['echo_id'] differ" in caplog.text
 
 
+def test_an_rq_without_the_key_prefix_attribute_falls_back_to_enqueue_many(redis_conn: Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.delattr(Job, "redis_job_namespace_prefix")
+    assert not RqEnqueuer(redis_conn, QUEUE, 600).batched
+    assert "AttributeError" in caplog.text and "enqueue_many" in caplog.text
+
+
 def test_a_batch_lands_in_order_and_reports_the_depth(redis_conn: Redis) -> None:
     enqueuer = RqEnqueuer(redis_conn, QUEUE, 600)
     batch = runs(2500)  # more than one RPUSH chunk inside the script
