@@ -6,11 +6,18 @@ base64url-encoded (its alphabet is exactly that set).
 
 Why not `Queue.enqueue_many`: it builds a Job object and sends ~3 commands and ~40 arguments per
 job, which was 75% of a dispatch pass (docs/performance.md). A batch is written instead by one Lua
-script call: the same job hash RQ writes (3 arguments per job, the rest shared by the batch), one
-RPUSH, the queue registered in `rq:queues`, the depth returned, all atomic. The result is ordinary
-RQ jobs (`rq info`, `rq requeue`, RQ workers, rq-dashboard). Because this mirrors RQ's own hash
-layout, the enqueuer checks at start that RQ's `Job.to_dict()` still has exactly these fields, and
-falls back to `enqueue_many` (with a warning) if an RQ release changes them.
+script call: the job hashes, one RPUSH, the queue registered in RQ's set of queues, the depth
+returned, all atomic. The result is ordinary RQ jobs (`rq info`, `rq requeue`, RQ workers,
+rq-dashboard).
+
+Nothing of RQ's storage layout is written down here: the key names come from RQ's own API (the
+queue's `key`, the queue class's `redis_queues_keys`, the job class's key prefix, checked against
+`Job.key_for`), and the fields every job of a batch shares come from one `Job.to_dict()` of a job
+RQ builds for the batch's first run. Only the per-run fields (`PER_JOB_FIELDS`) are computed here;
+a check at start compares them, and the key layout, with what RQ builds, and falls back to
+`enqueue_many` (with a warning) if an RQ release makes them differ. tests/integration/
+test_enqueue.py compares the whole keyspace the two paths write, so any other change in what RQ
+writes fails CI.
 """
 
 from __future__ import annotations
@@ -20,15 +27,14 @@ import logging
 import pickle
 import zlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
-from rq.job import JobStatus
-from rq.utils import utcformat
+from rq.job import Job, JobStatus
 
 from core.clock import epoch_ms
 from core.exceptions import QueueUnavailable
@@ -38,31 +44,35 @@ logger = logging.getLogger(__name__)
 
 JOB_FUNCTION = "worker.jobs.run_user_monitor"
 JOB_ID_PREFIX = "um"
-# Fields RQ writes as empty strings for a plain job (no callbacks, not started, no group).
-EMPTY_JOB_FIELDS = (
-    "success_callback_name", "failure_callback_name", "stopped_callback_name",
-    "started_at", "ended_at", "last_heartbeat", "worker_name", "group_id",
-)
 # Fields that legitimately differ between two enqueues of the same run.
 TIME_FIELDS = ("created_at", "enqueued_at")
 
-# KEYS[1] = queue key. ARGV = n, n shared field/value pairs, then (job id, data, description) per job.
-# (Job keys are built in the script, so this is for a single Redis, not Redis Cluster, like RQ.)
+# KEYS[1] = the queue's key, KEYS[2] = RQ's set of queue keys. ARGV[1] = the job-key prefix,
+# ARGV[2] = k per-job field names, ARGV[3] = n shared field/value pairs, then the k names, the
+# n pairs, then per job its id and its k values. Job keys are built in the script (prefix .. id),
+# so this is for a single Redis, not Redis Cluster, like RQ.
 _ENQUEUE_BATCH = """
-local queue_key = KEYS[1]
-local shared_count = tonumber(ARGV[1])
-local shared = {}
-for i = 2, 1 + 2 * shared_count do shared[#shared + 1] = ARGV[i] end
+local queue_key, queues_key = KEYS[1], KEYS[2]
+local job_prefix = ARGV[1]
+local per_job = tonumber(ARGV[2])
+local shared_count = tonumber(ARGV[3])
+local fields = {}
+for j = 1, per_job do
+  fields[2 * j - 1] = ARGV[3 + j]
+  fields[2 * j] = ''
+end
+local first_shared = 4 + per_job
+for i = first_shared, first_shared + 2 * shared_count - 1 do fields[#fields + 1] = ARGV[i] end
 local ids = {}
-for i = 2 + 2 * shared_count, #ARGV, 3 do
-  local id = ARGV[i]
-  redis.call('HSET', 'rq:job:' .. id, 'data', ARGV[i + 1], 'description', ARGV[i + 2], unpack(shared))
-  ids[#ids + 1] = id
+for i = first_shared + 2 * shared_count, #ARGV, 1 + per_job do
+  for j = 1, per_job do fields[2 * j] = ARGV[i + j] end
+  redis.call('HSET', job_prefix .. ARGV[i], unpack(fields))
+  ids[#ids + 1] = ARGV[i]
 end
 for i = 1, #ids, 1000 do
   redis.call('RPUSH', queue_key, unpack(ids, i, math.min(i + 999, #ids)))
 end
-redis.call('SADD', 'rq:queues', queue_key)
+redis.call('SADD', queues_key, queue_key)
 return redis.call('LLEN', queue_key)
 """
 
@@ -100,40 +110,73 @@ def job_data(run: ClaimedRun) -> bytes:
     return zlib.compress(pickle.dumps((JOB_FUNCTION, None, job_args(run), {}), protocol=pickle.HIGHEST_PROTOCOL))
 
 
+# The job-hash fields that differ from run to run, computed by per_job_values() without building a
+# Job (the per-run cost). Every other field of a batch comes from RQ (RqEnqueuer.shared_fields).
+PER_JOB_FIELDS = ("data", "description")
+
+
+def per_job_values(run: ClaimedRun) -> tuple[bytes, str]:
+    """The values of PER_JOB_FIELDS for `run`, in that order."""
+    return job_data(run), job_description(run)
+
+
+# Two runs that differ in everything a run has: the start-up check builds both with RQ.
+_SAMPLE_RUNS = (
+    ClaimedRun("sample-a", datetime(2026, 1, 1), 1, "token-a", Trigger.SCHEDULE, datetime(2026, 1, 1)),
+    ClaimedRun("sample b ü/?", datetime(2027, 2, 3, 4, 5, 6, 789000), 3, "token-b", Trigger.MANUAL, datetime(2027, 2, 3)),
+)
+
+
 class RqEnqueuer:
     def __init__(self, connection: Redis, queue_name: str, job_timeout: int) -> None:
         self.connection = connection
         self.queue = Queue(queue_name, connection=connection, default_timeout=job_timeout)
         self.job_timeout = job_timeout
         self._script = connection.register_script(_ENQUEUE_BATCH)
-        self.batched = self.hash_matches_rq()
-        if not self.batched:
-            logger.warning("this RQ version writes jobs differently: enqueueing with Queue.enqueue_many (slower)")
+        try:
+            self.job_key_prefix: str = self.queue.job_class.redis_job_namespace_prefix
+            problem = self.batch_differs_from_rq()
+        except (AttributeError, TypeError, ValueError) as exc:  # an RQ release moved an API used here
+            self.job_key_prefix, problem = "", f"{type(exc).__name__}: {exc}"
+        self.batched = problem is None
+        if problem:
+            logger.warning("this RQ version writes jobs differently (%s): enqueueing with Queue.enqueue_many (slower)", problem)
 
-    def shared_fields(self, stamp: str) -> dict[str, str | int]:
-        """The job-hash fields every job of one batch shares."""
-        fields: dict[str, str | int] = dict.fromkeys(EMPTY_JOB_FIELDS, "")
-        fields.update(created_at=stamp, enqueued_at=stamp, origin=self.queue.name, timeout=self.job_timeout, status=JobStatus.QUEUED.value)
-        return fields
+    def rq_job(self, run: ClaimedRun) -> Job:
+        """The job RQ's enqueue would save for this run, built by RQ (no I/O)."""
+        job = self.queue.create_job(
+            JOB_FUNCTION, args=job_args(run), job_id=job_id_for(run), timeout=self.job_timeout,
+            description=job_description(run), status=JobStatus.QUEUED,
+        )
+        job.enqueued_at = job.created_at  # RQ stamps it when it enqueues
+        return job
 
-    def batch_hash(self, run: ClaimedRun, stamp: str) -> dict[str, object]:
-        return {"data": job_data(run), "description": job_description(run), **self.shared_fields(stamp)}
+    def shared_fields(self, run: ClaimedRun) -> dict[str, bytes]:
+        """The job-hash fields every job of a batch shares: RQ's own to_dict() of the job for the
+        batch's first run `run`, less the per-run fields, as they go on the wire."""
+        return {key: _as_stored(value) for key, value in self.rq_job(run).to_dict().items() if key not in PER_JOB_FIELDS}
 
-    def rq_hash(self, run: ClaimedRun) -> dict[str, object]:
-        """The hash RQ itself would write for this run (no I/O)."""
-        job = self.queue.create_job(JOB_FUNCTION, args=job_args(run), job_id=job_id_for(run), timeout=self.job_timeout, description=job_description(run))
-        job.origin = self.queue.name
-        job.enqueued_at = job.created_at
-        job._status = JobStatus.QUEUED
-        return job.to_dict()
+    def batch_hash(self, run: ClaimedRun, shared: dict[str, bytes]) -> dict[str, bytes]:
+        """What the script writes for `run` in a batch sharing `shared`."""
+        return {**shared, **{key: _as_stored(value) for key, value in zip(PER_JOB_FIELDS, per_job_values(run), strict=True)}}
 
-    def hash_matches_rq(self) -> bool:
-        sample = ClaimedRun("sample", datetime(2026, 1, 1), 1, "token", Trigger.SCHEDULE, datetime(2026, 1, 1))
-        ours = self.batch_hash(sample, "stamp")
-        theirs = self.rq_hash(sample)
+    def batch_differs_from_rq(self) -> str | None:
+        """Why the batched script would not write what RQ writes, or None if it would (no I/O).
+
+        The script builds job keys as prefix + id, and writes one run's shared fields for every
+        run of its batch: so RQ's `key_for` must be prefix + id, and a job written with another
+        run's shared fields must equal, field for field but the time stamps, the job RQ builds."""
+        for run in _SAMPLE_RUNS:
+            job_id = job_id_for(run)
+            if self.queue.job_class.key_for(job_id) != self.job_key_prefix + job_id:
+                return f"job key {self.queue.job_class.key_for(job_id)!r} is not prefix {self.job_key_prefix!r} + id"
+        first, other = _SAMPLE_RUNS
+        ours = self.batch_hash(other, self.shared_fields(first))
+        theirs = {key: _as_stored(value) for key, value in self.rq_job(other).to_dict().items()}
         if set(ours) != set(theirs):
-            return False
-        return all(_as_stored(ours[key]) == _as_stored(theirs[key]) for key in ours if key not in TIME_FIELDS)
+            return f"fields {sorted(set(ours) ^ set(theirs))} are not written by both"
+        differing = sorted(key for key in ours if key not in TIME_FIELDS and ours[key] != theirs[key])
+        return f"fields {differing} differ" if differing else None
 
     def depth(self) -> int:
         """Jobs waiting in the queue; also the fail-fast check that Redis answers."""
@@ -153,13 +196,16 @@ class RqEnqueuer:
             raise QueueUnavailable(f"Redis failed while enqueueing: {exc}") from exc
 
     def _enqueue_batched(self, claimed: Sequence[ClaimedRun]) -> int:
-        shared = self.shared_fields(utcformat(datetime.now(UTC)))
-        argv: list[Any] = [len(shared)]
-        for key, value in shared.items():
-            argv += (key, value)
+        if not claimed:
+            return int(self.connection.llen(self.queue.key))
+        shared = self.shared_fields(claimed[0])
+        argv: list[Any] = [self.job_key_prefix, len(PER_JOB_FIELDS), len(shared), *PER_JOB_FIELDS]
+        for pair in shared.items():
+            argv += pair
         for run in claimed:
-            argv += (job_id_for(run), job_data(run), job_description(run))
-        return int(self._script(keys=[self.queue.key], args=argv))
+            argv.append(job_id_for(run))
+            argv += per_job_values(run)
+        return int(self._script(keys=[self.queue.key, self.queue.redis_queues_keys], args=argv))
 
     def _enqueue_many(self, claimed: Sequence[ClaimedRun]) -> int:
         datas = [

@@ -14,18 +14,18 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from redis import Redis
 from sqlalchemy import Engine
 
-from core import domain, queries, writes
+from core import domain, queries
 from core.clock import FixedClock
 from core.db import create_db_engine
 from core.settings import Settings, load_settings
-from schema.migrate import upgrade
+from scripts.bench import seeding
 from tests import servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,21 +68,13 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
 def mysql_url(mariadb) -> Iterator[str]:
     """A fresh, migrated MariaDB database for one test."""
     name = f"t{os.getpid()}_{next(_db_names)}"
-    url = mariadb.create_database(name)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
+    yield seeding.new_mariadb_database(mariadb, name)
     mariadb.drop_database(name)
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'monitor.db'}"
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
+    return seeding.migrated(f"sqlite:///{tmp_path / 'monitor.db'}")
 
 
 @dataclass
@@ -93,7 +85,7 @@ class Backend:
     url: str
     engine: Engine
     clock: FixedClock
-    overrides: dict = field(default_factory=dict)
+    overrides: dict[str, object] = field(default_factory=dict)
 
     def settings(self, **overrides: object) -> Settings:
         values: dict[str, object] = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task"}
@@ -103,19 +95,9 @@ class Backend:
 
     def add_schedules(self, count: int, *, due_at: datetime | None = None, interval: int = 5, prefix: str = "user", spread_ms: int = 0, enabled: bool = True) -> list[str]:
         """Insert `count` schedules due at `due_at` (default: the clock's now), optionally spread."""
-        due_at = due_at or self.clock.moment
         ids = [f"{prefix}-{i:06d}" for i in range(count)]
-        rows = [
-            {
-                "userId": uid, "enabled": enabled, "intervalMinutes": interval,
-                "nextRunAt": due_at + timedelta(milliseconds=i * spread_ms), "attempt": 0,
-                "createdAt": due_at, "updatedAt": due_at,
-            }
-            for i, uid in enumerate(ids)
-        ]
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), 5000):
-                writes.insert_schedules(conn, rows[start : start + 5000])
+            seeding.add_schedules(conn, ids, due_at=due_at or self.clock.moment, interval=interval, spread_ms=spread_ms, enabled=enabled)
         return ids
 
     def schedule(self, user_id: str) -> domain.Schedule:

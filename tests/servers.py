@@ -178,6 +178,7 @@ class _ManagedProcess:
 
     external = False
     name = "server"
+    port: int
 
     def __init__(self, proc: subprocess.Popen, base_dir: Path, log_path: Path) -> None:
         self.proc = proc
@@ -481,9 +482,7 @@ def start_mariadb(
             f"tail of {install_log}:\n{_tail(install_log)}"
         )
 
-    last_error: ServerStartError | None = None
-    for attempt in range(1, _START_ATTEMPTS + 1):
-        port = _free_port()
+    def launch(port: int) -> MariaDBServer:
         socket_path, socket_dir = _short_socket_path(base_dir, "mariadb.sock")
         log_path = base_dir / f"mariadb-{port}.err"
         argv = [
@@ -500,21 +499,12 @@ def start_mariadb(
             *_MARIADB_SERVER_OPTS,
             *extra_args,
         ]
-        proc = _spawn(argv, log_path, base_dir)
-        server = MariaDBServer(proc, base_dir, log_path, port, socket_path, socket_dir)
-        try:
-            _wait_for_mariadb(server, timeout)
-        except ServerStartError as exc:
-            server.kill()
-            last_error = exc
-            if _port_clash(server) and attempt < _START_ATTEMPTS:
-                continue
-            raise
-        server.version = server._fetch_version()
-        server.startup_seconds = time.monotonic() - t0
-        return server
-    assert last_error is not None
-    raise last_error
+        return MariaDBServer(_spawn(argv, log_path, base_dir), base_dir, log_path, port, socket_path, socket_dir)
+
+    server = _start_on_a_free_port(launch, _mariadb_not_up_because, timeout, interval=0.1)
+    server.version = server._fetch_version()
+    server.startup_seconds = time.monotonic() - t0
+    return server
 
 
 def _port_clash(server: _ManagedProcess) -> bool:
@@ -522,50 +512,79 @@ def _port_clash(server: _ManagedProcess) -> bool:
     return "Address already in use" in text or "Do you already have another" in text
 
 
-def _wait_for_mariadb(server: MariaDBServer, timeout: float) -> None:
-    import pymysql
+Server = TypeVar("Server", bound=_ManagedProcess)
 
+
+def _start_on_a_free_port(
+    launch: Callable[[int], Server], not_up_because: Callable[[Server], str | None], timeout: float, interval: float
+) -> Server:
+    """``launch(port)`` on a free port and wait until the server is up; when another process took
+    that port between choosing and binding it, try another port (up to ``_START_ATTEMPTS``)."""
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        server = launch(_free_port())
+        try:
+            _wait_until_up(server, not_up_because, timeout, interval)
+        except ServerStartError:
+            server.kill()
+            if _port_clash(server) and attempt < _START_ATTEMPTS:
+                continue
+            raise
+        return server
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _wait_until_up(server: Server, not_up_because: Callable[[Server], str | None], timeout: float, interval: float) -> None:
+    """Poll ``not_up_because(server)`` (None once the server answers as itself, else why not)
+    every ``interval`` s; ServerStartError, with the log's tail, if the process exits or
+    ``timeout`` s pass."""
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    why = "not asked yet"
     while time.monotonic() < deadline:
         code = server.proc.poll()
         if code is not None:
             raise ServerStartError(
-                f"mariadbd exited with code {code} during start-up; "
+                f"{server.name} exited with code {code} during start-up; "
                 f"tail of {server.log_path}:\n{server.log_tail()}"
             )
-        try:
-            # read_timeout too: something else listening on a stolen port may
-            # accept the TCP connection and never send a MySQL greeting.
-            conn = pymysql.connect(
-                host=server.host,
-                port=server.port,
-                user="root",
-                password="",
-                connect_timeout=2,
-                read_timeout=2,
-                write_timeout=2,
-            )
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT @@pid_file")
-                    pid_file = cur.fetchone()[0]
-            finally:
-                conn.close()
-        except (pymysql.err.MySQLError, OSError) as exc:
-            last_exc = exc
-            time.sleep(0.1)
-            continue
-        if Path(pid_file) == server.pid_file:
+        reason = not_up_because(server)
+        if reason is None:
             return
-        # Someone else's MariaDB took the port first; ours will exit with a
-        # bind error, which the caller recognises and retries on another port.
-        last_exc = ServerStartError(f"port {server.port} answered by a server using {pid_file}")
-        time.sleep(0.1)
+        why = reason
+        time.sleep(interval)
     raise ServerStartError(
-        f"mariadbd did not accept connections on 127.0.0.1:{server.port} within "
-        f"{timeout:.0f} s (last error: {last_exc}); tail of {server.log_path}:\n{server.log_tail()}"
+        f"{server.name} did not answer on 127.0.0.1:{server.port} within {timeout:.0f} s "
+        f"(last error: {why}); tail of {server.log_path}:\n{server.log_tail()}"
     )
+
+
+def _mariadb_not_up_because(server: MariaDBServer) -> str | None:
+    import pymysql
+
+    try:
+        # read_timeout too: something else listening on a stolen port may
+        # accept the TCP connection and never send a MySQL greeting.
+        conn = pymysql.connect(
+            host=server.host,
+            port=server.port,
+            user="root",
+            password="",
+            connect_timeout=2,
+            read_timeout=2,
+            write_timeout=2,
+        )
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@pid_file")
+                pid_file = cur.fetchone()[0]
+        finally:
+            conn.close()
+    except (pymysql.err.MySQLError, OSError) as exc:
+        return str(exc)
+    if Path(pid_file) == server.pid_file:
+        return None
+    # Someone else's MariaDB took the port first; ours will exit with a
+    # bind error, which the caller recognises and retries on another port.
+    return f"port {server.port} answered by a server using {pid_file}"
 
 
 class ExternalMariaDB(_MariaDBClientMixin):
@@ -711,9 +730,7 @@ def start_redis(
     base_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
-    last_error: ServerStartError | None = None
-    for attempt in range(1, _START_ATTEMPTS + 1):
-        port = _free_port()
+    def launch(port: int) -> RedisServer:
         log_path = base_dir / f"redis-{port}.log"
         conf = base_dir / f"redis-{port}.conf"
         # A config file rather than argv: `save ""` survives quoting this way.
@@ -737,60 +754,33 @@ def start_redis(
                 ]
             )
         )
-        proc = _spawn([binary, str(conf)], log_path, base_dir)
-        server = RedisServer(proc, base_dir, log_path, port)
-        try:
-            _wait_for_redis(server, timeout)
-        except ServerStartError as exc:
-            server.kill()
-            last_error = exc
-            if _port_clash(server) and attempt < _START_ATTEMPTS:
-                continue
-            raise
-        client = server.client()
-        try:
-            server.version = str(client.info("server").get("redis_version", ""))
-        finally:
-            client.close()
-        server.startup_seconds = time.monotonic() - t0
-        return server
-    assert last_error is not None
-    raise last_error
+        return RedisServer(_spawn([binary, str(conf)], log_path, base_dir), base_dir, log_path, port)
+
+    server = _start_on_a_free_port(launch, _redis_not_up_because, timeout, interval=0.05)
+    client = server.client()
+    try:
+        server.version = str(client.info("server").get("redis_version", ""))
+    finally:
+        client.close()
+    server.startup_seconds = time.monotonic() - t0
+    return server
 
 
-def _wait_for_redis(server: RedisServer, timeout: float) -> None:
+def _redis_not_up_because(server: RedisServer) -> str | None:
     import redis
 
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        code = server.proc.poll()
-        if code is not None:
-            raise ServerStartError(
-                f"redis-server exited with code {code} during start-up; "
-                f"tail of {server.log_path}:\n{server.log_tail()}"
-            )
-        client = redis.Redis(
-            host=server.host, port=server.port, socket_connect_timeout=1, socket_timeout=2
-        )
-        try:
-            info = client.info("server")
-            if int(info.get("process_id", -1)) == server.proc.pid:
-                return
-            # another Redis took the port first; ours will exit with a bind error
-            last_exc = ServerStartError(
-                f"port {server.port} answered by redis pid {info.get('process_id')}"
-            )
-        except (redis.exceptions.RedisError, OSError) as exc:
-            # ConnectionError / TimeoutError until it listens, BusyLoadingError while loading
-            last_exc = exc
-        finally:
-            client.close()
-        time.sleep(0.05)
-    raise ServerStartError(
-        f"redis-server did not answer PING on 127.0.0.1:{server.port} within {timeout:.0f} s "
-        f"(last error: {last_exc}); tail of {server.log_path}:\n{server.log_tail()}"
-    )
+    client = redis.Redis(host=server.host, port=server.port, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        process_id = int(client.info("server").get("process_id", -1))
+    except (redis.exceptions.RedisError, OSError) as exc:
+        # ConnectionError / TimeoutError until it listens, BusyLoadingError while loading
+        return str(exc)
+    finally:
+        client.close()
+    if process_id == server.proc.pid:
+        return None
+    # another Redis took the port first; ours will exit with a bind error
+    return f"port {server.port} answered by redis pid {process_id}"
 
 
 class ExternalRedis(_RedisClientMixin):

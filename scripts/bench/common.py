@@ -4,8 +4,9 @@ directory and the repository root on sys.path itself).
 - servers(): the throwaway MariaDB + Redis from tests/servers.py, or TEST_MYSQL_URL / TEST_REDIS_URL.
   A throwaway MariaDB gets a 1 GiB buffer pool (the test default of 64 MiB cannot hold a 1M-row
   table and its indexes; every figure in docs/performance.md was measured with it).
-- seed_schedules(): N schedules, D of them due, written by the server itself with
-  INSERT ... SELECT from MariaDB's sequence engine (1M rows in seconds).
+- seed_schedules(): N schedules, D of them due (or due as an SQL expression says), written by the
+  server itself with INSERT ... SELECT from MariaDB's sequence engine (1M rows in seconds).
+- new_database(): a fresh migrated MariaDB database (seeding.py, shared with the tests, does it).
 - reset_claimed(): puts claimed rows back exactly as seeded, so a pass can be repeated.
 - emit(): the plain figure lines, then one final JSON line (what the smoke test parses).
 """
@@ -29,6 +30,7 @@ REPO_ROOT = BENCH_DIR.parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import seeding  # noqa: E402
 from tests import servers as test_servers  # noqa: E402
 
 PYTHON = sys.executable
@@ -151,15 +153,7 @@ def flush_redis(url: str) -> None:
 
 def new_database(mariadb, prefix: str) -> str:
     """A fresh, migrated database; returns its URL."""
-    from core.db import create_db_engine
-    from schema.migrate import upgrade
-
-    name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    url = mariadb.create_database(name)
-    engine = create_db_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
+    return seeding.new_mariadb_database(mariadb, f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}")
 
 
 def sqlalchemy_engine(url: str):
@@ -205,52 +199,54 @@ def _due_expr(total: int, due: int) -> tuple[str, str]:
     return is_due, next_run
 
 
-def seed_schedules(mariadb, url: str, *, total: int, due: int, base: datetime, interval: int = 5, chunk: int = 200_000) -> float:
-    """Insert `total` schedules, `due` of them due at `base`; returns the seconds it took."""
-    database = url.rsplit("/", 1)[1].split("?")[0]
-    _, next_run = _due_expr(total, due)
-    t0 = time.perf_counter()
-    conn = mariadb.connect(database=database, autocommit=False)
+@contextlib.contextmanager
+def _cursor_at(mariadb, url: str, base: datetime):
+    """(connection, cursor) on `url`'s database, in UTC, with @base = `base`; not autocommitting."""
+    conn = mariadb.connect(database=url.rsplit("/", 1)[1].split("?")[0], autocommit=False)
     try:
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
             cur.execute("SET @base = %s", (base,))
-            cur.execute("SET unique_checks = 0")
-            for start in range(1, total + 1, chunk):
-                end = min(total, start + chunk - 1)
-                cur.execute(
-                    "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
-                    f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, {interval}, {next_run}, 0, @base, @base "
-                    f"FROM seq_{start}_to_{end}"
-                )
-                conn.commit()
-            cur.execute("ANALYZE TABLE UserMonitorSchedule")
-            cur.fetchall()
+            yield conn, cur
     finally:
         conn.close()
+
+
+def seed_schedules(
+    mariadb, url: str, *, total: int, due: int = 0, base: datetime, interval: int = 5, chunk: int = 200_000, next_run: str | None = None
+) -> float:
+    """Insert `total` schedules `user-0000001`..., `due` of them due at `base` (or each with the
+    nextRunAt that the SQL `next_run` gives over `seq` and `@base`); returns the seconds it took."""
+    next_run = next_run or _due_expr(total, due)[1]
+    t0 = time.perf_counter()
+    with _cursor_at(mariadb, url, base) as (conn, cur):
+        cur.execute("SET unique_checks = 0")
+        for start in range(1, total + 1, chunk):
+            end = min(total, start + chunk - 1)
+            cur.execute(
+                "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
+                f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, {interval}, {next_run}, 0, @base, @base "
+                f"FROM seq_{start}_to_{end}"
+            )
+            conn.commit()
+        cur.execute("ANALYZE TABLE UserMonitorSchedule")
+        cur.fetchall()
     return time.perf_counter() - t0
 
 
 def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) -> float:
     """Undo a pass: every leased row gets back its seeded nextRunAt and no lease."""
-    database = url.rsplit("/", 1)[1].split("?")[0]
     _, next_run = _due_expr(total, due)
     next_run = next_run.replace("seq", "CAST(SUBSTRING(userId, 6) AS UNSIGNED)")
     t0 = time.perf_counter()
-    conn = mariadb.connect(database=database, autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SET @base = %s", (base,))
-            cur.execute(
-                f"UPDATE UserMonitorSchedule SET nextRunAt = {next_run}, lockedBy = NULL, lockedUntil = NULL, "
-                "runSlot = NULL, attempt = 0, lastRunAt = NULL, lastStatus = NULL, lastError = NULL "
-                "WHERE lockedUntil IS NOT NULL OR lastRunAt IS NOT NULL"
-            )
-            cur.execute("DELETE FROM UserMonitorRun")
+    with _cursor_at(mariadb, url, base) as (conn, cur):
+        cur.execute(
+            f"UPDATE UserMonitorSchedule SET nextRunAt = {next_run}, lockedBy = NULL, lockedUntil = NULL, "
+            "runSlot = NULL, attempt = 0, lastRunAt = NULL, lastStatus = NULL, lastError = NULL "
+            "WHERE lockedUntil IS NOT NULL OR lastRunAt IS NOT NULL"
+        )
+        cur.execute("DELETE FROM UserMonitorRun")
         conn.commit()
-    finally:
-        conn.close()
     return time.perf_counter() - t0
 
 

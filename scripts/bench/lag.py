@@ -50,16 +50,10 @@ def main() -> int:
         first_slot = common.db_now(engine) + timedelta(seconds=lead_s)
         engine.dispose()
         # slots spread evenly over the minute: user i first runs at first_slot + i * 60 s / USERS
-        conn = srv.mariadb.connect(database=database, autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SET @base = %s", (first_slot,))
-            cur.execute(
-                "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
-                f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, 1, @base + INTERVAL ((seq - 1) * 60000000 DIV {args.users}) MICROSECOND, 0, @base, @base "
-                f"FROM seq_1_to_{args.users}"
-            )
-        conn.close()
+        common.seed_schedules(
+            srv.mariadb, url, total=args.users, base=first_slot, interval=1,
+            next_run=f"@base + INTERVAL ((seq - 1) * 60000000 DIV {args.users}) MICROSECOND",
+        )
         common.flush_redis(srv.redis_url)
 
         env = common.child_env(

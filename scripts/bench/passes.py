@@ -143,4 +143,4 @@ def reference(engine, redis_conn: Redis, now: datetime, *, chunk: int, lease_ms:
 
 
 def queue_length(redis_conn: Redis, queue_name: str) -> int:
-    return int(redis_conn.llen(f"rq:queue:{queue_name}"))
+    return Queue(queue_name, connection=redis_conn).count

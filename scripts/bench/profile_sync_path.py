@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import seeding  # noqa: E402
 from dispatcher.service import Mode  # noqa: E402
 from monitor_scheduler.wiring import App  # noqa: E402
-from core import writes  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from schema.migrate import upgrade  # noqa: E402
 
@@ -37,15 +38,13 @@ def main() -> None:
         app = App.from_settings(settings)
         upgrade(app.engine)
         now = datetime.utcnow()
-        rows = [{"userId": f"u{i}", "enabled": True, "intervalMinutes": 5, "nextRunAt": now - timedelta(minutes=1),
-                 "attempt": 0, "createdAt": now, "updatedAt": now} for i in range(args.runs)]
         with app.engine.begin() as conn:
-            writes.insert_schedules(conn, rows)
+            seeding.add_schedules(conn, [f"u{i}" for i in range(args.runs)], due_at=now - timedelta(minutes=1))
         dispatcher = app.dispatcher(Mode.SYNC)
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()
-        summary = dispatcher.tick()
+        summary = dispatcher.tick(Mode.SYNC)
         profile.disable()
         elapsed = time.perf_counter() - started
         print(f"runs: {summary.ran}, runs/s under cProfile: {summary.ran / elapsed:.0f}")

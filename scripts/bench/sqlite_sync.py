@@ -2,7 +2,7 @@
 """Benchmark 6: sync mode on SQLite, no-op runs per second through the full record/reschedule path.
 
 RUNS schedules due in a SQLite file (WAL, as the project configures it); one sync-mode pass
-(`Dispatcher.tick()`, wired by App like the CLI) runs them all in-process with
+(`Dispatcher.tick(Mode.SYNC)`, wired by App like the CLI) runs them all in-process with
 worker.tasks:noop_task: claim, lease check, heartbeat thread, fenced finish, history row.
 runs/s = runs / pass time; median of REPEAT passes on the same file reset between passes.
 Target >= 500 runs/s.
@@ -21,11 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+import seeding  # noqa: E402
 from sqlalchemy import delete, update  # noqa: E402
 
 from dispatcher.service import Mode  # noqa: E402
 from monitor_scheduler.wiring import App  # noqa: E402
-from core import writes  # noqa: E402
 from core.clock import ProcessClock  # noqa: E402
 from schema.migrate import upgrade  # noqa: E402
 from schema.models import runs, schedules  # noqa: E402
@@ -47,14 +47,8 @@ def main() -> int:
     upgrade(app.engine)
     with app.engine.connect() as conn:
         base = ProcessClock().now(conn)
-    rows = [
-        {"userId": common.user_id(i), "enabled": True, "intervalMinutes": 5, "nextRunAt": base - timedelta(milliseconds=args.runs - i),
-         "attempt": 0, "createdAt": base, "updatedAt": base}
-        for i in range(args.runs)
-    ]
-    with app.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            writes.insert_schedules(conn, rows[start : start + 5000])
+    with app.engine.begin() as conn:  # due over the last `runs` ms, 1 ms apart
+        seeding.add_schedules(conn, [common.user_id(i) for i in range(args.runs)], due_at=base - timedelta(milliseconds=args.runs), spread_ms=1)
 
     rates, times = [], []
     for round_ in range(repeat):
@@ -66,7 +60,7 @@ def main() -> int:
                     nextRunAt=base - timedelta(seconds=1),
                 )
             )
-        summary = app.dispatcher(Mode.SYNC).tick()
+        summary = app.dispatcher(Mode.SYNC).tick(Mode.SYNC)
         assert summary.ran == args.runs and summary.succeeded == args.runs, summary
         with app.engine.connect() as conn:
             recorded = conn.exec_driver_sql("SELECT COUNT(*) FROM UserMonitorRun WHERE status = 'succeeded'").scalar_one()

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
+from rq.job import Job  # noqa: E402
 
 from dispatcher.service import Dispatcher  # noqa: E402
 from core.clock import DatabaseClock  # noqa: E402
@@ -67,7 +68,8 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="worker.tasks:noop_task",
         LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000",
     )
-    finished_key, failed_key = f"rq:finished:{common.QUEUE}", f"rq:failed:{common.QUEUE}"
+    queue = Queue(common.QUEUE, connection=redis_conn)
+    finished_key, failed_key = queue.finished_job_registry.key, queue.failed_job_registry.key
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class],
@@ -100,7 +102,7 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
     ids = [m.decode() for m in redis_conn.zrange(finished_key, 0, -1)]
     with redis_conn.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at")
+            pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
         stamps = pipe.execute()
     starts = [parse_rq_time(s) for s, _ in stamps]
     ends = [parse_rq_time(e) for _, e in stamps]

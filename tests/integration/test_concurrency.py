@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq import Queue
 
 from core import domain, queries
 from tests import servers
@@ -123,7 +124,7 @@ def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: 
         env = cli_env(DATABASE_URL=mysql_now_backend.url, REDIS_URL=redis_server.url, DISPATCH_CHUNK_SIZE="100")
         dispatcher = cli("dispatch", "--mode", "queue", "--json", env=env)
         probe = Redis.from_url(redis_server.url)
-        wait_for(lambda: probe.llen(f"rq:queue:{QUEUE}") > 0, 60, "the first batch", 0.005)
+        wait_for(lambda: Queue(QUEUE, connection=probe).count > 0, 60, "the first batch", 0.005)
         redis_server.kill()
         out, err = dispatcher.communicate(timeout=120)
     finally:

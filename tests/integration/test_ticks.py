@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq.job import Job
 
 from dispatcher import tick
 from tests.conftest import PYTHON, REPO_ROOT, Backend, cli_env
@@ -50,12 +51,14 @@ def rqscheduler_cmd() -> list[str]:
 
 
 def test_all_three_ticks_at_once_still_run_each_user_once(mysql_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
+    from rq_scheduler import Scheduler
+
     mysql_backend.clock.moment = real_now(mysql_backend)
     users = mysql_backend.add_schedules(300, interval=60)
     env = cli_env(DATABASE_URL=mysql_backend.url, REDIS_URL=redis_url, MONITOR_TASK="tests.tasks:recording_task",
                   MONITOR_TEST_DIR=str(tmp_path), DISPATCH_CHUNK_SIZE="20", CRON_LOG_LEVEL="WARNING")
     tick.install(redis_conn, QUEUE)
-    redis_conn.zadd("rq:scheduler:scheduled_jobs", {tick.TICK_JOB_ID: 0})  # make the tick due now
+    redis_conn.zadd(Scheduler.scheduled_jobs_key, {tick.TICK_JOB_ID: 0})  # make the tick due now
 
     def background(*cmd: str) -> subprocess.Popen:
         # Output to a file, not a pipe nobody reads: a chatty worker would block on a full pipe.
@@ -76,7 +79,7 @@ def test_all_three_ticks_at_once_still_run_each_user_once(mysql_backend: Backend
             subprocess.run([str(REPO_ROOT / "scripts" / "cron-dispatch"), "--mode", "queue"], env=cron_env, timeout=60, capture_output=True)
         log = tmp_path / "runs.log"
         wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 300, 90, "every user to run")
-        wait_for(lambda: redis_conn.hget(f"rq:job:{tick.TICK_JOB_ID}", "status") in (b"finished", None) and redis_conn.exists(f"rq:job:{tick.TICK_JOB_ID}"), 30, "the tick job to have run")
+        wait_for(lambda: redis_conn.hget(Job.key_for(tick.TICK_JOB_ID), "status") in (b"finished", None) and redis_conn.exists(Job.key_for(tick.TICK_JOB_ID)), 30, "the tick job to have run")
         time.sleep(2)  # let any duplicate show itself
     finally:
         for process in processes:
@@ -90,4 +93,4 @@ def test_all_three_ticks_at_once_still_run_each_user_once(mysql_backend: Backend
     runs = Counter(line.split()[0] for line in (tmp_path / "runs.log").read_text().splitlines())
     assert set(runs) == set(users)
     assert max(runs.values()) == 1, "a user ran twice for one slot"
-    assert redis_conn.hget(f"rq:job:{tick.TICK_JOB_ID}", "status") == b"finished", "rq-scheduler's pass ran"
+    assert redis_conn.hget(Job.key_for(tick.TICK_JOB_ID), "status") == b"finished", "rq-scheduler's pass ran"

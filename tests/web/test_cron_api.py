@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from redis import Redis
+from rq import Queue
 
 from core import domain, lease, queries
 from tests.web.conftest import WebHarness, make_harness
@@ -122,7 +123,7 @@ def test_no_body_or_empty_object_is_one_queue_pass(queue_web: WebHarness, redis_
     assert response.status_code == 200
     summary = response.json()
     assert (summary["mode"], summary["claimed"], summary["enqueued"], summary["released"]) == ("queue", 4, 4, 0)
-    assert redis_conn.llen(f"rq:queue:{queue_web.app.settings.QUEUE_NAME}") == 4
+    assert Queue(queue_web.app.settings.QUEUE_NAME, connection=redis_conn).count == 4
     assert sorted(leased(queue_web)) == users
 
 
@@ -154,7 +155,7 @@ def test_user_id_is_queued_when_redis_is_configured(queue_web: WebHarness, redis
     [user] = queue_web.backend.add_schedules(1, due_at=queue_web.backend.clock.moment + timedelta(hours=1))
     body = queue_web.cron({"userId": user}).json()
     assert (body["mode"], body["enqueued"]) == ("queue", 1)
-    assert redis_conn.llen(f"rq:queue:{queue_web.app.settings.QUEUE_NAME}") == 1
+    assert Queue(queue_web.app.settings.QUEUE_NAME, connection=redis_conn).count == 1
     # ...and while that queued run holds the lease, a second one is refused.
     assert queue_web.cron({"userId": user}).status_code == 409
 

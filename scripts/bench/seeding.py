@@ -1,0 +1,59 @@
+"""Test data for the test suite and the benchmarks: migrated databases and schedule rows.
+
+One home for both, so a schema change is made once: the benchmarks import it as `seeding` (their
+directory is on sys.path), the tests as `scripts.bench.seeding`. It writes through the project's
+own migrations and `repository.insert_schedules`, never its own SQL. (Bulk seeding of a million rows
+on MariaDB stays in common.py: that is the server's INSERT ... SELECT, not rows from Python.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from core import writes
+from core.db import create_db_engine
+from schema.migrate import upgrade
+
+INSERT_CHUNK = 5_000  # rows per INSERT statement
+
+
+def migrated(url: str) -> str:
+    """Apply the migrations to the (empty) database at `url`; returns `url`."""
+    engine = create_db_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+class DatabaseServer(Protocol):
+    """What this needs of a tests/servers.py MariaDB handle."""
+
+    def create_database(self, name: str) -> str: ...
+
+
+def new_mariadb_database(mariadb: DatabaseServer, name: str) -> str:
+    """Create database `name` on a MariaDB server handle and migrate it; returns its URL."""
+    return migrated(mariadb.create_database(name))
+
+
+def add_schedules(
+    conn: Connection, user_ids: Sequence[str], *, due_at: datetime, interval: int = 5, spread_ms: int = 0, enabled: bool = True
+) -> None:
+    """Insert one schedule per user id on the SQLAlchemy connection `conn` (its transaction): the
+    i-th is due at `due_at` + i * `spread_ms` milliseconds, all created at `due_at`."""
+    rows = [
+        {
+            "userId": user_id, "enabled": enabled, "intervalMinutes": interval,
+            "nextRunAt": due_at + timedelta(milliseconds=i * spread_ms), "attempt": 0,
+            "createdAt": due_at, "updatedAt": due_at,
+        }
+        for i, user_id in enumerate(user_ids)
+    ]
+    for start in range(0, len(rows), INSERT_CHUNK):
+        writes.insert_schedules(conn, rows[start : start + INSERT_CHUNK])
