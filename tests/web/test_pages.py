@@ -159,3 +159,17 @@ def test_logout(web: WebHarness) -> None:
     client = web.browser_client("alice")
     assert client.post("/logout", data={"csrf_token": web.csrf(client)}).status_code == 200
     assert client.get("/settings").status_code == 401
+
+
+@pytest.mark.parametrize("path, data", [
+    ("/admin/schedules/update", {"user_id": "user-000000", "enabled": "0"}),
+    ("/admin/schedules/run", {"user_id": "user-000000"}),
+])
+def test_an_admin_form_with_a_bad_filter_is_refused_before_anything_happens(web: WebHarness, path: str, data: dict[str, str]) -> None:
+    [user] = web.backend.add_schedules(1)
+    before = web.backend.schedule(user)
+    admin = web.browser_client("root", admin=True)
+    response = admin.post(path, data={"csrf_token": web.csrf(admin, "/admin"), **data, "filter": "nonsense"})
+    assert response.status_code == 422 and "unknown filter" in response.text
+    assert web.backend.schedule(user) == before
+    assert web.backend.runs(user) == []

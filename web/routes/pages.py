@@ -216,8 +216,7 @@ def admin_page(
     )
 
 
-def _back(filter: str | None, q: str | None, page: int) -> RedirectResponse:
-    which = _parse_filter(filter)  # only known filters go into the redirect
+def _back(which: ScheduleFilter | None, q: str | None, page: int) -> RedirectResponse:
     return see_other(_admin_url(which.value if which else None, q, page))
 
 
@@ -231,6 +230,7 @@ def admin_update(
     q: Annotated[str | None, Form(max_length=64)] = None,
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
+    which = _parse_filter(filter)  # every input is checked before anything is changed
     try:
         services.update_schedule(
             web, user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
@@ -238,7 +238,7 @@ def admin_update(
         flash(request, "ok", f"Saved {user_id}.")
     except MonitorSchedulerError as exc:
         flash(request, "error", f"{user_id}: {exc}")
-    return _back(filter, q, page)
+    return _back(which, q, page)
 
 
 @router.post("/admin/schedules/run", dependencies=[FormCsrf])
@@ -249,8 +249,9 @@ def admin_run(
     q: Annotated[str | None, Form(max_length=64)] = None,
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
+    which = _parse_filter(filter)  # every input is checked before the run starts
     _run_and_flash(request, web, user_id)
-    return _back(filter, q, page)
+    return _back(which, q, page)
 
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])
