@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 
 from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import (
@@ -31,6 +31,7 @@ from monitor_scheduler.exceptions import (
 )
 from web.auth import derived_key
 from web.deps import MalformedBody
+from web.middleware.head import HeadAsGet
 from web.routes import admin, cron, health, me, pages
 from web.routes.pages import templates
 from web.state import WebState
@@ -91,6 +92,7 @@ def create_app(app: App, *, dev: bool = False) -> FastAPI:
         https_only=app.settings.WEB_BASE_URL.startswith("https://"),
     )
     api.middleware("http")(_security_headers)
+    api.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for module in (health, cron, me, admin, pages):
         api.include_router(module.router)
@@ -144,14 +146,24 @@ def _validation_message(errors: list[dict[str, object]]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path: Starlette names only the first route's."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE and getattr(route, "methods", None):
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+_ROUTABLE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request, fallback: str | None) -> str:
+    """Every method some route serves at this path, HEAD wherever GET is (web.middleware.head).
+
+    Asks each route whether it would take the path with each method, which works whatever the
+    router nests (FastAPI wraps included routers, whose entries carry no `methods`). Under a
+    mount (static files) the mounted app's own Allow header is kept.
+    """
+    probe = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", ""),
+             "headers": [], "query_string": b""}
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = [method for method in _ROUTABLE_METHODS
+               if any(route.matches({**probe, "method": method})[0] is Match.FULL for route in routes)]
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
+    return ", ".join(allowed) if allowed else (fallback or "")
 
 
 def _install_error_handlers(api: FastAPI) -> None:
@@ -177,7 +189,7 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+            headers = {**(headers or {}), "Allow": _allowed_methods(request, (headers or {}).get("Allow"))}
         return _error(request, exc.status_code, str(exc.detail), headers=headers)
 
     @api.exception_handler(SQLAlchemyError)

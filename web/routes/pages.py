@@ -34,6 +34,7 @@ from web.deps import (
     session_csrf,
     session_principal,
 )
+from web.middleware.head import is_head
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,9 @@ def home(request: Request) -> Response:
 
 @router.get("/login")
 def login(request: Request, web: Web, token: Annotated[str, Query(max_length=4096)] = "") -> Response:
+    if is_head(request.scope):
+        # A mail client's link scanner probing with HEAD must not use up the one-time link.
+        return render(request, "signed_out.html", message="Open this link in a browser to sign in.")
     try:
         principal = consume_sign_in_token(web.token_key, token, web.used_token_ids)
     except AuthError as exc:
