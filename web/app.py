@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import (
@@ -31,6 +32,7 @@ from monitor_scheduler.exceptions import (
 )
 from web.auth import derived_key
 from web.deps import MalformedBody
+from web.middleware.body_limit import BodySizeLimit
 from web.middleware.head import HeadAsGet
 from web.routes import admin, cron, health, me, pages
 from web.routes.pages import templates
@@ -56,7 +58,8 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     (LeaseHeld, 409),
     (QueueUnavailable, 503),
 )
-_PAGE_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 422: "Invalid input", 503: "Unavailable"}
+_PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 413: "Too large",
+                422: "Invalid input", 503: "Unavailable"}
 
 
 def resolve_secret(app: App, dev: bool) -> str:
@@ -83,6 +86,8 @@ def create_app(app: App, *, dev: bool = False) -> FastAPI:
         "the cron trigger and health checks. Authenticate with `Authorization: Bearer <JWT>` (docs/web.md).",
     )
     api.state.web = web
+    # Innermost, so that its own refusals still get the session and security headers.
+    api.add_middleware(BodySizeLimit, refuse=_refusal)
     api.add_middleware(
         SessionMiddleware,
         secret_key=web.session_key,
@@ -131,6 +136,11 @@ def _error(request: Request, status_code: int, message: str, *, errors: list | N
     context = {"title": _PAGE_TITLES.get(status_code, "Error"), "message": message, "status_code": status_code,
                "user": None, "csrf_token": "", "flash": None}
     return templates.TemplateResponse(request, "error.html", context, status_code=status_code, headers=headers)
+
+
+def _refusal(scope: Scope, status_code: int, message: str) -> Response:
+    """An answer given by middleware before the app runs, in the same shape as the handlers'."""
+    return _error(Request(scope), status_code, message)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, object]]:

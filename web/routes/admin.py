@@ -99,7 +99,7 @@ def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminSche
 
 
 @router.patch(
-    "/schedules/{user_id:path}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 422),
+    "/schedules/{user_id:path}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 413, 422),
     openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule",
 )
 def update_schedule(

@@ -37,7 +37,7 @@ def check_cron_secret(web: Web, given: Annotated[str | None, Depends(cron_secret
     "/api/cron/one-click-start",
     summary="Run one dispatch pass, or one user now",
     response_model=SummaryOut,
-    responses=error_responses(400, 401, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
     openapi_extra=body_doc(CronRequest),
 )
 def one_click_start(
