@@ -217,7 +217,8 @@ class Dispatcher:
         if claimed is None:
             if existing is None:
                 raise UnknownUser(f"no schedule for user {user_id!r}")
-            raise LeaseHeld(f"user {user_id!r} is running (lease held by {existing.locked_by} until {existing.locked_until:%Y-%m-%d %H:%M:%S}Z)")
+            raise LeaseHeld(f"user {user_id!r} is running (lease held by {existing.locked_by} until {existing.locked_until:%Y-%m-%d %H:%M:%S}Z)",
+                            until=existing.locked_until)
         summary = DispatchSummary(mode=mode.value, now=now.isoformat(timespec="milliseconds") + "Z", claimed=1)
         try:
             if mode is Mode.QUEUE:

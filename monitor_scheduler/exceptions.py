@@ -6,6 +6,8 @@ web layers can turn them into one clear line and an exit code instead of a trace
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class MonitorSchedulerError(Exception):
     """Base class for the project's own errors; `exit_code` is what the CLI exits with."""
@@ -35,6 +37,10 @@ class LeaseHeld(MonitorSchedulerError):
     """A run of this user holds a live lease, so another run may not start now."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, until: datetime | None = None) -> None:
+        super().__init__(message)
+        self.until = until  # when the lease ends (naive UTC): what may be shown to the user
 
 
 class QueueUnavailable(MonitorSchedulerError):

@@ -32,6 +32,7 @@ from monitor_scheduler.exceptions import (
 )
 from web.auth import derived_key
 from web.deps import MalformedBody
+from web.errors import is_operator, lease_held_text
 from web.middleware.body_limit import BodySizeLimit
 from web.middleware.head import HeadAsGet
 from web.routes import admin, cron, health, me, pages
@@ -182,7 +183,10 @@ def _install_error_handlers(api: FastAPI) -> None:
         status_code = next((code for cls, code in _STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
         if status_code >= 500 or isinstance(exc, QueueUnavailable):
             logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-        message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
+        if isinstance(exc, LeaseHeld):
+            message = lease_held_text(exc, operator=is_operator(request))  # the token is for operators only
+        else:
+            message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
         return _error(request, status_code, message)
 
     @api.exception_handler(MalformedBody)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 
 from monitor_scheduler.repository import ScheduleFilter
 from monitor_scheduler.scheduling import MAX_USER_ID_LENGTH
 from web import services
 from web.deps import AdminUser, Web, body_doc, json_body
+from web.errors import mark_operator
 from web.models import (
     USER_ID_PATTERN,
     AdminRunNowOut,
@@ -30,7 +31,14 @@ from web.models import (
 )
 from web.routes import error_responses
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+def operator_view(request: Request, _admin: AdminUser) -> None:
+    """Admins see errors in full (a held lease names its holder)."""
+    mark_operator(request)
+
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(operator_view)])
 
 UserIdPath = Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=USER_ID_PATTERN)]
 

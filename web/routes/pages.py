@@ -34,6 +34,7 @@ from web.deps import (
     session_csrf,
     session_principal,
 )
+from web.errors import lease_held_text
 from web.middleware.head import is_head
 
 logger = logging.getLogger(__name__)
@@ -163,22 +164,22 @@ def save_settings(
 
 @router.post("/settings/run", dependencies=[FormCsrf])
 def run_mine(request: Request, web: Web, user: PageUser) -> Response:
-    _run_and_flash(request, web, user.user_id)
+    _run_and_flash(request, web, user.user_id, operator=False)
     return see_other("/settings")
 
 
-def _run_and_flash(request: Request, web: Web, user_id: str) -> None:
+def _run_and_flash(request: Request, web: Web, user_id: str, *, operator: bool) -> None:
     try:
         summary, _ = services.run_now(web, user_id)
     except MonitorSchedulerError as exc:
-        flash(request, "error", _run_error_text(exc))
+        flash(request, "error", _run_error_text(exc, operator=operator))
         return
     flash(request, "ok", f"Run of {user_id} queued." if summary.enqueued else f"Run of {user_id} finished.")
 
 
-def _run_error_text(exc: MonitorSchedulerError) -> str:
+def _run_error_text(exc: MonitorSchedulerError, *, operator: bool) -> str:
     if isinstance(exc, LeaseHeld):
-        return "A run is already in progress; it was not started a second time."
+        return lease_held_text(exc, operator=operator)
     if isinstance(exc, UnknownUser):
         return "There is no schedule to run yet: save your settings first."
     return str(exc)
@@ -254,7 +255,7 @@ def admin_run(
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
     which = _parse_filter(filter)  # every input is checked before the run starts
-    _run_and_flash(request, web, user_id)
+    _run_and_flash(request, web, user_id, operator=True)
     return _back(which, q, page)
 
 
