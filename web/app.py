@@ -58,6 +58,7 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     (UnknownUser, 404),
     (LeaseHeld, 409),
     (QueueUnavailable, 503),
+    (ConfigurationError, 503),  # a setting this request needs is missing (queue mode without REDIS_URL)
 )
 _PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 413: "Too large",
                 422: "Invalid input", 503: "Unavailable"}

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from dispatcher.service import Dispatcher, Mode
 from monitor_scheduler.app import App
-from monitor_scheduler.exceptions import QueueUnavailable
 from monitor_scheduler.metrics import SchedulerCollector
 from web.auth import UsedTokenIds
 from prometheus_client import CollectorRegistry
@@ -38,9 +37,8 @@ class WebState:
             return self._metrics
 
     def dispatcher(self, mode: Mode) -> Dispatcher:
-        # Built once per mode: the sync runner imports MONITOR_TASK, the queue one opens Redis.
-        if mode is Mode.QUEUE and not self.app.settings.queue_mode_available:
-            raise QueueUnavailable("queue mode needs REDIS_URL")
+        # Built once per mode: the sync runner imports MONITOR_TASK, the queue one opens Redis
+        # (without REDIS_URL, App.redis raises ConfigurationError: a 503, see web/app.py).
         with self._lock:
             if mode not in self._dispatchers:
                 self._dispatchers[mode] = self.app.dispatcher(mode)
