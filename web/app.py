@@ -1,7 +1,7 @@
 """`create_app(app)`: the FastAPI application around an already wired App.
 
 Errors are translated here, once: the project's exceptions and HTTP errors become JSON
-`{"message": ...}` under /api (and for /healthz, /readyz) and a small HTML page elsewhere; an
+`{"message": ...}` under /api (and for the health checks) and a small HTML page elsewhere; an
 unexpected exception is logged with its traceback and answered with a generic 500, never shown.
 """
 
@@ -124,7 +124,7 @@ async def _security_headers(request: Request, call_next) -> Response:  # type: i
 
 def _wants_json(request: Request) -> bool:
     path = request.url.path
-    return path.startswith("/api/") or path in ("/healthz", "/readyz", "/openapi.json")
+    return path.startswith(("/api/", "/healthz")) or path in ("/readyz", "/openapi.json")
 
 
 def _error(request: Request, status_code: int, message: str, *, errors: list | None = None, headers: dict | None = None) -> Response:  # type: ignore[type-arg]
