@@ -163,3 +163,21 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
     limited = BodySizeLimit(must_not_run, refuse=lambda scope, status, text: PlainTextResponse(text, status), max_bytes=LIMIT)
     anyio.run(limited, _scope([(b"content-length", b"200000000")]), must_not_read, send)
     assert sent[0]["status"] == 413 and sent[1]["body"] == f"request body too large: at most {LIMIT} bytes".encode()
+
+
+def test_a_body_without_content_length_is_counted_and_refused_inside_the_app(sqlite_web: WebHarness) -> None:
+    # A generator makes httpx send it chunked, without Content-Length: the cap is met while reading.
+    [user] = sqlite_web.backend.add_schedules(1)
+
+    def chunks(data: bytes):  # type: ignore[no-untyped-def]
+        yield from (data[i : i + 8192] for i in range(0, len(data), 8192))
+
+    json_body = b'{"intervalMinutes": 30, "pad": "' + b"x" * LIMIT + b'"}'
+    response = sqlite_web.client.patch("/api/schedules/me", content=chunks(json_body),
+                                       headers={**sqlite_web.auth(user), "content-type": "application/json"})
+    assert (response.status_code, response.json()) == (413, {"message": f"request body too large: at most {LIMIT} bytes"})
+    client = sqlite_web.browser_client(user)
+    form = f"csrf_token={sqlite_web.csrf(client)}&interval=30&enabled=1&pad={'x' * LIMIT}".encode()
+    response = client.post("/settings", content=chunks(form), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 413 and "request body too large" in response.text
+    assert sqlite_web.backend.schedule(user).interval_minutes == 5
