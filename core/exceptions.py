@@ -40,9 +40,9 @@ class LeaseHeld(MonitorSchedulerError):
 
     exit_code = 3
 
-    def __init__(self, message: str, *, locked_until: datetime | None = None) -> None:
+    def __init__(self, message: str, *, until: datetime | None = None) -> None:
         super().__init__(message)
-        self.locked_until = locked_until  # for a message without the lease token (the web's users)
+        self.until = until  # when the lease ends (naive UTC): what may be shown to the user
 
 
 class QueueUnavailable(MonitorSchedulerError):

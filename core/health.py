@@ -1,4 +1,4 @@
-"""Is the scheduler doing its job? The answer behind `monitor-scheduler check`, /readyz and /metrics.
+"""Is the scheduler doing its job? The answer behind `monitor-scheduler check`, /healthz/scheduler and /metrics.
 
 Two facts catch the usual silent failures: no dispatch pass has succeeded for too long (cron line
 lost, dispatcher loop dead, database credentials rotated), and the oldest due row has waited too

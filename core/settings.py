@@ -67,10 +67,10 @@ class Settings(BaseSettings):
     )
     HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
     HEALTH_MAX_PASS_AGE: int = Field(
-        default=300, ge=1, description="`check`/readyz fail when no dispatch pass succeeded for this many seconds."
+        default=300, ge=1, description="`check` and /healthz/scheduler fail when no dispatch pass succeeded for this many seconds."
     )
     HEALTH_MAX_DUE_AGE: int = Field(
-        default=300, ge=1, description="`check`/readyz fail when the oldest due schedule waited this many seconds."
+        default=300, ge=1, description="`check` and /healthz/scheduler fail when the oldest due schedule waited this many seconds."
     )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")

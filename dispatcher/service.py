@@ -150,7 +150,7 @@ class Dispatcher:
                 raise UnknownUser(f"no schedule for user {user_id!r}")
             raise LeaseHeld(
                 f"user {user_id!r} is running (lease held by {existing.locked_by} until {utc_text(existing.locked_until, sep=' ')})",
-                locked_until=existing.locked_until,
+                until=existing.locked_until,
             )
         summary = DispatchSummary.starting(self.sink.mode, now, claimed=1)
         try:

@@ -26,6 +26,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import lease, queries, writes
 from core.clock import Clock
@@ -102,10 +103,22 @@ class DispatcherStatus:
 
 @dataclass(frozen=True)
 class Readiness:
+    """Can this process serve? Not whether the dispatcher keeps up: that is `scheduler_health`."""
+
     ready: bool
     database: str
     redis: str
-    scheduler: str
+
+
+@dataclass(frozen=True)
+class SchedulerHealth:
+    problems: list[str]
+    last_pass_age_seconds: float | None = None
+    scheduling_lag_seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
 # --- schedule changes (functions: the behaviour tests call them on a bare engine and clock) -------
@@ -310,19 +323,13 @@ class SchedulerService:
         )
 
     def readiness(self) -> Readiness:
-        database = redis = scheduler = "ok"
+        database = redis = "ok"
         try:
             with self.engine.connect() as conn:
                 queries.ping(conn)
-                report = evaluate(conn, now=self.clock.now(conn), settings=self.settings)
-            if not report.ok:
-                # The dead-man check: the dispatcher silently stopped, or due users wait too long.
-                scheduler = "; ".join(report.problems)
-                logger.warning("readyz: %s", scheduler)
         except Exception as exc:  # any driver error means "not ready", never a 500
             logger.warning("readyz: database unreachable: %s", exc)
             database = f"unreachable: {exc.__class__.__name__}"
-            scheduler = "unknown"
         if not self.settings.queue_mode_available:
             redis = "sync mode (no REDIS_URL)"
         else:
@@ -331,7 +338,19 @@ class SchedulerService:
             except (RedisError, OSError) as exc:
                 logger.warning("readyz: Redis unreachable: %s", exc)
                 redis = f"unreachable: {exc.__class__.__name__}"
-        return Readiness(database == "ok" and scheduler == "ok" and not redis.startswith("unreachable"), database, redis, scheduler)
+        return Readiness(database == "ok" and not redis.startswith("unreachable"), database, redis)
+
+    def scheduler_health(self) -> SchedulerHealth:
+        """The dead-man check of `monitor-scheduler check`, for the web: a recent successful pass,
+        no due user waiting too long; a database it cannot read is a problem, never a 500."""
+        try:
+            report = self.health()
+        except SQLAlchemyError as exc:
+            logger.warning("scheduler health: database unreachable: %s", exc)
+            return SchedulerHealth([f"database unreachable: {exc.__class__.__name__}"])
+        if not report.ok:
+            logger.warning("scheduler health: %s", "; ".join(report.problems))
+        return SchedulerHealth(list(report.problems), report.last_pass_age_seconds, report.scheduling_lag_seconds)
 
 
 def _summary_from_json(detail: str | None) -> DispatchSummary | None:

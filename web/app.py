@@ -2,7 +2,7 @@
 satisfies `services.scheduler.Wiring`).
 
 Errors are translated here, once: the project's exceptions and HTTP errors become JSON
-`{"message": ...}` under /api (and for /healthz, /readyz) and a small HTML page elsewhere; an
+`{"message": ...}` under /api (and for the health checks) and a small HTML page elsewhere; an
 unexpected exception is logged with its traceback and answered with a generic 500, never shown.
 """
 
@@ -20,7 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import Match
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from core.exceptions import (
     ConfigurationError,
@@ -34,6 +35,9 @@ from core.settings import Settings
 from services.scheduler import SchedulerService, Wiring
 from web.auth import derived_key
 from web.deps import MalformedBody
+from web.errors import is_operator, lease_held_text
+from web.middleware.body_limit import BodySizeLimit
+from web.middleware.head import HeadAsGet
 from web.routes import admin, cron, health, me, pages
 from web.routes.pages import templates
 from web.state import WebState
@@ -61,7 +65,8 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     # cannot serve it as configured. One mapping, at the edge, for every such check below.
     (ConfigurationError, 503),
 )
-_PAGE_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 422: "Invalid input", 503: "Unavailable"}
+_PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 413: "Too large",
+                422: "Invalid input", 503: "Unavailable"}
 
 
 def resolve_secret(settings: Settings, dev: bool) -> str:
@@ -88,6 +93,8 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
         "the cron trigger and health checks. Authenticate with `Authorization: Bearer <JWT>` (docs/web.md).",
     )
     api.state.web = web
+    # Innermost, so that its own refusals still get the session and security headers.
+    api.add_middleware(BodySizeLimit, refuse=_refusal)
     api.add_middleware(
         SessionMiddleware,
         secret_key=web.session_key,
@@ -97,6 +104,7 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
         https_only=wiring.settings.WEB_BASE_URL.startswith("https://"),
     )
     api.middleware("http")(_security_headers)
+    api.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for module in (health, cron, me, admin, pages):
         api.include_router(module.router)
@@ -121,7 +129,7 @@ async def _security_headers(request: Request, call_next: Callable[[Request], Awa
 
 def _wants_json(request: Request) -> bool:
     path = request.url.path
-    return path.startswith("/api/") or path in ("/healthz", "/readyz", "/openapi.json")
+    return path.startswith(("/api/", "/healthz")) or path in ("/readyz", "/openapi.json")
 
 
 def _error(request: Request, status_code: int, message: str, *, errors: list[dict[str, object]] | None = None, headers: dict[str, str] | None = None) -> Response:
@@ -135,6 +143,11 @@ def _error(request: Request, status_code: int, message: str, *, errors: list[dic
     context = {"title": _PAGE_TITLES.get(status_code, "Error"), "message": message, "status_code": status_code,
                "user": None, "csrf_token": "", "flash": None}
     return templates.TemplateResponse(request, "error.html", context, status_code=status_code, headers=headers)
+
+
+def _refusal(scope: Scope, status_code: int, message: str) -> Response:
+    """An answer given by middleware before the app runs, in the same shape as the handlers'."""
+    return _error(Request(scope), status_code, message)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, object]]:
@@ -151,14 +164,24 @@ def _validation_message(errors: list[dict[str, object]]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path: Starlette names only the first route's."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE and getattr(route, "methods", None):
-            methods |= route.methods
-    return ", ".join(sorted(methods))
+_ROUTABLE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request, fallback: str | None) -> str:
+    """Every method some route serves at this path, HEAD wherever GET is (web.middleware.head).
+
+    Asks each route whether it would take the path with each method, which works whatever the
+    router nests (FastAPI wraps included routers, whose entries carry no `methods`). Under a
+    mount (static files) the mounted app's own Allow header is kept.
+    """
+    probe = {"type": "http", "path": request.scope["path"], "root_path": request.scope.get("root_path", ""),
+             "headers": [], "query_string": b""}
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = [method for method in _ROUTABLE_METHODS
+               if any(route.matches({**probe, "method": method})[0] is Match.FULL for route in routes)]
+    if "GET" in allowed:
+        allowed.insert(1, "HEAD")
+    return ", ".join(allowed) if allowed else (fallback or "")
 
 
 def _install_error_handlers(api: FastAPI) -> None:
@@ -167,7 +190,10 @@ def _install_error_handlers(api: FastAPI) -> None:
         status_code = next((code for cls, code in _STATUS_FOR_ERROR if isinstance(exc, cls)), 500)
         if status_code >= 500 or isinstance(exc, QueueUnavailable):
             logger.error("%s %s failed: %s", request.method, request.url.path, exc)
-        message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
+        if isinstance(exc, LeaseHeld):
+            message = lease_held_text(exc, operator=is_operator(request))  # the token is for operators only
+        else:
+            message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
         return _error(request, status_code, message)
 
     @api.exception_handler(MalformedBody)
@@ -184,7 +210,7 @@ def _install_error_handlers(api: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
-            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+            headers = {**(headers or {}), "Allow": _allowed_methods(request, (headers or {}).get("Allow"))}
         return _error(request, exc.status_code, str(exc.detail), headers=headers)
 
     @api.exception_handler(SQLAlchemyError)

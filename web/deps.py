@@ -131,6 +131,22 @@ class MalformedBody(Exception):
     """The request body is not JSON (400, unlike a well-formed body with wrong fields: 422)."""
 
 
+MAX_JSON_DEPTH = 32
+"""Our bodies are flat objects; deeper nesting is refused before validation walks it."""
+_TOO_DEEP = f"request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]  # a loop, not recursion: the point is not to recurse on hostile input
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """Parse the body as `model`; an empty body counts as `{}`.
 
@@ -139,15 +155,19 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """
 
     async def parse(request: Request) -> M:
-        raw = await request.body()
+        raw = await request.body()  # its size is capped by web.middleware.body_limit
         data: Any = {}
         if raw.strip():
             try:
                 data = json.loads(raw)
+            except RecursionError:
+                raise MalformedBody(_TOO_DEEP) from None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise MalformedBody(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise MalformedBody("request body must be a JSON object")
+        if _nested_deeper_than(data, MAX_JSON_DEPTH):
+            raise MalformedBody(_TOO_DEEP)
         try:
             return model.model_validate(data)
         except ValidationError as exc:

@@ -201,4 +201,11 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "unavailable"]
     database: str
     redis: str
-    scheduler: str = Field(description='"ok", or why not: no dispatch pass for HEALTH_MAX_PASS_AGE, or a due user waiting past HEALTH_MAX_DUE_AGE')
+
+
+class SchedulerHealthOut(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    problems: list[str] = Field(description="Empty when healthy; else: no dispatch pass within HEALTH_MAX_PASS_AGE, "
+                                            "a due user waiting past HEALTH_MAX_DUE_AGE, or the database unreachable")
+    lastPassAgeSeconds: float | None = Field(description="Seconds since the last successful dispatch pass (any dispatcher)")
+    schedulingLagSeconds: float | None = Field(description="Age of the oldest due schedule; 0 when none waits")

@@ -44,6 +44,8 @@ def test_admin_endpoints_need_a_token_401_and_the_admin_flag_403(web: WebHarness
     [user] = web.backend.add_schedules(1)
     calls = [("GET", f"{ADMIN}/schedules"), ("GET", f"{ADMIN}/schedules/{user}"), ("PATCH", f"{ADMIN}/schedules/{user}"),
              ("POST", f"{ADMIN}/schedules/{user}/run"), ("GET", f"{ADMIN}/schedules/{user}/runs"),
+             ("GET", f"{ADMIN}/schedule?userId={user}"), ("PATCH", f"{ADMIN}/schedule?userId={user}"),
+             ("POST", f"{ADMIN}/runs?userId={user}"), ("GET", f"{ADMIN}/runs?userId={user}"),
              ("POST", f"{ADMIN}/unlock"), ("GET", f"{ADMIN}/overview")]
     for method, path in calls:
         assert web.client.request(method, path).status_code == 401, (method, path)
@@ -89,17 +91,38 @@ def test_update_any_user_and_unknown_user_is_404(web: WebHarness) -> None:
     assert web.backend.schedule(user).interval_minutes == 120
 
 
-def test_user_ids_with_slashes_and_odd_characters_work(web: WebHarness) -> None:
-    odd = "team/ä b?c#d"  # (no "%": the TestClient decodes paths twice, a real server once)
+def test_user_ids_with_slashes_and_odd_characters_work_as_a_query_parameter(web: WebHarness) -> None:
+    odd = "team/ä b?c#d%2F"
     headers = web.auth("root", admin=True)
     web.client.patch("/api/schedules/me", json={"intervalMinutes": 5}, headers=web.auth(odd))
-    from urllib.parse import quote
+    who = {"userId": odd}
+    assert web.client.get(f"{ADMIN}/schedule", params=who, headers=headers).json()["userId"] == odd
+    assert web.client.post(f"{ADMIN}/runs", params=who, headers=headers).json()["schedule"]["userId"] == odd
+    assert [r["trigger"] for r in web.client.get(f"{ADMIN}/runs", params=who, headers=headers).json()] == ["manual"]
+    assert web.client.patch(f"{ADMIN}/schedule", params=who, json={"intervalMinutes": 7}, headers=headers).json()["intervalMinutes"] == 7
+    assert web.client.get(f"{ADMIN}/schedule", params={"userId": "nobody"}, headers=headers).status_code == 404
+    assert web.client.get(f"{ADMIN}/runs", headers=headers).status_code == 422  # userId is required
 
-    path = f"{ADMIN}/schedules/{quote(odd, safe='')}"
-    assert web.client.get(path, headers=headers).json()["userId"] == odd
-    assert web.client.post(path + "/run", headers=headers).json()["schedule"]["userId"] == odd
-    assert [r["trigger"] for r in web.client.get(path + "/runs", headers=headers).json()] == ["manual"]
-    assert web.client.patch(path, json={"intervalMinutes": 7}, headers=headers).json()["intervalMinutes"] == 7
+
+def test_a_path_cannot_be_read_two_ways(web: WebHarness) -> None:
+    # "x%2Fruns" decodes to "x/runs": it used to answer x's history although it names user "x/runs".
+    [x] = web.backend.add_schedules(1, prefix="x")
+    web.client.patch("/api/schedules/me", json={"intervalMinutes": 5}, headers=web.auth(f"{x}/runs"))
+    headers = web.auth("root", admin=True)
+    web.client.post(f"{ADMIN}/runs", params={"userId": x}, headers=headers)
+    for method, path in [("GET", f"{ADMIN}/schedules/{x}%2Fruns"), ("POST", f"{ADMIN}/schedules/{x}%2Frun"),
+                         ("GET", f"{ADMIN}/schedules/{x}%2fruns")]:
+        response = web.client.request(method, path, headers=headers)
+        assert response.status_code == 400, (method, path, response.text)
+        assert "?userId=" in response.json()["message"]
+    for method, path, status in [("GET", f"{ADMIN}/schedules/{x}/runs%2Fruns", 404), ("GET", f"{ADMIN}/schedules/{x}%2Fruns/runs", 404),
+                                 ("PATCH", f"{ADMIN}/schedules/{x}%2Fruns", 405), ("PATCH", f"{ADMIN}/schedules/{x}/runs", 405)]:
+        assert web.client.request(method, path, json={"enabled": False}, headers=headers).status_code == status, (method, path)
+    assert [r.user_id for r in web.backend.runs()] == [x]
+    assert web.backend.schedule(f"{x}/runs").enabled is True
+    assert web.client.get(f"{ADMIN}/runs", params={"userId": f"{x}/runs"}, headers=headers).json() == []
+    # Ids without "/" keep working in the path.
+    assert len(web.client.get(f"{ADMIN}/schedules/{x}/runs", headers=headers).json()) == 1
 
 
 def test_run_any_user_now_and_409_while_running(web: WebHarness) -> None:

@@ -11,6 +11,7 @@ from redis import Redis
 from rq import Queue
 
 from core import domain, lease, queries
+from core.exceptions import ConfigurationError
 from tests.web.conftest import WebHarness, make_harness
 
 
@@ -111,8 +112,18 @@ def test_queue_mode_without_redis_is_503_and_claims_nothing(web: WebHarness) -> 
     web.backend.add_schedules(2)
     response = web.cron({"mode": "queue"})
     assert response.status_code == 503
-    assert "REDIS_URL" in response.json()["message"]
+    assert response.json()["message"] == "invalid setting REDIS_URL: required here (queue mode, workers, rq-scheduler tick)"
     assert_nothing_claimed(web)
+
+
+def test_a_setting_missing_for_a_request_is_503_naming_it(web: WebHarness) -> None:
+    # The core raises ConfigurationError where a setting is needed; the web maps it once, to 503.
+    @web.api.get("/api/needs-a-setting")
+    def needs_a_setting() -> None:
+        raise ConfigurationError("invalid setting EXAMPLE: required here")
+
+    response = web.client.get("/api/needs-a-setting")
+    assert (response.status_code, response.json()) == (503, {"message": "invalid setting EXAMPLE: required here"})
 
 
 @pytest.mark.redis

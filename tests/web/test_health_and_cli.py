@@ -1,4 +1,4 @@
-"""/healthz and /readyz, and the CLI side: `web` refuses to start without SECRET_KEY, `login-link`
+"""/healthz, /readyz and the dead-man check /healthz/scheduler, and the CLI side: `web` refuses to start without SECRET_KEY, `login-link`
 prints a link the app accepts once."""
 
 from __future__ import annotations
@@ -19,25 +19,34 @@ def test_healthz(web: WebHarness) -> None:
     assert web.client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_in_sync_mode_needs_a_dispatcher_that_runs(web: WebHarness) -> None:
-    before = web.client.get("/readyz")
-    assert before.status_code == 503, "no dispatch pass yet: the dead-man check fails"
-    assert before.json()["scheduler"] == "no dispatch pass has succeeded yet"
+def test_readyz_says_whether_this_process_can_serve_not_whether_the_dispatcher_runs(web: WebHarness) -> None:
+    # A lagging dispatcher must not take the web app out of service: that is when operators need it.
+    web.backend.add_schedules(1, prefix="waiting")
+    web.backend.clock.advance(seconds=3600)
+    response = web.client.get("/readyz")
+    assert (response.status_code, response.json()) == (200, {"status": "ready", "database": "ok", "redis": "sync mode (no REDIS_URL)"})
+
+
+def test_the_dead_man_check_has_its_own_endpoint(web: WebHarness) -> None:
+    before = web.client.get("/healthz/scheduler")
+    assert before.status_code == 503
+    assert before.json()["status"] == "unhealthy"
+    assert before.json()["problems"] == ["no dispatch pass has succeeded yet"]
 
     assert web.cron({}).status_code == 200  # any dispatcher's pass counts
-    after = web.client.get("/readyz")
-    assert (after.status_code, after.json()) == (
-        200, {"status": "ready", "database": "ok", "redis": "sync mode (no REDIS_URL)", "scheduler": "ok"}
-    )
+    after = web.client.get("/healthz/scheduler")
+    assert after.status_code == 200
+    assert (after.json()["status"], after.json()["problems"], after.json()["schedulingLagSeconds"]) == ("ok", [], 0.0)
 
 
-def test_readyz_fails_when_due_users_wait_too_long(backend: Backend) -> None:
+def test_the_dead_man_check_fails_when_due_users_wait_too_long(backend: Backend) -> None:
     harness = make_harness(backend, HEALTH_MAX_DUE_AGE=60, HEALTH_MAX_PASS_AGE=3600)
     harness.cron({})
     backend.add_schedules(1, prefix="waiting")
     backend.clock.advance(seconds=61)
-    response = harness.client.get("/readyz")
-    assert response.status_code == 503 and response.json()["scheduler"].startswith("oldest due schedule has waited 61s")
+    response = harness.client.get("/healthz/scheduler")
+    assert response.status_code == 503 and response.json()["problems"][0].startswith("oldest due schedule has waited 61s")
+    assert harness.client.get("/readyz").status_code == 200
 
 
 def test_metrics_are_served_for_prometheus(web: WebHarness) -> None:
@@ -56,7 +65,6 @@ def test_readyz_with_redis(queue_web: WebHarness) -> None:
 
 def test_readyz_is_503_when_redis_is_down(backend: Backend) -> None:
     harness = make_harness(backend, REDIS_URL="redis://127.0.0.1:1/0")
-    harness.cron({"mode": "sync"})
     response = harness.client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable" and response.json()["redis"].startswith("unreachable")
@@ -72,6 +80,8 @@ def test_readyz_is_503_when_the_database_is_not_migrated(sqlite_backend: Backend
     client = TestClient(create_app(App(settings, engine, sqlite_backend.clock)))
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json()["database"].startswith("unreachable")
+    scheduler = client.get("/healthz/scheduler")
+    assert (scheduler.status_code, scheduler.json()["problems"]) == (503, ["database unreachable: OperationalError"])
     engine.dispose()
 
 

@@ -185,6 +185,21 @@ def test_run_now_while_a_run_holds_the_lease_is_409(web: WebHarness) -> None:
     assert web.backend.runs() == []
 
 
+def test_a_user_is_told_until_when_a_run_holds_the_lease_but_not_who_holds_it(web: WebHarness) -> None:
+    # The lease token names the worker's host and process id: for operators, not for users.
+    [user] = web.backend.add_schedules(1, prefix="alice")
+    hold_lease(web, user)
+    until = web.backend.schedule(user).locked_until
+    mine = web.client.post(ME + "/run", headers=web.auth(user))
+    assert mine.status_code == 409
+    assert mine.json()["message"] == f"A run is already in progress until {until:%Y-%m-%d %H:%M:%S} UTC; it was not started a second time."
+    assert "test:1:held" not in mine.text
+    admin = web.client.post(f"/api/admin/schedules/{user}/run", headers=web.auth("root", admin=True))
+    assert admin.status_code == 409 and "lease held by test:1:held" in admin.json()["message"]
+    cron = web.cron({"userId": user})
+    assert cron.status_code == 409 and "lease held by test:1:held" in cron.json()["message"]
+
+
 def test_run_now_without_a_schedule_is_404(web: WebHarness) -> None:
     assert web.client.post(ME + "/run", headers=web.auth("ghost")).status_code == 404
 

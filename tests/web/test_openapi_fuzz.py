@@ -24,7 +24,7 @@ def fuzzed(sqlite_backend: Backend, redis_url: str) -> Iterator[WebHarness]:
     harness = make_harness(sqlite_backend, REDIS_URL=redis_url)
     sqlite_backend.add_schedules(5)
     harness.client.patch("/api/schedules/me", json={"intervalMinutes": 5}, headers=harness.auth("fuzz-admin", admin=True))
-    harness.cron({})  # a live dispatcher: /readyz is 503 until one pass ran (the dead-man check)
+    harness.cron({})  # a live dispatcher: /healthz/scheduler is 503 until one pass ran (the dead-man check)
     yield harness
     harness.client.close()
     harness.app.close()

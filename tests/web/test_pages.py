@@ -107,6 +107,20 @@ def test_run_now_from_the_page_and_a_second_one_is_refused(web: WebHarness) -> N
     assert len(web.backend.runs(user)) == 1
 
 
+def test_the_settings_page_tells_until_when_a_run_holds_the_lease_but_not_who_holds_it(web: WebHarness) -> None:
+    [user] = web.backend.add_schedules(1, prefix="alice")
+    hold_lease(web, user)
+    until = web.backend.schedule(user).locked_until
+    client = web.browser_client(user)
+    client.post("/settings/run", data={"csrf_token": web.csrf(client)})
+    page = client.get("/settings").text
+    assert f"A run is already in progress until {until:%Y-%m-%d %H:%M:%S} UTC" in page
+    assert "test:1:held" not in page
+    admin = web.browser_client("root", admin=True)
+    admin.post("/admin/schedules/run", data={"csrf_token": web.csrf(admin, "/admin"), "user_id": user})
+    assert "lease held by test:1:held" in admin.get("/admin").text
+
+
 def test_user_supplied_text_is_escaped(web: WebHarness) -> None:
     evil = '<script>alert("x")</script>'
     web.client.patch("/api/schedules/me", json={"intervalMinutes": 5}, headers=web.auth(evil))
@@ -159,3 +173,17 @@ def test_logout(web: WebHarness) -> None:
     client = web.browser_client("alice")
     assert client.post("/logout", data={"csrf_token": web.csrf(client)}).status_code == 200
     assert client.get("/settings").status_code == 401
+
+
+@pytest.mark.parametrize("path, data", [
+    ("/admin/schedules/update", {"user_id": "user-000000", "enabled": "0"}),
+    ("/admin/schedules/run", {"user_id": "user-000000"}),
+])
+def test_an_admin_form_with_a_bad_filter_is_refused_before_anything_happens(web: WebHarness, path: str, data: dict[str, str]) -> None:
+    [user] = web.backend.add_schedules(1)
+    before = web.backend.schedule(user)
+    admin = web.browser_client("root", admin=True)
+    response = admin.post(path, data={"csrf_token": web.csrf(admin, "/admin"), **data, "filter": "nonsense"})
+    assert response.status_code == 422 and "unknown filter" in response.text
+    assert web.backend.schedule(user) == before
+    assert web.backend.runs(user) == []

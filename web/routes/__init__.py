@@ -10,11 +10,12 @@ from web.models import ErrorOut
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer (all with an ErrorOut body)."""
     descriptions = {
-        400: "Malformed JSON body",
+        400: "Malformed JSON body (or nested deeper than 32 levels)",
         401: "Not authenticated (missing, invalid or expired token / secret)",
         403: "Authenticated but not allowed (not an admin, or CSRF token missing)",
         404: "No schedule for this user",
         409: "A run of this user holds the lease",
+        413: "Request body over 64 KiB",
         422: "Invalid input (wrong type, out of range, unknown field)",
         503: "Queue, database or configuration not available",
     }

@@ -1,19 +1,23 @@
 """/api/admin/...: every schedule, for callers whose token carries `admin: true`.
 
-User ids may contain any printable character, "/" included, hence the `:path` converter; the
-`/runs` and `/run` routes are declared before the bare one so their suffix is not read as id.
+User ids may contain any printable character, "/" included, so a user is named in a query
+parameter (`/schedule?userId=`, `/runs?userId=`), which no user id can make ambiguous. The older
+`/schedules/{userId}[/run|/runs]` routes still answer for ids without "/", as one path segment:
+a server decodes `%2F` before routing, so `x%2Fruns` could not be told from `x/runs` (it answered
+x's history, not the user "x/runs"); a path with an encoded "/" is refused with 400.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 
 from core.domain import ScheduleFilter
 from core.scheduling import MAX_USER_ID_LENGTH
 from services.scheduler import HISTORY_LIMIT
 from web.deps import AdminUser, Web, body_doc, json_body
+from web.errors import mark_operator
 from web.models import (
     USER_ID_PATTERN,
     AdminRunNowOut,
@@ -30,9 +34,35 @@ from web.models import (
 )
 from web.routes import error_responses
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
 
-UserIdPath = Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=USER_ID_PATTERN)]
+
+def operator_view(request: Request, _admin: AdminUser) -> None:
+    """Admins see errors in full (a held lease names its holder)."""
+    mark_operator(request)
+
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(operator_view)])
+
+UserIdQuery = Annotated[str, Query(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=USER_ID_PATTERN,
+                                   description="The user id, any printable characters (URL-encoded)")]
+
+
+def path_user_id(
+    request: Request,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_USER_ID_LENGTH, pattern=USER_ID_PATTERN,
+                                 description="A user id without '/'; use the ?userId= routes for any id")],
+) -> str:
+    """The id from a `/schedules/{userId}...` path, only when the path can be read one way."""
+    raw_path = request.scope.get("raw_path") or b""
+    if b"%2f" in raw_path.lower():  # the id segment we matched may be only part of the real id
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "a user id with '/' cannot be given in the path: use /api/admin/schedule?userId=... or /api/admin/runs?userId=...",
+        )
+    return user_id
+
+
+UserIdPath = Annotated[str, Depends(path_user_id)]
 
 
 @router.get("/schedules", response_model=ScheduleListOut, responses=error_responses(401, 403, 422), summary="List schedules")
@@ -76,35 +106,85 @@ def unlock(web: Web, _admin: AdminUser) -> UnlockOut:
     return UnlockOut(unlocked=released, count=len(released))
 
 
-@router.get("/schedules/{user_id:path}/runs", response_model=list[RunOut], responses=error_responses(401, 403, 422), summary="A user's run history")
-def user_runs(
-    web: Web, _admin: AdminUser, user_id: UserIdPath, limit: Annotated[int, Query(ge=1, le=200)] = HISTORY_LIMIT
-) -> list[RunOut]:
+# --- one user, named in a query parameter ---------------------------------------------------------
+
+
+def _history(web: Web, user_id: str, limit: int) -> list[RunOut]:
     return [RunOut.of(run) for run in web.service.history(user_id, limit)]
 
 
-@router.post("/schedules/{user_id:path}/run", response_model=AdminRunNowOut, responses=error_responses(401, 403, 404, 409, 422, 503), summary="Run a user now")
-def run_user(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminRunNowOut:
+def _run(web: Web, user_id: str) -> AdminRunNowOut:
     summary, snapshot = web.service.run_now(user_id)
     assert snapshot.schedule is not None
     return AdminRunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=AdminScheduleOut.of(snapshot.schedule, snapshot.now))
 
 
-@router.get("/schedules/{user_id:path}", response_model=AdminScheduleOut, responses=error_responses(401, 403, 404, 422), summary="One schedule")
-def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminScheduleOut:
+def _read(web: Web, user_id: str) -> AdminScheduleOut:
     snapshot = web.service.read_schedule(user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule for user {user_id!r}")
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
 
 
-@router.patch(
-    "/schedules/{user_id:path}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 422),
-    openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule",
-)
-def update_schedule(
-    web: Web, _admin: AdminUser, user_id: UserIdPath, body: Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
-) -> AdminScheduleOut:
+def _update(web: Web, user_id: str, body: ScheduleUpdate) -> AdminScheduleOut:
     snapshot = web.service.update_schedule(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
     assert snapshot.schedule is not None
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
+
+
+HistoryLimit = Annotated[int, Query(ge=1, le=200)]
+Body = Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
+
+
+@router.get("/schedule", response_model=AdminScheduleOut, responses=error_responses(401, 403, 404, 422), summary="One schedule")
+def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdQuery) -> AdminScheduleOut:
+    return _read(web, user_id)
+
+
+@router.patch(
+    "/schedule", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 413, 422),
+    openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule",
+)
+def update_schedule(web: Web, _admin: AdminUser, user_id: UserIdQuery, body: Body) -> AdminScheduleOut:
+    return _update(web, user_id, body)
+
+
+@router.get("/runs", response_model=list[RunOut], responses=error_responses(401, 403, 422), summary="A user's run history")
+def user_runs(web: Web, _admin: AdminUser, user_id: UserIdQuery, limit: HistoryLimit = HISTORY_LIMIT) -> list[RunOut]:
+    return _history(web, user_id, limit)
+
+
+@router.post("/runs", response_model=AdminRunNowOut, responses=error_responses(401, 403, 404, 409, 422, 503), summary="Run a user now")
+def run_user(web: Web, _admin: AdminUser, user_id: UserIdQuery) -> AdminRunNowOut:
+    return _run(web, user_id)
+
+
+# --- one user, named in the path (ids without "/"; kept for existing callers) ----------------------
+# One segment each: a path with more segments than a route has is not this route (404, or 405
+# when another method serves it), never a user id with "/" in it.
+
+
+@router.get("/schedules/{user_id}/runs", response_model=list[RunOut], responses=error_responses(400, 401, 403, 422),
+            summary="A user's run history (id without '/')", deprecated=True)
+def user_runs_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath, limit: HistoryLimit = HISTORY_LIMIT) -> list[RunOut]:
+    return _history(web, user_id, limit)
+
+
+@router.post("/schedules/{user_id}/run", response_model=AdminRunNowOut, responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+             summary="Run a user now (id without '/')", deprecated=True)
+def run_user_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminRunNowOut:
+    return _run(web, user_id)
+
+
+@router.get("/schedules/{user_id}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 422),
+            summary="One schedule (id without '/')", deprecated=True)
+def read_schedule_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath) -> AdminScheduleOut:
+    return _read(web, user_id)
+
+
+@router.patch(
+    "/schedules/{user_id}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 413, 422),
+    openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule (id without '/')", deprecated=True,
+)
+def update_schedule_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath, body: Body) -> AdminScheduleOut:
+    return _update(web, user_id, body)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
 from dispatcher.service import Mode
 from web.auth import same_secret
 from web.deps import Web, body_doc, json_body
+from web.errors import mark_operator
 from web.models import CronRequest, SummaryOut
 from web.routes import error_responses
 
@@ -21,7 +22,7 @@ router = APIRouter(tags=["cron"])
 cron_secret_header = APIKeyHeader(name="x-cron-secret", auto_error=False, description="The CRON_SECRET setting.")
 
 
-def check_cron_secret(web: Web, given: Annotated[str | None, Depends(cron_secret_header)]) -> None:
+def check_cron_secret(request: Request, web: Web, given: Annotated[str | None, Depends(cron_secret_header)]) -> None:
     secret = web.settings.CRON_SECRET
     if secret is None:
         # Never an open endpoint: without a secret there is nothing to check against.
@@ -30,13 +31,14 @@ def check_cron_secret(web: Web, given: Annotated[str | None, Depends(cron_secret
     if not same_secret(given, secret.get_secret_value()):
         logger.warning("refused POST /api/cron/one-click-start: wrong or missing x-cron-secret")
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong or missing x-cron-secret header")
+    mark_operator(request)  # whoever holds CRON_SECRET operates the scheduler
 
 
 @router.post(
     "/api/cron/one-click-start",
     summary="Run one dispatch pass, or one user now",
     response_model=SummaryOut,
-    responses=error_responses(400, 401, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
     openapi_extra=body_doc(CronRequest),
 )
 def one_click_start(

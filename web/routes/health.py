@@ -1,5 +1,9 @@
-"""GET /healthz (the process answers), GET /readyz (database, Redis unless sync mode, and the
-dead-man check: a recent successful dispatch pass, no due user waiting too long) and GET /metrics."""
+"""GET /healthz (the process answers), GET /readyz (this process can serve: database, Redis unless
+sync mode), GET /healthz/scheduler (the dead-man check: a recent successful dispatch pass, no due
+user waiting too long) and GET /metrics.
+
+The dead-man check is not part of readiness: a lagging dispatcher must not take the web app out
+of a load balancer, since that is when operators need its admin page."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from web.deps import Web
-from web.models import HealthOut, ReadyOut
+from web.models import HealthOut, ReadyOut, SchedulerHealthOut
 
 router = APIRouter(tags=["health"])
 
@@ -18,12 +22,22 @@ def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get("/readyz", response_model=ReadyOut, summary="Database reachable; Redis reachable or sync mode; dispatcher alive",
+@router.get("/readyz", response_model=ReadyOut, summary="This process can serve: database reachable; Redis reachable or sync mode",
             responses={503: {"model": ReadyOut, "description": "Not ready"}})
 def readyz(web: Web) -> JSONResponse:
     ready = web.service.readiness()
-    body = ReadyOut(status="ready" if ready.ready else "unavailable", database=ready.database, redis=ready.redis, scheduler=ready.scheduler)
+    body = ReadyOut(status="ready" if ready.ready else "unavailable", database=ready.database, redis=ready.redis)
     return JSONResponse(body.model_dump(), status_code=200 if ready.ready else 503)
+
+
+@router.get("/healthz/scheduler", response_model=SchedulerHealthOut,
+            summary="The dead-man check: a dispatch pass succeeded recently and no due user waits too long",
+            responses={503: {"model": SchedulerHealthOut, "description": "Unhealthy: the problems are listed"}})
+def scheduler_health(web: Web) -> JSONResponse:
+    health = web.service.scheduler_health()
+    body = SchedulerHealthOut(status="ok" if health.ok else "unhealthy", problems=health.problems,
+                              lastPassAgeSeconds=health.last_pass_age_seconds, schedulingLagSeconds=health.scheduling_lag_seconds)
+    return JSONResponse(body.model_dump(), status_code=200 if health.ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics, computed from the database at scrape time", response_class=PlainTextResponse,

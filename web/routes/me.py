@@ -24,7 +24,7 @@ def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
 
 
 @router.patch(
-    "", response_model=ScheduleOut, responses=error_responses(400, 401, 403, 422),
+    "", response_model=ScheduleOut, responses=error_responses(400, 401, 403, 413, 422),
     openapi_extra=body_doc(ScheduleUpdate), summary="Change (or create) my schedule",
 )
 def update_mine(

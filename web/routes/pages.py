@@ -34,6 +34,8 @@ from web.deps import (
     session_csrf,
     session_principal,
 )
+from web.errors import lease_held_text
+from web.middleware.head import is_head
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ def home(request: Request) -> Response:
 
 @router.get("/login")
 def login(request: Request, web: Web, token: Annotated[str, Query(max_length=4096)] = "") -> Response:
+    if is_head(request.scope):
+        # A mail client's link scanner probing with HEAD must not use up the one-time link.
+        return render(request, "signed_out.html", message="Open this link in a browser to sign in.")
     try:
         principal = consume_sign_in_token(web.token_key, token, web.used_token_ids)
     except AuthError as exc:
@@ -161,22 +166,22 @@ def save_settings(
 
 @router.post("/settings/run", dependencies=[FormCsrf])
 def run_mine(request: Request, web: Web, user: PageUser) -> Response:
-    _run_and_flash(request, web, user.user_id)
+    _run_and_flash(request, web, user.user_id, operator=False)
     return see_other("/settings")
 
 
-def _run_and_flash(request: Request, web: Web, user_id: str) -> None:
+def _run_and_flash(request: Request, web: Web, user_id: str, *, operator: bool) -> None:
     try:
         summary, _ = web.service.run_now(user_id)
     except MonitorSchedulerError as exc:
-        flash(request, "error", _run_error_text(exc))
+        flash(request, "error", _run_error_text(exc, operator=operator))
         return
     flash(request, "ok", f"Run of {user_id} queued." if summary.enqueued else f"Run of {user_id} finished.")
 
 
-def _run_error_text(exc: MonitorSchedulerError) -> str:
+def _run_error_text(exc: MonitorSchedulerError, *, operator: bool) -> str:
     if isinstance(exc, LeaseHeld):
-        return "A run is already in progress; it was not started a second time."
+        return lease_held_text(exc, operator=operator)
     if isinstance(exc, UnknownUser):
         return "There is no schedule to run yet: save your settings first."
     return str(exc)
@@ -218,8 +223,7 @@ def admin_page(
     )
 
 
-def _back(filter: str | None, q: str | None, page: int) -> RedirectResponse:
-    which = _parse_filter(filter)  # only known filters go into the redirect
+def _back(which: ScheduleFilter | None, q: str | None, page: int) -> RedirectResponse:
     return see_other(_admin_url(which.value if which else None, q, page))
 
 
@@ -233,6 +237,7 @@ def admin_update(
     q: Annotated[str | None, Form(max_length=64)] = None,
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
+    which = _parse_filter(filter)  # every input is checked before anything is changed
     try:
         web.service.update_schedule(
             user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
@@ -240,7 +245,7 @@ def admin_update(
         flash(request, "ok", f"Saved {user_id}.")
     except MonitorSchedulerError as exc:
         flash(request, "error", f"{user_id}: {exc}")
-    return _back(filter, q, page)
+    return _back(which, q, page)
 
 
 @router.post("/admin/schedules/run", dependencies=[FormCsrf])
@@ -251,8 +256,9 @@ def admin_run(
     q: Annotated[str | None, Form(max_length=64)] = None,
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
-    _run_and_flash(request, web, user_id)
-    return _back(filter, q, page)
+    which = _parse_filter(filter)  # every input is checked before the run starts
+    _run_and_flash(request, web, user_id, operator=True)
+    return _back(which, q, page)
 
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])

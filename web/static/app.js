@@ -171,7 +171,7 @@ function settingsPage(page) {
       if (result.ok) {
         renderSchedule(result.data.schedule);
       } else if (result.status === 409) {
-        savedNote.textContent = "A run is already in progress.";
+        savedNote.textContent = (result.data && result.data.message) || "A run is already in progress.";
       } else {
         savedNote.textContent = (result.data && result.data.message) || `Could not start the run (HTTP ${result.status}).`;
       }
