@@ -3,6 +3,8 @@ size and nesting limits on request bodies (refused with 413 / 400 before anythin
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 from tests.web.conftest import WebHarness
@@ -18,6 +20,13 @@ def test_head_answers_like_get_without_a_body(sqlite_web: WebHarness, path: str)
     assert head.status_code == get.status_code, head.text
     assert head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def run_on_own_thread(function, *args):
+    """Run an event loop on a thread of its own: the browser tests' Playwright (sync API) may hold
+    one on the main thread, and anyio refuses to start a second there."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
 
 
 def test_head_on_signed_in_pages_and_the_api(sqlite_web: WebHarness) -> None:
@@ -138,7 +147,7 @@ def test_a_chunked_body_is_refused_once_past_the_cap_without_reading_the_rest() 
 
     limited = BodySizeLimit(app_reading_everything, refuse=lambda *a: PlainTextResponse(""), max_bytes=LIMIT)
     with pytest.raises(HTTPException) as refused:
-        anyio.run(limited, _scope([]), endless_body, never_sent)
+        run_on_own_thread(anyio.run, limited, _scope([]), endless_body, never_sent)
     assert refused.value.status_code == 413
     assert chunks_read == LIMIT // 1024 + 1
 
@@ -161,7 +170,7 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading() -> None:
         sent.append(message)
 
     limited = BodySizeLimit(must_not_run, refuse=lambda scope, status, text: PlainTextResponse(text, status), max_bytes=LIMIT)
-    anyio.run(limited, _scope([(b"content-length", b"200000000")]), must_not_read, send)
+    run_on_own_thread(anyio.run, limited, _scope([(b"content-length", b"200000000")]), must_not_read, send)
     assert sent[0]["status"] == 413 and sent[1]["body"] == f"request body too large: at most {LIMIT} bytes".encode()
 
 
