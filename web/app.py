@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "monitor_session"
 SESSION_MAX_AGE_SECONDS = 8 * 3600
-MIN_SECRET_KEY_LENGTH = 32
 
 # Swagger UI and ReDoc load their assets from a CDN with inline scripts; only our pages get the CSP.
 _NO_CSP_PATHS = ("/docs", "/redoc")
@@ -59,12 +58,14 @@ _PAGE_TITLES = {401: "Please sign in", 403: "Not allowed", 404: "Not found", 409
 
 
 def resolve_secret(app: App, dev: bool) -> str:
-    """SECRET_KEY, or in dev mode a random per-process key; otherwise refuse to start."""
+    """SECRET_KEY, or in dev mode a random per-process key; otherwise refuse to start. A short
+    SECRET_KEY or CRON_SECRET is refused too, except in dev mode (a warning there)."""
+    for problem in app.settings.weak_secrets():
+        if not dev:
+            raise ConfigurationError(problem)
+        logger.warning("development mode: %s", problem)
     if app.settings.SECRET_KEY is not None:
-        key = app.settings.SECRET_KEY.get_secret_value()
-        if len(key) < MIN_SECRET_KEY_LENGTH:
-            logger.warning("SECRET_KEY is shorter than %s characters; use a long random value", MIN_SECRET_KEY_LENGTH)
-        return key
+        return app.settings.SECRET_KEY.get_secret_value()
     if not dev:
         raise ConfigurationError("SECRET_KEY is not set: the web app will not start without it (--dev uses a throwaway key)")
     logger.warning("development mode: SECRET_KEY is not set, using a random key for this process only "

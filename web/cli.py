@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_login_link(app: App, args: argparse.Namespace) -> int:
     if app.settings.SECRET_KEY is None:
         raise ConfigurationError("SECRET_KEY is not set: cannot sign a link (a --dev server prints its own links)")
+    if problem := next((p for p in app.settings.weak_secrets() if "SECRET_KEY" in p), None):
+        raise ConfigurationError(problem)  # a server outside --dev refuses this key: no link it would not accept
     try:
         user_id = validate_user_id(args.user)
     except ValueError as exc:
