@@ -29,7 +29,7 @@ from monitor_scheduler.exceptions import (
     QueueUnavailable,
     UnknownUser,
 )
-from web.auth import derived_key
+from web.auth import SESSION_TTL, derived_key
 from web.deps import MalformedBody
 from web.routes import admin, cron, health, me, pages
 from web.routes.pages import templates
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "monitor_session"
-SESSION_MAX_AGE_SECONDS = 8 * 3600
 
 # Swagger UI and ReDoc load their assets from a CDN with inline scripts; only our pages get the CSP.
 _NO_CSP_PATHS = ("/docs", "/redoc")
@@ -87,7 +86,7 @@ def create_app(app: App, *, dev: bool = False) -> FastAPI:
         SessionMiddleware,
         secret_key=web.session_key,
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_SECONDS,
+        max_age=int(SESSION_TTL.total_seconds()),  # the WebSession row's expiresAt decides; the cookie just goes too
         same_site="lax",
         https_only=app.settings.WEB_BASE_URL.startswith("https://"),
     )

@@ -1,9 +1,12 @@
 """Who the caller is: signed, expiring JWTs (HS256 with SECRET_KEY), minted by the host application.
 
 Claims: `sub` (the user id, required), `exp` (required, checked), `admin` (boolean, default false),
-and for one-time sign-in links a `jti` that the server remembers as used. Used `jti`s are kept in
-memory (one process): a restart forgets them, which is acceptable because sign-in tokens live
-minutes, not days (see docs/web.md).
+and for one-time sign-in links a `jti` that the server remembers as used. A token with a `jti` is a
+sign-in link's and is accepted at /login only, never as a Bearer API credential.
+
+`SessionStore` keeps what outlives a request in the database, shared by every web process and
+kept across restarts: the used `jti`s, and the browser sessions a sign-in starts (the cookie
+carries only the session's secret; see docs/web.md "Sessions").
 """
 
 from __future__ import annotations
@@ -11,18 +14,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import jwt
+from sqlalchemy import Engine
 
+from monitor_scheduler import web_sessions
+from monitor_scheduler.clock import Clock, to_ms_precision
 from monitor_scheduler.scheduling import validate_user_id
 
 ALGORITHM = "HS256"
 DEFAULT_LINK_TTL_SECONDS = 15 * 60
 CLOCK_LEEWAY_SECONDS = 30
+SESSION_TTL = timedelta(hours=8)
 
 
 class AuthError(Exception):
@@ -64,28 +71,44 @@ def decode_token(secret: str, token: str) -> tuple[Principal, dict[str, object]]
     return Principal(user_id, admin), claims
 
 
-class UsedTokenIds:
-    """The `jti`s of sign-in tokens already used, each kept until its token would expire anyway."""
+class SessionStore:
+    """Used sign-in tokens and browser sessions, in the database (monitor_scheduler.web_sessions)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._expiry: dict[str, float] = {}
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
 
     def consume(self, jti: str, expires_at: float) -> bool:
-        """Mark `jti` used; False if it already was."""
-        now = time.time()
-        with self._lock:
-            # Forget entries whose token has expired: those tokens are refused by `exp` anyway.
-            for stale in [k for k, exp in self._expiry.items() if exp + CLOCK_LEEWAY_SECONDS < now]:
-                del self._expiry[stale]
-            if jti in self._expiry:
-                return False
-            self._expiry[jti] = expires_at
-            return True
+        """Mark `jti` used until its token expires (plus the leeway); False if it already was."""
+        until = to_ms_precision(datetime(1970, 1, 1) + timedelta(seconds=expires_at + CLOCK_LEEWAY_SECONDS))
+        with self.engine.begin() as conn:
+            return web_sessions.consume_jti(conn, jti=jti, expires_at=until, now=self.clock.now(conn))
+
+    def start(self, principal: Principal) -> str:
+        """A new session for `principal`; returns the secret for the cookie."""
+        with self.engine.begin() as conn:
+            return web_sessions.create_session(
+                conn, user_id=principal.user_id, is_admin=principal.admin, now=self.clock.now(conn), ttl=SESSION_TTL
+            )
+
+    def load(self, secret: str) -> Principal | None:
+        """Who a cookie's session belongs to, if it is still live (one read)."""
+        with self.engine.connect() as conn:
+            found = web_sessions.load_session(conn, secret=secret, now=self.clock.sql_now())
+        return None if found is None else Principal(found.user_id, found.is_admin)
+
+    def end(self, secret: str) -> None:
+        with self.engine.begin() as conn:
+            web_sessions.end_session(conn, secret=secret)
+
+    def revoke_user(self, user_id: str, *, admin_only: bool = False) -> int:
+        """End every live session of `user_id` (or only those with admin rights)."""
+        with self.engine.begin() as conn:
+            return web_sessions.revoke_user_sessions(conn, user_id=user_id, now=self.clock.now(conn), admin_only=admin_only)
 
 
-def consume_sign_in_token(secret: str, token: str, used: UsedTokenIds) -> Principal:
-    """A sign-in link's token: valid, carrying a `jti`, and not used before."""
+def consume_sign_in_token(secret: str, token: str, used: SessionStore) -> Principal:
+    """A sign-in link's token: valid, carrying a `jti`, and not used before (by any process)."""
     principal, claims = decode_token(secret, token)
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
@@ -100,15 +123,16 @@ def sign_in_url(base_url: str, secret: str, user_id: str, *, admin: bool, ttl_se
     return f"{base_url.rstrip('/')}/login?{urlencode({'token': token})}"
 
 
-def new_csrf_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
 def same_secret(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so timing does not reveal how much of a secret matched."""
     if given is None:
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def csrf_token_for(session_key: str, session_secret: str) -> str:
+    """The CSRF token of a session: derived from its secret, so the cookie carries nothing else."""
+    return hmac.new(session_key.encode("utf-8"), b"csrf:" + session_secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def derived_key(secret: str, purpose: str) -> str:

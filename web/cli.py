@@ -19,7 +19,7 @@ from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import ConfigurationError, InvalidInput, UnknownUser
 from monitor_scheduler.scheduling import validate_user_id
 from monitor_scheduler.settings import Settings
-from web.auth import sign_in_url
+from web.auth import SessionStore, sign_in_url
 from web.state import WebState
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
     p.set_defaults(func=cmd_login_link)
 
+    p = subparsers.add_parser(
+        "sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)"
+    )
+    p.add_argument("user", help="the user id whose sessions end")
+    p.add_argument("--admin-only", action="store_true",
+                   help="end only the sessions with admin rights (after taking the admin grant back)")
+    p.set_defaults(func=cmd_sign_out)
+
 
 def cmd_login_link(app: App, args: argparse.Namespace) -> int:
     if app.settings.SECRET_KEY is None:
@@ -63,6 +71,16 @@ def cmd_login_link(app: App, args: argparse.Namespace) -> int:
     if ttl < 1:
         raise InvalidInput("--ttl must be at least 1s")
     print(sign_in_url(app.settings.WEB_BASE_URL, app.settings.SECRET_KEY.get_secret_value(), user_id, admin=args.admin, ttl_seconds=ttl))
+    return 0
+
+
+def cmd_sign_out(app: App, args: argparse.Namespace) -> int:
+    try:
+        user_id = validate_user_id(args.user)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    ended = SessionStore(app.engine, app.clock).revoke_user(user_id, admin_only=args.admin_only)
+    print(f"ended {ended} {'admin ' if args.admin_only else ''}session(s) of {user_id!r}")
     return 0
 
 

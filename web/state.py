@@ -1,6 +1,6 @@
-"""What the web process keeps beside the database: the wired App, the token key, the used
-sign-in token ids and one Dispatcher per mode. (The last dispatch pass is shared state, read
-from the database: any dispatcher on any host records it.)"""
+"""What the web process keeps beside the database: the wired App, the token key and one
+Dispatcher per mode. (The last dispatch pass, used sign-in tokens and sessions are shared state
+in the database: any process on any host sees them.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from dispatcher.service import Dispatcher, Mode
 from monitor_scheduler.app import App
 from monitor_scheduler.exceptions import QueueUnavailable
 from monitor_scheduler.metrics import SchedulerCollector
-from web.auth import UsedTokenIds
 from prometheus_client import CollectorRegistry
 
 
@@ -21,7 +20,6 @@ class WebState:
     token_key: str
     session_key: str
     dev: bool = False
-    used_token_ids: UsedTokenIds = field(default_factory=UsedTokenIds)
     _dispatchers: dict[Mode, Dispatcher] = field(default_factory=dict)
     _metrics: CollectorRegistry | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
