@@ -127,3 +127,13 @@ def test_sign_out_command_ends_every_session_of_a_user(sqlite_web: WebHarness, t
 def test_sign_out_refuses_a_bad_user_id(sqlite_web: WebHarness, tmp_path: Path, bad: str) -> None:
     result = run_cli("sign-out", bad, cwd=tmp_path, DATABASE_URL=sqlite_web.backend.url)
     assert result.returncode == 2 and "user id" in result.stderr
+
+
+def test_a_token_for_alice_with_a_trailing_space_reaches_nobody(web: WebHarness) -> None:
+    """On MariaDB 'alice ' used to compare equal to 'alice' (PAD SPACE): such a token read and
+    changed alice's schedule. It is refused now, and alice's row is untouched."""
+    web.client.patch(ME, json={"intervalMinutes": 5}, headers=web.auth("alice"))
+    for method, body in (("GET", None), ("PATCH", {"intervalMinutes": 9})):
+        response = web.client.request(method, ME, json=body, headers=web.auth("alice "))
+        assert response.status_code == 401 and "whitespace" in response.json()["message"]
+    assert web.client.get(ME, headers=web.auth("alice")).json()["intervalMinutes"] == 5
