@@ -6,6 +6,7 @@ when the run ends are skipped (no burst of catch-up runs) and counted.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,13 +43,17 @@ def rescheduled_after_change(now: datetime, last_slot: datetime | None, interval
 
 
 def validate_interval(value: object) -> int:
-    """Return the interval as an int, or raise ValueError naming the limits."""
+    """Return the interval as an int, or raise ValueError naming the limits.
+
+    Text must be ASCII digits with surrounding blanks at most: no sign, and no other script's
+    digits (`int()` alone would read "٥" as 5 and fail on "+-5" with its own message).
+    """
     limits = f"a whole number of minutes between {MIN_INTERVAL_MINUTES} and {MAX_INTERVAL_MINUTES}"
     if isinstance(value, bool):
         raise ValueError(f"interval must be {limits}, got {value!r}")
     if isinstance(value, str):
         stripped = value.strip()
-        if not stripped.lstrip("+-").isdigit():
+        if not (stripped.isascii() and stripped.isdigit()):
             raise ValueError(f"interval must be {limits}, got {value!r}")
         value = int(stripped)
     if not isinstance(value, int):
@@ -58,12 +63,22 @@ def validate_interval(value: object) -> int:
     return value
 
 
+# Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width characters, BOM...), lone
+# surrogates (not storable as UTF-8), line and paragraph separators: invisible or misleading in a
+# user id shown to an operator or in a log line.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def validate_user_id(value: str) -> str:
-    """User ids are any non-empty text of at most 64 characters, without control characters."""
+    """User ids are non-empty text of at most 64 characters, compared exactly: no control or
+    format characters, no leading or trailing whitespace (so "alice " can never stand for "alice")."""
     if not isinstance(value, str) or value == "":
         raise ValueError("user id must be a non-empty string")
     if len(value) > MAX_USER_ID_LENGTH:
         raise ValueError(f"user id must be at most {MAX_USER_ID_LENGTH} characters, got {len(value)}")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("user id must not contain control characters")
+    bad = next((ch for ch in value if unicodedata.category(ch) in _REFUSED_CATEGORIES), None)
+    if bad is not None:
+        raise ValueError(f"user id must not contain control or format characters (found U+{ord(bad):04X})")
+    if value.strip() != value:
+        raise ValueError("user id must not start or end with whitespace")
     return value

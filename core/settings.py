@@ -17,6 +17,11 @@ from core.exceptions import ConfigurationError
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 
 DEFAULT_SQLITE_FILE = "monitor-scheduler.db"
+# Shortest secrets the web accepts outside --dev (docs/web.md "Secrets"): SECRET_KEY signs every
+# token and cookie (HS256 wants a key of 256 bits: 32 random characters or more); CRON_SECRET only
+# guards the dispatch trigger, and 16 random characters are past any online guessing.
+MIN_SECRET_KEY_LENGTH = 32
+MIN_CRON_SECRET_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -133,6 +138,16 @@ class Settings(BaseSettings):
         if self.DISPATCH_LOCK_TTL < 3_000 and self.JOB_TIMEOUT * 1000 > self.DISPATCH_LOCK_TTL:
             raise ValueError("DISPATCH_LOCK_TTL below 3000 ms needs JOB_TIMEOUT shorter than the lease")
         return self
+
+    def weak_secrets(self) -> list[str]:
+        """Problems with SECRET_KEY / CRON_SECRET that are set but too short, naming the variable.
+        The web refuses to start on any of them unless --dev (web.app.resolve_secret)."""
+        problems = []
+        for name, minimum in (("SECRET_KEY", MIN_SECRET_KEY_LENGTH), ("CRON_SECRET", MIN_CRON_SECRET_LENGTH)):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None and len(secret.get_secret_value()) < minimum:
+                problems.append(f"invalid setting {name}: must be at least {minimum} characters (a long random value)")
+        return problems
 
     @property
     def lease_seconds(self) -> float:

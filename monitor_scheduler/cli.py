@@ -242,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", action="store_true", help="the link grants admin rights")
     p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
+
+    p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)")
+    p.add_argument("user", help="the user id whose sessions end")
+    p.add_argument("--admin-only", action="store_true",
+                   help="end only the sessions with admin rights (after taking the admin grant back)")
+    p.set_defaults(func=_WEB_COMMANDS + "cmd_sign_out")
     return parser
 
 

@@ -23,6 +23,7 @@ from dispatcher.service import Mode
 from monitor_scheduler.demo import DEMO_USERS
 from monitor_scheduler.wiring import App
 from schema.migrate import upgrade
+from services.sessions import SessionService
 from web.app import create_app
 from web.auth import sign_in_url
 from web.state import WebState
@@ -39,6 +40,8 @@ DEMO_ADMIN, DEMO_USER = "demo-admin", "demo-alice"
 def cmd_login_link(app: App, args: argparse.Namespace) -> int:
     if app.settings.SECRET_KEY is None:
         raise ConfigurationError("SECRET_KEY is not set: cannot sign a link (a --dev server prints its own links)")
+    if problem := next((p for p in app.settings.weak_secrets() if "SECRET_KEY" in p), None):
+        raise ConfigurationError(problem)  # a server outside --dev refuses this key: no link it would not accept
     try:
         user_id = validate_user_id(args.user)
     except ValueError as exc:
@@ -47,6 +50,16 @@ def cmd_login_link(app: App, args: argparse.Namespace) -> int:
     if ttl < 1:
         raise InvalidInput("--ttl must be at least 1s")
     print(sign_in_url(app.settings.WEB_BASE_URL, app.settings.SECRET_KEY.get_secret_value(), user_id, admin=args.admin, ttl_seconds=ttl))
+    return 0
+
+
+def cmd_sign_out(app: App, args: argparse.Namespace) -> int:
+    try:
+        user_id = validate_user_id(args.user)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    ended = SessionService(app.engine, app.clock).revoke_user(user_id, admin_only=args.admin_only)
+    print(f"ended {ended} {'admin ' if args.admin_only else ''}session(s) of {user_id!r}")
     return 0
 
 

@@ -25,16 +25,45 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 metadata = MetaData()
 
 # DATETIME(3) on MySQL/MariaDB; SQLite stores the ISO text SQLAlchemy writes.
 Millis = DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
-# Exact, case-sensitive user ids on MySQL ("Alice" and "alice" are two users).
-UserIdType = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+# Exact, case-sensitive user ids on MySQL ("Alice" and "alice" are two users), and NO PAD: with a
+# PAD SPACE collation such as utf8mb4_bin, 'alice ' = 'alice'. MariaDB's name is utf8mb4_nopad_bin;
+# migration 0003 picks MySQL 8's utf8mb4_0900_bin on MySQL (the collation is not compared by
+# tests/integration/test_schema.py's models-vs-migrations check, so both servers agree with this).
+USER_ID_COLLATION = "utf8mb4_nopad_bin"
+UserIdType = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=USER_ID_COLLATION), "mysql", "mariadb")
 ErrorText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+
+
+
+class utc_now_ms(FunctionElement[Any]):
+    """Server default "now": naive UTC with milliseconds, in the form the code writes and reads
+    (MySQL DATETIME(3); SQLite the ISO text 'YYYY-MM-DD HH:MM:SS.ffffff' SQLAlchemy parses)."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(utc_now_ms)
+def _utc_now_sqlite(_element: utc_now_ms, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "(strftime('%Y-%m-%d %H:%M:%f000', 'now'))"
+
+
+@compiles(utc_now_ms, "mysql")
+@compiles(utc_now_ms, "mariadb")
+def _utc_now_mysql(_element: utc_now_ms, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "(UTC_TIMESTAMP(3))"
+
 
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
@@ -42,18 +71,20 @@ schedules = Table(
     "UserMonitorSchedule",
     metadata,
     Column("userId", UserIdType, primary_key=True),
-    Column("enabled", Boolean, nullable=False, default=True),
-    Column("intervalMinutes", Integer, nullable=False),
-    Column("nextRunAt", Millis, nullable=False),
+    # Server defaults (migration 0003) let a host insert with plain SQL: `INSERT INTO
+    # UserMonitorSchedule (userId) VALUES ('alice')` is an enabled 5-minute schedule, due at once.
+    Column("enabled", Boolean, nullable=False, default=True, server_default=text("1")),
+    Column("intervalMinutes", Integer, nullable=False, server_default=text("5")),
+    Column("nextRunAt", Millis, nullable=False, server_default=utc_now_ms()),
     Column("lastRunAt", Millis, nullable=True),
     Column("lastStatus", String(16), nullable=True),
     Column("lastError", ErrorText, nullable=True),
     Column("lockedUntil", Millis, nullable=True),
     Column("lockedBy", String(64), nullable=True),
     Column("runSlot", Millis, nullable=True),
-    Column("attempt", Integer, nullable=False, default=0),
-    Column("createdAt", Millis, nullable=False),
-    Column("updatedAt", Millis, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0, server_default=text("0")),
+    Column("createdAt", Millis, nullable=False, server_default=utc_now_ms()),
+    Column("updatedAt", Millis, nullable=False, server_default=utc_now_ms()),
     CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
     # The due query is `enabled = 1 AND nextRunAt <= now ORDER BY nextRunAt`: an index range scan in
     # ORDER BY order, so SKIP LOCKED locks only the rows it returns (no filesort).
@@ -92,5 +123,34 @@ status = Table(
     Column("name", String(64), primary_key=True),
     Column("at", Millis, nullable=True),
     Column("detail", ErrorText, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# The jti of every sign-in token already used (stored as its SHA-256 hex), kept until the token would
+# have expired anyway: one-time links stay one-time across restarts and web processes. Only
+# web.web_sessions touches this table and the next.
+used_sign_in_tokens = Table(
+    "UsedSignInToken",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("expiresAt", Millis, nullable=False),
+    Index("ix_UsedSignInToken_expiresAt", "expiresAt"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# One row per signed-in browser. `id` is the SHA-256 hex of the secret the cookie carries (a leaked
+# table cannot be replayed as cookies); every request reads its row, so deleting it or setting
+# `revokedAt` ends the session everywhere on the next request.
+web_sessions = Table(
+    "WebSession",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("userId", UserIdType, nullable=False),
+    Column("isAdmin", Boolean, nullable=False),
+    Column("createdAt", Millis, nullable=False),
+    Column("expiresAt", Millis, nullable=False),
+    Column("revokedAt", Millis, nullable=True),
+    Index("ix_WebSession_userId", "userId"),
+    Index("ix_WebSession_expiresAt", "expiresAt"),
     **MYSQL_TABLE_OPTIONS,
 )

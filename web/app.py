@@ -33,6 +33,7 @@ from core.exceptions import (
 )
 from core.settings import Settings
 from services.scheduler import SchedulerService, Wiring
+from services.sessions import SESSION_TTL, SessionService
 from web.auth import derived_key
 from web.deps import MalformedBody
 from web.errors import is_operator, lease_held_text
@@ -46,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "monitor_session"
-SESSION_MAX_AGE_SECONDS = 8 * 3600
-MIN_SECRET_KEY_LENGTH = 32
 
 # Swagger UI and ReDoc load their assets from a CDN with inline scripts; only our pages get the CSP.
 _NO_CSP_PATHS = ("/docs", "/redoc")
@@ -70,12 +69,14 @@ _PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 4
 
 
 def resolve_secret(settings: Settings, dev: bool) -> str:
-    """SECRET_KEY, or in dev mode a random per-process key; otherwise refuse to start."""
+    """SECRET_KEY, or in dev mode a random per-process key; otherwise refuse to start. A short
+    SECRET_KEY or CRON_SECRET is refused too, except in dev mode (a warning there)."""
+    for problem in settings.weak_secrets():
+        if not dev:
+            raise ConfigurationError(problem)
+        logger.warning("development mode: %s", problem)
     if settings.SECRET_KEY is not None:
-        key = settings.SECRET_KEY.get_secret_value()
-        if len(key) < MIN_SECRET_KEY_LENGTH:
-            logger.warning("SECRET_KEY is shorter than %s characters; use a long random value", MIN_SECRET_KEY_LENGTH)
-        return key
+        return settings.SECRET_KEY.get_secret_value()
     if not dev:
         raise ConfigurationError("SECRET_KEY is not set: the web app will not start without it (--dev uses a throwaway key)")
     logger.warning("development mode: SECRET_KEY is not set, using a random key for this process only "
@@ -85,7 +86,7 @@ def resolve_secret(settings: Settings, dev: bool) -> str:
 
 def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
     key = resolve_secret(wiring.settings, dev)
-    web = WebState(SchedulerService(wiring), token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
+    web = WebState(SchedulerService(wiring), SessionService(wiring.engine, wiring.clock), token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
     api = FastAPI(
         title="monitor-scheduler",
         version="0.1.0",
@@ -99,7 +100,7 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
         SessionMiddleware,
         secret_key=web.session_key,
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_SECONDS,
+        max_age=int(SESSION_TTL.total_seconds()),  # the WebSession row's expiresAt decides; the cookie just goes too
         same_site="lax",
         https_only=wiring.settings.WEB_BASE_URL.startswith("https://"),
     )

@@ -1,9 +1,12 @@
 """Who the caller is: signed, expiring JWTs (HS256 with SECRET_KEY), minted by the host application.
 
 Claims: `sub` (the user id, required), `exp` (required, checked), `admin` (boolean, default false),
-and for one-time sign-in links a `jti` that the server remembers as used. Used `jti`s are kept in
-memory (one process): a restart forgets them, which is acceptable because sign-in tokens live
-minutes, not days (see docs/web.md).
+and for one-time sign-in links a `jti` that the server remembers as used. A token with a `jti` is a
+sign-in link's and is accepted at /login only, never as a Bearer API credential.
+
+`services.sessions.SessionService` keeps what outlives a request in the database, shared by every web process and
+kept across restarts: the used `jti`s, and the browser sessions a sign-in starts (the cookie
+carries only the session's secret; see docs/web.md "Sessions").
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -19,10 +21,10 @@ from urllib.parse import urlencode
 import jwt
 
 from core.scheduling import validate_user_id
+from services.sessions import CLOCK_LEEWAY_SECONDS, SessionService
 
 ALGORITHM = "HS256"
 DEFAULT_LINK_TTL_SECONDS = 15 * 60
-CLOCK_LEEWAY_SECONDS = 30
 
 
 class AuthError(Exception):
@@ -64,28 +66,8 @@ def decode_token(secret: str, token: str) -> tuple[Principal, dict[str, object]]
     return Principal(user_id, admin), claims
 
 
-class UsedTokenIds:
-    """The `jti`s of sign-in tokens already used, each kept until its token would expire anyway."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._expiry: dict[str, float] = {}
-
-    def consume(self, jti: str, expires_at: float) -> bool:
-        """Mark `jti` used; False if it already was."""
-        now = time.time()
-        with self._lock:
-            # Forget entries whose token has expired: those tokens are refused by `exp` anyway.
-            for stale in [k for k, exp in self._expiry.items() if exp + CLOCK_LEEWAY_SECONDS < now]:
-                del self._expiry[stale]
-            if jti in self._expiry:
-                return False
-            self._expiry[jti] = expires_at
-            return True
-
-
-def consume_sign_in_token(secret: str, token: str, used: UsedTokenIds) -> Principal:
-    """A sign-in link's token: valid, carrying a `jti`, and not used before."""
+def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
+    """A sign-in link's token: valid, carrying a `jti`, and not used before (by any process)."""
     principal, claims = decode_token(secret, token)
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
@@ -103,15 +85,16 @@ def sign_in_url(base_url: str, secret: str, user_id: str, *, admin: bool, ttl_se
     return f"{base_url.rstrip('/')}/login?{urlencode({'token': token})}"
 
 
-def new_csrf_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
 def same_secret(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so timing does not reveal how much of a secret matched."""
     if given is None:
         return False
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def csrf_token_for(session_key: str, session_secret: str) -> str:
+    """The CSRF token of a session: derived from its secret, so the cookie carries nothing else."""
+    return hmac.new(session_key.encode("utf-8"), b"csrf:" + session_secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def derived_key(secret: str, purpose: str) -> str:

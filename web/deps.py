@@ -16,12 +16,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
-from web.auth import AuthError, Principal, decode_token, same_secret
+from services.sessions import SessionService
+from web.auth import AuthError, Principal, csrf_token_for, decode_token, same_secret
 from web.state import WebState
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
-SESSION_USER, SESSION_ADMIN, SESSION_CSRF = "uid", "admin", "csrf"
+# The signed cookie holds the session's secret (and a one-shot flash message), nothing else: who
+# the user is and whether they are an admin are read from the WebSession row on every request.
+SESSION_ID = "sid"
+_NOT_LOADED = object()
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,16 +47,35 @@ def unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def session_store(web: WebState) -> SessionService:
+    return web.sessions
+
+
+def session_secret(request: Request) -> str | None:
+    secret = request.session.get(SESSION_ID)
+    return secret if isinstance(secret, str) and secret else None
+
+
 def session_principal(request: Request) -> Principal | None:
-    user_id = request.session.get(SESSION_USER)
-    if not isinstance(user_id, str) or not user_id:
-        return None
-    return Principal(user_id, request.session.get(SESSION_ADMIN) is True)
+    """The signed-in user of this request's cookie, read once per request from WebSession: a
+    logged-out, revoked or expired session is nobody, whatever the (still validly signed) cookie says."""
+    cached = getattr(request.state, "principal", _NOT_LOADED)
+    if cached is not _NOT_LOADED:
+        return cached  # type: ignore[return-value]
+    secret = session_secret(request)
+    found = None if secret is None else session_store(get_web(request)).load(secret)
+    principal = None if found is None else Principal(found.user_id, found.is_admin)
+    if principal is None and secret is not None:
+        request.session.pop(SESSION_ID, None)  # the browser drops the dead cookie
+    request.state.principal = principal
+    return principal
 
 
 def session_csrf(request: Request) -> str | None:
-    token = request.session.get(SESSION_CSRF)
-    return token if isinstance(token, str) else None
+    secret = session_secret(request)
+    if secret is None or session_principal(request) is None:
+        return None
+    return csrf_token_for(get_web(request).session_key, secret)
 
 
 def current_user(
@@ -63,9 +86,12 @@ def current_user(
     """API callers: a Bearer token, or the page's session cookie plus the CSRF header on writes."""
     if credentials is not None:
         try:
-            bearer, _claims = decode_token(web.token_key, credentials.credentials)
+            bearer, claims = decode_token(web.token_key, credentials.credentials)
         except AuthError as exc:
             raise unauthorized(str(exc)) from None
+        if "jti" in claims:
+            # A one-time sign-in link's token: used or not, a leaked link must not open the API.
+            raise unauthorized("sign-in link tokens (with a 'jti' claim) are not API credentials")
         return bearer
     if request.headers.get("authorization"):
         raise unauthorized("Authorization header must be 'Bearer <token>'")

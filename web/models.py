@@ -12,9 +12,12 @@ from typing import Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.domain import RunRecord, Schedule
-from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES
+from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES, validate_user_id
 
-USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# The documented shape of a user id (scheduling.validate_user_id is the rule and runs too): no
+# control, format or separator characters, no whitespace at either end.
+_NOT_ID = r"\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+USER_ID_PATTERN = rf"^[^\s{_NOT_ID}](?:[^{_NOT_ID}]*[^\s{_NOT_ID}])?$"
 
 
 @overload
@@ -57,6 +60,11 @@ class CronRequest(BaseModel):
     mode: Literal["queue", "sync"] | None = Field(
         default=None, description="Default: queue when REDIS_URL is set, else sync."
     )
+
+    @field_validator("userId")
+    @classmethod
+    def _valid_user_id(cls, value: str | None) -> str | None:
+        return None if value is None else validate_user_id(value)  # the pattern's gaps (astral format characters)
 
 
 # --- responses ------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""What the web process keeps beside the database: the service it calls, the token keys, the used
-sign-in token ids and the metrics registry. (The last dispatch pass is shared state, read from the
-database: any dispatcher on any host records it.)"""
+"""What the web process keeps: the services it calls, the token keys and the metrics registry.
+(The last dispatch pass, used sign-in tokens and sessions are shared state in the database: any
+process on any host sees them.)"""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from prometheus_client import CollectorRegistry
 from core.settings import Settings
 from services.metrics import SchedulerCollector
 from services.scheduler import SchedulerService
-from web.auth import UsedTokenIds
+from services.sessions import SessionService
 
 
 @dataclass
 class WebState:
     service: SchedulerService
+    sessions: SessionService
     token_key: str
     session_key: str
     dev: bool = False
-    used_token_ids: UsedTokenIds = field(default_factory=UsedTokenIds)
     _metrics: CollectorRegistry | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

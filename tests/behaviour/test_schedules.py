@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from dispatcher.service import Dispatcher
+from core import queries, writes
 from core.exceptions import InvalidInput, UnknownUser
 from services.scheduler import get_schedule, set_schedule
 from tests.conftest import T0, Backend
@@ -71,3 +72,23 @@ def test_a_running_schedule_keeps_its_lease_and_the_run_uses_the_new_interval(ba
     assert seen["during"].locked_by is not None
     assert seen["during"].next_run_at == seen["during"].locked_until, "the lease still owns nextRunAt"
     assert backend.schedule("alice").next_run_at == T0 + timedelta(minutes=20)
+
+
+def test_a_trailing_space_names_another_user_not_alice(backend: Backend) -> None:
+    """Given 'alice' and 'alice ' (a host may have both: ids are exact), when either is read or
+    changed, then only that one is: MariaDB's PAD SPACE utf8mb4_bin used to compare them equal."""
+
+    with backend.engine.begin() as conn:
+        writes.insert_schedule(conn, user_id="alice", enabled=True, interval_minutes=5, next_run_at=T0, now=T0)
+        assert queries.get_schedule(conn, "alice ") is None, "'alice ' is not alice"
+        writes.insert_schedule(conn, user_id="alice ", enabled=True, interval_minutes=7, next_run_at=T0, now=T0)
+        writes.update_schedule(conn, user_id="alice ", now=T0, enabled=False, interval_minutes=9, next_run_at=None)
+    assert (backend.schedule("alice").interval_minutes, backend.schedule("alice").enabled) == (5, True)
+    assert (backend.schedule("alice ").interval_minutes, backend.schedule("alice ").enabled) == (9, False)
+
+
+def test_a_user_id_with_a_trailing_space_is_refused_before_anything_is_written(backend: Backend) -> None:
+    change(backend, interval=5)
+    with pytest.raises(InvalidInput, match="whitespace"):
+        change(backend, user_id="alice ", interval=9)
+    assert backend.schedule("alice").interval_minutes == 5

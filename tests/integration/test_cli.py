@@ -53,12 +53,21 @@ def test_migrate_then_schedule_set_show_and_list(workdir: Path) -> None:
     assert [r["userId"] for r in json.loads(run(workdir, "schedule", "list", "--due", "--json").stdout)] == ["alice"]
 
 
-@pytest.mark.parametrize("bad", ["0", "1441", "abc", "2.5", "-3"])
+@pytest.mark.parametrize("bad", ["0", "1441", "abc", "2.5", "-3", "+-5", "\u0665"])
 def test_a_bad_interval_exits_2_names_the_limits_and_writes_nothing(workdir: Path, bad: str) -> None:
     run(workdir, "migrate")
     result = run(workdir, "schedule", "set", "alice", f"--interval={bad}")
     assert result.returncode == 2
     assert "between 1 and 1440" in result.stderr and "Traceback" not in result.stderr
+    assert schedule_rows(workdir) == []
+
+
+@pytest.mark.parametrize("bad,says", [("alice ", "whitespace"), (" ", "whitespace"), ("ev\u202eil", "U+202E"), ("c1\x9b", "U+009B")])
+def test_a_bad_user_id_exits_2_says_why_and_writes_nothing(workdir: Path, bad: str, says: str) -> None:
+    run(workdir, "migrate")
+    result = run(workdir, "schedule", "set", bad, "--interval=9")
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
     assert schedule_rows(workdir) == []
 
 

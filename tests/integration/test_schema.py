@@ -13,8 +13,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from core import domain, lease, queries, writes
-from core.clock import DatabaseClock
+from core.clock import DatabaseClock, clock_for_dialect
 from core.db import create_db_engine
+from core.executor import Runner
+from dispatcher.service import Dispatcher
 from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
 from schema.models import metadata
 from tests.conftest import T0, Backend
@@ -67,7 +69,7 @@ def test_the_shipped_mysql_ddl_is_generated_from_the_migrations() -> None:
 def _columns_and_indexes(conn) -> tuple[list, list]:
     columns = conn.execute(
         text(
-            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME FROM information_schema.COLUMNS "
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME, COLUMN_DEFAULT FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = DATABASE() ORDER BY TABLE_NAME, ORDINAL_POSITION"
         )
     ).all()
@@ -80,6 +82,17 @@ def _columns_and_indexes(conn) -> tuple[list, list]:
     return [tuple(c) for c in columns], [tuple(i) for i in indexes]
 
 
+def mariadb_client(mariadb, database: str, sql: bytes) -> None:
+    """Run SQL through the real command-line client, as an operator or a host's script would."""
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    assert client, "the mariadb client comes with mariadb-server"
+    subprocess.run(
+        [client, "--protocol=TCP", "-h", "127.0.0.1", "-P", str(mariadb.port), "-u", "root",
+         "--default-character-set=utf8mb4", database],
+        input=sql, check=True, capture_output=True, timeout=60,
+    )
+
+
 @pytest.mark.mysql
 def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:
     by_hand_url = mariadb.create_database("by_hand_ddl")
@@ -87,14 +100,7 @@ def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: 
     migrated = create_db_engine(mysql_url)
     try:
         # Exactly as the file's header tells operators to apply it: the real client, stdin.
-        client = shutil.which("mariadb") or shutil.which("mysql")
-        assert client, "the mariadb client comes with mariadb-server"
-        with MYSQL_DDL_FILE.open("rb") as ddl:
-            subprocess.run(
-                [client, "--protocol=TCP", "-h", "127.0.0.1", "-P", str(mariadb.port), "-u", "root",
-                 "--default-character-set=utf8mb4", "by_hand_ddl"],
-                stdin=ddl, check=True, capture_output=True, timeout=60,
-            )
+        mariadb_client(mariadb, "by_hand_ddl", MYSQL_DDL_FILE.read_bytes())
         with by_hand.connect() as a, migrated.connect() as b:
             assert _columns_and_indexes(a) == _columns_and_indexes(b)
     finally:
@@ -212,3 +218,76 @@ def test_a_connection_returned_mid_transaction_is_still_rolled_back(mysql_backen
             assert check.execute(text("SELECT intervalMinutes FROM UserMonitorSchedule FOR UPDATE")).scalar_one() == 5
     finally:
         other.dispose()
+
+
+def _dispatch_for_real(backend: Backend) -> tuple[int, list[str]]:
+    """One sync pass on the production clock (the rows' defaults are the real "now")."""
+    ran: list[str] = []
+    clock = clock_for_dialect(backend.engine.dialect.name)
+    cfg = backend.settings()
+    runner = Runner(backend.engine, cfg, clock, lambda user_id, _context: ran.append(user_id))
+    summary = Dispatcher.inline(cfg, backend.engine, clock, runner).tick()
+    return summary.claimed, ran
+
+
+@pytest.mark.mysql
+def test_a_host_inserts_a_schedule_with_plain_sql_and_the_next_pass_runs_it(mariadb, mysql_backend: Backend) -> None:
+    """Given only userId and intervalMinutes, through the mariadb client (no UTC session set),
+    when the dispatcher passes, then the row is claimed and run: every other column has a default."""
+    database = mysql_backend.engine.url.database
+    assert database is not None
+    mariadb_client(mariadb, database, b"INSERT INTO UserMonitorSchedule (userId, intervalMinutes) VALUES ('host-made', 10);\n"
+                                      b"INSERT INTO UserMonitorSchedule (userId) VALUES ('bare');\n")
+    with mysql_backend.engine.connect() as conn:
+        now = DatabaseClock().now(conn)
+    row = mysql_backend.schedule("host-made")
+    assert (row.enabled, row.interval_minutes, row.attempt, row.locked_by) == (True, 10, 0, None)
+    assert abs((row.next_run_at - now).total_seconds()) < 60, "due now, in UTC"
+    assert row.created_at == row.updated_at == row.next_run_at
+    assert mysql_backend.schedule("bare").interval_minutes == 5
+
+    claimed, ran = _dispatch_for_real(mysql_backend)
+    assert (claimed, sorted(ran)) == (2, ["bare", "host-made"])
+    assert mysql_backend.schedule("host-made").last_status == "succeeded"
+
+
+def test_a_plain_sql_insert_on_sqlite_reads_back_as_datetimes_and_runs(sqlite_backend: Backend) -> None:
+    import sqlite3
+    from datetime import datetime
+
+    path = sqlite_backend.engine.url.database
+    assert path is not None
+    with sqlite3.connect(path) as raw:  # the sqlite3 shell's view: no SQLAlchemy involved
+        raw.execute("INSERT INTO UserMonitorSchedule (userId, intervalMinutes) VALUES ('host-made', 10)")
+    row = sqlite_backend.schedule("host-made")
+    assert isinstance(row.next_run_at, datetime) and row.next_run_at.microsecond % 1000 == 0
+    assert abs((row.next_run_at - datetime.utcnow()).total_seconds()) < 60  # noqa: DTZ003 - the column is naive UTC
+    assert (row.enabled, row.interval_minutes, row.attempt) == (True, 10, 0)
+
+    assert _dispatch_for_real(sqlite_backend) == (1, ["host-made"])
+    assert sqlite_backend.schedule("host-made").last_status == "succeeded"
+
+
+@pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request: pytest.FixtureRequest, tmp_path) -> None:
+    from schema.migrate import current_revision, downgrade, upgrade
+
+    if server == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        mariadb = request.getfixturevalue("mariadb")
+        url = mariadb.create_database("upgrade_0003")
+        request.addfinalizer(lambda: mariadb.drop_database("upgrade_0003"))
+    engine = create_db_engine(url)
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as conn:
+            writes.insert_schedule(conn, user_id="alice", enabled=True, interval_minutes=7, next_run_at=T0, now=T0)
+        upgrade(engine)
+        assert current_revision(engine) == "0003"
+        with engine.connect() as conn:
+            assert queries.get_schedule(conn, "alice").interval_minutes == 7  # type: ignore[union-attr]
+        downgrade(engine, "0002")
+        upgrade(engine)
+    finally:
+        engine.dispose()

@@ -62,7 +62,9 @@ def test_valid_intervals(good, expected) -> None:
     assert validate_interval(good) == expected
 
 
-@pytest.mark.parametrize("bad", [0, 1441, -5, "abc", "1.5", 2.5, "", None, True, "1e3"])
+@pytest.mark.parametrize(
+    "bad", [0, 1441, -5, "abc", "1.5", 2.5, "", None, True, "1e3", "+-5", "-+5", "+5", "-5", "\u0665", "\uff15", "1_0", "\u00b2"]
+)
 def test_invalid_intervals_name_the_limits(bad) -> None:
     with pytest.raises(ValueError, match="between 1 and 1440"):
         validate_interval(bad)
@@ -74,6 +76,34 @@ def test_invalid_user_ids(bad) -> None:
         validate_user_id(bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "c1\x85x", "c1\x9bx",  # C1 controls (NEL, CSI)
+        "evil\u202egnp.exe",  # RIGHT-TO-LEFT OVERRIDE: shows as "evilexe.png"
+        "zero\u200bwidth", "\ufeffbom", "soft\u00adhyphen", "iso\u2066late",  # other format characters
+        "line\u2028sep", "para\u2029sep",
+    ],
+)
+def test_user_ids_refuse_control_and_format_characters(bad: str) -> None:
+    with pytest.raises(ValueError, match="control or format characters"):
+        validate_user_id(bad)
+
+
+@pytest.mark.parametrize("bad", ["alice ", " alice", "alice\u00a0", "\u3000alice", " ", "   ", "\u00a0"])
+def test_user_ids_refuse_leading_or_trailing_whitespace(bad: str) -> None:
+    """'alice ' must never reach a database that may compare it equal to 'alice'."""
+    with pytest.raises(ValueError, match="whitespace"):
+        validate_user_id(bad)
+
+
+def test_interval_errors_are_the_same_clear_message_for_every_bad_text() -> None:
+    for bad in ("+-5", "\u0665"):
+        with pytest.raises(ValueError) as caught:
+            validate_interval(bad)
+        assert str(caught.value) == f"interval must be a whole number of minutes between 1 and 1440, got {bad!r}"
+
+
 def test_user_ids_may_be_any_text_up_to_64_characters() -> None:
-    for uid in ["a", "ü" * 64, "user@example.com", "a b/c?d=e", "日本語"]:
+    for uid in ["a", "ü" * 64, "user@example.com", "a b/c?d=e", "日本語", "Zoë O'Brien", "🦊fox"]:
         assert validate_user_id(uid) == uid

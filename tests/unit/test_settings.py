@@ -55,3 +55,11 @@ def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"{name}=" in example, f".env.example does not list {name}"
+
+
+@pytest.mark.parametrize("name,short,long", [("SECRET_KEY", "k" * 31, "k" * 32), ("CRON_SECRET", "c" * 15, "c" * 16)])
+def test_short_secrets_are_named(name: str, short: str, long: str) -> None:
+    assert load_settings(env_file=None, **{name: short}).weak_secrets() == [
+        f"invalid setting {name}: must be at least {len(long)} characters (a long random value)"
+    ]
+    assert load_settings(env_file=None, **{name: long}).weak_secrets() == []

@@ -96,6 +96,26 @@ def test_web_without_secret_key_exits_2_with_one_line(sqlite_url: str, tmp_path:
     assert result.stderr.strip().splitlines() == ["monitor-scheduler: SECRET_KEY is not set: the web app will not start without it (--dev uses a throwaway key)"]
 
 
+@pytest.mark.parametrize("command", [("web", "--port", "1"), ("login-link", "alice")])
+def test_a_short_secret_key_is_refused_naming_the_variable(sqlite_url: str, tmp_path: Path, command: tuple[str, ...]) -> None:
+    result = run_cli(*command, cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY="s" * 31)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "monitor-scheduler: invalid setting SECRET_KEY: must be at least 32 characters (a long random value)"
+    ]
+
+
+def test_a_short_cron_secret_stops_the_web_app_unless_dev(sqlite_backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    from core.exceptions import ConfigurationError
+    from web.app import create_app
+
+    app = App(sqlite_backend.settings(SECRET_KEY=SECRET_KEY, CRON_SECRET="c" * 15), sqlite_backend.engine, sqlite_backend.clock)
+    with pytest.raises(ConfigurationError, match="CRON_SECRET: must be at least 16 characters"):
+        create_app(app)
+    create_app(app, dev=True)
+    assert any("CRON_SECRET" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_login_link_without_secret_key_exits_2(sqlite_url: str, tmp_path: Path) -> None:
     result = run_cli("login-link", "alice", cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY="")
     assert result.returncode == 2 and "SECRET_KEY" in result.stderr
@@ -130,7 +150,7 @@ def test_the_web_command_serves_and_dispatch_via_http_uses_its_cron_endpoint(sql
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sqlite_backend.add_schedules(2)
-    env = cli_env(DATABASE_URL=sqlite_backend.url, SECRET_KEY=SECRET_KEY, CRON_SECRET="via-http-secret", REDIS_URL="",
+    env = cli_env(DATABASE_URL=sqlite_backend.url, SECRET_KEY=SECRET_KEY, CRON_SECRET="via-http-secret-0123456789", REDIS_URL="",
                   MONITOR_TASK="worker.tasks:noop_task")
     server = subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", "web", "--port", str(port)], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

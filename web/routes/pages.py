@@ -22,17 +22,17 @@ from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
 from core.domain import Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
-from web.auth import AuthError, consume_sign_in_token, new_csrf_token
+from web.auth import AuthError, consume_sign_in_token
 from web.deps import (
-    SESSION_ADMIN,
-    SESSION_CSRF,
-    SESSION_USER,
+    SESSION_ID,
     FormCsrf,
     PageAdmin,
     PageUser,
     Web,
     session_csrf,
     session_principal,
+    session_secret,
+    session_store,
 )
 from web.errors import lease_held_text
 from web.middleware.head import is_head
@@ -108,21 +108,30 @@ def login(request: Request, web: Web, token: Annotated[str, Query(max_length=409
         # A mail client's link scanner probing with HEAD must not use up the one-time link.
         return render(request, "signed_out.html", message="Open this link in a browser to sign in.")
     try:
-        principal = consume_sign_in_token(web.token_key, token, web.used_token_ids)
+        principal = consume_sign_in_token(web.token_key, token, session_store(web))
     except AuthError as exc:
         logger.info("sign-in refused: %s", exc)
         return render(request, "signed_out.html", status.HTTP_401_UNAUTHORIZED,
                       message="This sign-in link is invalid, expired or was already used. Ask for a new one.")
     # A fresh session on every sign-in: nothing from before (another user, an old CSRF token) survives.
+    store = session_store(web)
+    previous = session_secret(request)
+    if previous is not None:
+        store.end(previous)
     request.session.clear()
-    request.session.update({SESSION_USER: principal.user_id, SESSION_ADMIN: principal.admin, SESSION_CSRF: new_csrf_token()})
+    request.session[SESSION_ID] = store.start(principal.user_id, admin=principal.admin)
     logger.info("signed in user=%s admin=%s", principal.user_id, principal.admin)
     return see_other("/admin" if principal.admin else "/settings")
 
 
 @router.post("/logout", dependencies=[FormCsrf])
-def logout(request: Request) -> Response:
+def logout(request: Request, web: Web) -> Response:
+    # The row goes: this cookie, and any copy of it, is nobody from the next request on.
+    secret = session_secret(request)
+    if secret is not None:
+        session_store(web).end(secret)
     request.session.clear()
+    request.state.principal = None
     return render(request, "signed_out.html", message="You are signed out.")
 
 

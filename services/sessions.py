@@ -1,0 +1,49 @@
+"""Browser sessions and one-time sign-in tokens: the web's state that outlives a request, kept in
+the database so every web process shares it and a restart keeps it (design: docs/web.md "Sessions")."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from core import sessions
+from core.clock import Clock, to_ms_precision
+from core.sessions import WebSession
+
+SESSION_TTL = timedelta(hours=8)
+CLOCK_LEEWAY_SECONDS = 30  # as web.auth accepts an expired token for this long
+
+
+class SessionService:
+    """Used sign-in tokens and browser sessions, in the database (core.sessions), shared by every
+    web process and kept across restarts. Each method owns its transaction and clock read."""
+
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def consume(self, jti: str, expires_at: float) -> bool:
+        """Mark `jti` used until its token expires (plus the leeway); False if it already was."""
+        until = to_ms_precision(datetime(1970, 1, 1) + timedelta(seconds=expires_at + CLOCK_LEEWAY_SECONDS))
+        with self.engine.begin() as conn:
+            return sessions.consume_jti(conn, jti=jti, expires_at=until, now=self.clock.now(conn))
+
+    def start(self, user_id: str, *, admin: bool) -> str:
+        """A new session; returns the secret for the cookie."""
+        with self.engine.begin() as conn:
+            return sessions.create_session(conn, user_id=user_id, is_admin=admin, now=self.clock.now(conn), ttl=SESSION_TTL)
+
+    def load(self, secret: str) -> WebSession | None:
+        """Whose a cookie's session is, if it is still live (one read)."""
+        with self.engine.connect() as conn:
+            return sessions.load_session(conn, secret=secret, now=self.clock.sql_now())
+
+    def end(self, secret: str) -> None:
+        with self.engine.begin() as conn:
+            sessions.end_session(conn, secret=secret)
+
+    def revoke_user(self, user_id: str, *, admin_only: bool = False) -> int:
+        """End every live session of `user_id` (or only those with admin rights)."""
+        with self.engine.begin() as conn:
+            return sessions.revoke_user_sessions(conn, user_id=user_id, now=self.clock.now(conn), admin_only=admin_only)

@@ -1,0 +1,134 @@
+"""Sign-in links and sessions against a hostile reader (issue 11 items 3 and 10): a sign-in token
+is never an API credential, a used link stays used across restarts and processes, and logout or a
+revocation ends a session everywhere, copies of the cookie included. SQLite and MariaDB."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.clock import epoch_ms, utc_naive
+from core.db import create_db_engine
+from services.sessions import SessionService
+from tests.conftest import Backend
+from tests.web.conftest import WebHarness, make_harness
+from tests.web.test_health_and_cli import run_cli
+
+ME = "/api/schedules/me"
+
+
+def test_a_sign_in_link_token_is_not_a_bearer_credential_used_or_not(web: WebHarness) -> None:
+    """A leaked link (browser history, a proxy log) must not open the API, admin included."""
+    web.client.patch(ME, json={"intervalMinutes": 5}, headers=web.auth("alice"))
+    for admin, path in ((False, ME), (True, "/api/admin/overview")):
+        token = web.token("alice", admin=admin, jti=secrets.token_hex(8))
+        unused = web.client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert unused.status_code == 401 and "jti" in unused.json()["message"]
+        assert TestClient(web.api, follow_redirects=False).get(f"/login?token={token}").status_code == 303
+        assert web.client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_a_used_link_stays_used_after_a_restart_and_in_another_web_process(web: WebHarness) -> None:
+    link = web.sign_in_link("alice")
+    assert TestClient(web.api, follow_redirects=False).get(link).status_code == 303
+    restarted = make_harness(web.backend)  # a new app: nothing of the first one's memory
+    try:
+        assert restarted.client.get(link).status_code == 401
+    finally:
+        restarted.client.close()
+
+
+def test_two_processes_consuming_one_jti_at_once_admit_exactly_one(backend: Backend) -> None:
+    engines = [create_db_engine(backend.url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[bool] = []
+
+    def consume(engine) -> None:
+        store = SessionService(engine, backend.clock)
+        barrier.wait()
+        results.append(store.consume("the-same-jti", 4_000_000_000))
+
+    try:
+        threads = [threading.Thread(target=consume, args=(e,)) for e in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert sorted(results) == [False, True]
+
+
+def test_used_token_rows_are_pruned_once_their_tokens_expired(backend: Backend) -> None:
+    from sqlalchemy import func, select
+
+    from schema.models import used_sign_in_tokens
+    store = SessionService(backend.engine, backend.clock)
+    t0 = epoch_ms(backend.clock.moment) // 1000
+    assert store.consume("old", t0 + 60)
+    backend.clock.advance(minutes=5)
+    assert store.consume("new", t0 + 3600)
+    with backend.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(used_sign_in_tokens)).scalar_one() == 1
+
+
+def test_a_cookie_copied_before_logout_is_dead_after_it(web: WebHarness) -> None:
+    web.client.patch(ME, json={"intervalMinutes": 5}, headers=web.auth("alice"))
+    client = web.browser_client("alice")
+    stolen = dict(client.cookies)
+    thief = TestClient(web.api, follow_redirects=False, cookies=stolen)
+    assert thief.get("/settings").status_code == 200 and thief.get(ME).status_code == 200
+
+    assert client.post("/logout", data={"csrf_token": web.csrf(client)}).status_code == 200
+
+    thief = TestClient(web.api, follow_redirects=False, cookies=stolen)
+    assert thief.get("/settings").status_code == 401
+    assert thief.get(ME).status_code == 401
+
+
+def test_revoking_a_users_admin_sessions_takes_effect_on_the_next_request(web: WebHarness) -> None:
+    admin = web.browser_client("ops", admin=True)
+    plain = web.browser_client("ops")
+    assert admin.get("/admin").status_code == 200
+    assert SessionService(web.backend.engine, web.backend.clock).revoke_user("ops", admin_only=True) == 1
+
+    assert admin.get("/admin").status_code == 401, "the admin session is gone"
+    assert plain.get("/settings").status_code == 200, "admin_only left the plain session alone"
+
+
+def test_sessions_expire_with_their_row(web: WebHarness) -> None:
+    client = web.browser_client("alice")
+    web.backend.clock.advance(hours=8, seconds=1)
+    assert client.get("/settings").status_code == 401
+
+
+def test_sign_out_command_ends_every_session_of_a_user(sqlite_web: WebHarness, tmp_path: Path) -> None:
+    sqlite_web.backend.clock.moment = utc_naive(datetime.now(UTC))  # the command runs on the real clock
+    client = sqlite_web.browser_client("ops", admin=True)
+    other = sqlite_web.browser_client("alice")
+    result = run_cli("sign-out", "ops", cwd=tmp_path, DATABASE_URL=sqlite_web.backend.url)
+    assert (result.returncode, result.stdout.strip()) == (0, "ended 1 session(s) of 'ops'"), result.stderr
+    assert client.get("/admin").status_code == 401
+    assert other.get("/settings").status_code == 200
+
+
+@pytest.mark.parametrize("bad", ["ops ", "o\u202eps"])
+def test_sign_out_refuses_a_bad_user_id(sqlite_web: WebHarness, tmp_path: Path, bad: str) -> None:
+    result = run_cli("sign-out", bad, cwd=tmp_path, DATABASE_URL=sqlite_web.backend.url)
+    assert result.returncode == 2 and "user id" in result.stderr
+
+
+def test_a_token_for_alice_with_a_trailing_space_reaches_nobody(web: WebHarness) -> None:
+    """On MariaDB 'alice ' used to compare equal to 'alice' (PAD SPACE): such a token read and
+    changed alice's schedule. It is refused now, and alice's row is untouched."""
+    web.client.patch(ME, json={"intervalMinutes": 5}, headers=web.auth("alice"))
+    for method, body in (("GET", None), ("PATCH", {"intervalMinutes": 9})):
+        response = web.client.request(method, ME, json=body, headers=web.auth("alice "))
+        assert response.status_code == 401 and "whitespace" in response.json()["message"]
+    assert web.client.get(ME, headers=web.auth("alice")).json()["intervalMinutes"] == 5
