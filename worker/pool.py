@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 JOB_MODULE = jobs.__name__
 
 
-class NotingSimpleWorker(SimpleWorker):
-    """rq.SimpleWorker that notes RQ's stop requests (core.shutdown): a task's own SystemExit is
+class NotesStopRequests(BaseWorker):
+    """Notes RQ's stop requests (core.shutdown) before RQ handles them: a task's own SystemExit is
     then told apart from the operator's Ctrl-C or SIGTERM."""
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -40,16 +40,12 @@ class NotingSimpleWorker(SimpleWorker):
         super().request_force_stop(signum, frame)
 
 
-class NotingWorker(Worker):
-    """rq.Worker (fork per job) that notes RQ's stop requests, as NotingSimpleWorker."""
+class NotingSimpleWorker(NotesStopRequests, SimpleWorker):
+    """rq.SimpleWorker (jobs in the worker process) that notes stop requests."""
 
-    def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        shutdown.request()
-        super().request_stop(signum, frame)
 
-    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
-        shutdown.request()
-        super().request_force_stop(signum, frame)
+class NotingWorker(NotesStopRequests, Worker):
+    """rq.Worker (a fork per job) that notes stop requests."""
 
 
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}
