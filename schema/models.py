@@ -19,6 +19,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -43,6 +44,7 @@ Millis = DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
 USER_ID_COLLATION = "utf8mb4_nopad_bin"
 UserIdType = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=USER_ID_COLLATION), "mysql", "mariadb")
 ErrorText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+MessageType = String(255).with_variant(mysql.VARCHAR(255, charset="utf8mb4"), "mysql", "mariadb")
 
 
 
@@ -85,6 +87,12 @@ schedules = Table(
     Column("attempt", Integer, nullable=False, default=0, server_default=text("0")),
     Column("createdAt", Millis, nullable=False, server_default=utc_now_ms()),
     Column("updatedAt", Millis, nullable=False, server_default=utc_now_ms()),
+    # Long runs (migration 0004): when a worker really started the run in flight (NULL while its
+    # job waits in the queue), and the run's last reported progress, written fenced on the lease.
+    Column("runStartedAt", Millis, nullable=True),
+    Column("progress", Float, nullable=True),
+    Column("progressMessage", MessageType, nullable=True),
+    Column("progressAt", Millis, nullable=True),
     CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
     # The due query is `enabled = 1 AND nextRunAt <= now ORDER BY nextRunAt`: an index range scan in
     # ORDER BY order, so SKIP LOCKED locks only the rows it returns (no filesort).
@@ -110,6 +118,7 @@ runs = Table(
     Column("finishedAt", Millis, nullable=False),
     Column("durationMs", Integer, nullable=True),
     Column("worker", String(128), nullable=True),
+    Column("progressMessage", MessageType, nullable=True),  # the last progress message of the run
     Index("ix_UserMonitorRun_user", "userId", "id"),
     Index("ix_UserMonitorRun_finishedAt", "finishedAt"),
     **MYSQL_TABLE_OPTIONS,
@@ -128,7 +137,7 @@ status = Table(
 
 # The jti of every sign-in token already used (stored as its SHA-256 hex), kept until the token would
 # have expired anyway: one-time links stay one-time across restarts and web processes. Only
-# web.web_sessions touches this table and the next.
+# core.sessions touches this table and the next.
 used_sign_in_tokens = Table(
     "UsedSignInToken",
     metadata,
@@ -152,5 +161,21 @@ web_sessions = Table(
     Column("revokedAt", Millis, nullable=True),
     Index("ix_WebSession_userId", "userId"),
     Index("ix_WebSession_expiresAt", "expiresAt"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# One row per dispatch pass (migration 0004): the backlog and the capacity at that moment, for the
+# admin page's chart and `check`'s "demand above capacity for too long". Pruned by age.
+samples = Table(
+    "SchedulerSample",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", Millis, nullable=False),
+    Column("due", Integer, nullable=False),
+    Column("queued", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
+    Column("demand", Float, nullable=False),  # concurrency the schedules need (runs at once)
+    Column("capacity", Integer, nullable=True),  # concurrency available (NULL: unknown, sync mode)
+    Index("ix_SchedulerSample_at", "at"),
     **MYSQL_TABLE_OPTIONS,
 )

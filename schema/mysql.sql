@@ -112,3 +112,30 @@ CREATE INDEX `ix_WebSession_expiresAt` ON `WebSession` (`expiresAt`);
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `runStartedAt` DATETIME(3);
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN progress FLOAT;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `progressMessage` VARCHAR(255) CHARACTER SET utf8mb4;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `progressAt` DATETIME(3);
+
+ALTER TABLE `UserMonitorRun` ADD COLUMN `progressMessage` VARCHAR(255) CHARACTER SET utf8mb4;
+
+CREATE TABLE `SchedulerSample` (
+    id BIGINT NOT NULL AUTO_INCREMENT, 
+    at DATETIME(3) NOT NULL, 
+    due INTEGER NOT NULL, 
+    queued INTEGER NOT NULL, 
+    running INTEGER NOT NULL, 
+    demand FLOAT NOT NULL, 
+    capacity INTEGER, 
+    PRIMARY KEY (id)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+CREATE INDEX `ix_SchedulerSample_at` ON `SchedulerSample` (at);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+

@@ -44,7 +44,7 @@ def main() -> None:
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()
-        summary = dispatcher.tick(Mode.SYNC)
+        summary = dispatcher.tick()
         profile.disable()
         elapsed = time.perf_counter() - started
         print(f"runs: {summary.ran}, runs/s under cProfile: {summary.ran / elapsed:.0f}")

@@ -2,7 +2,7 @@
 """Benchmark 6: sync mode on SQLite, no-op runs per second through the full record/reschedule path.
 
 RUNS schedules due in a SQLite file (WAL, as the project configures it); one sync-mode pass
-(`Dispatcher.tick(Mode.SYNC)`, wired by App like the CLI) runs them all in-process with
+(`Dispatcher.tick()` of the sync dispatcher, wired by App like the CLI) runs them all in-process with
 worker.tasks:noop_task: claim, lease check, heartbeat thread, fenced finish, history row.
 runs/s = runs / pass time; median of REPEAT passes on the same file reset between passes.
 Target >= 500 runs/s.
@@ -60,7 +60,7 @@ def main() -> int:
                     nextRunAt=base - timedelta(seconds=1),
                 )
             )
-        summary = app.dispatcher(Mode.SYNC).tick(Mode.SYNC)
+        summary = app.dispatcher(Mode.SYNC).tick()
         assert summary.ran == args.runs and summary.succeeded == args.runs, summary
         with app.engine.connect() as conn:
             recorded = conn.exec_driver_sql("SELECT COUNT(*) FROM UserMonitorRun WHERE status = 'succeeded'").scalar_one()

@@ -283,11 +283,13 @@ def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request:
         upgrade(engine, "0002")
         with engine.begin() as conn:
             writes.insert_schedule(conn, user_id="alice", enabled=True, interval_minutes=7, next_run_at=T0, now=T0)
-        upgrade(engine)
-        assert current_revision(engine) == "0003"
+        upgrade(engine)  # through 0003 and 0004
+        assert current_revision(engine) == "0004"
         with engine.connect() as conn:
-            assert queries.get_schedule(conn, "alice").interval_minutes == 7  # type: ignore[union-attr]
+            alice = queries.get_schedule(conn, "alice")
+        assert alice is not None and alice.interval_minutes == 7
         downgrade(engine, "0002")
         upgrade(engine)
+        assert current_revision(engine) == "0004"
     finally:
         engine.dispose()
