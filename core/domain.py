@@ -101,6 +101,7 @@ class DispatchSummary:
     failed: int = 0
     released: int = 0
     skipped_backpressure: int = 0
+    kept: int = 0  # expired leases whose job still waits in the queue: extended, place kept
     backpressure: bool = False
     budget_exhausted: bool = False
     duration_ms: int = 0
@@ -124,6 +125,8 @@ class DispatchSummary:
         else:
             parts += [f"ran={self.ran}", f"succeeded={self.succeeded}", f"failed={self.failed}"]
         parts += [f"released={self.released}", f"skipped_backpressure={self.skipped_backpressure}"]
+        if self.kept:
+            parts.append(f"kept={self.kept}")
         if self.backpressure:
             parts.append("backpressure=yes")
         if self.budget_exhausted:

@@ -139,11 +139,12 @@ class Runner:
         return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
-        """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
-        one statement, "now" computed by the clock inside it."""
+        """Start the run: renew the lease from now (the queue wait may have used much of it) and
+        note the start, fenced on the token: one statement, "now" computed by the clock inside it."""
         with self.engine.begin() as conn:
-            return lease.renew_lease(
-                conn, user_id=run.user_id, token=run.token, lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL)
+            return lease.start_run(
+                conn, user_id=run.user_id, token=run.token,
+                lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL), now=self.clock.sql_now(),
             )
 
     def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None, BaseException | None]:

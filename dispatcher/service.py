@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from redis import Redis
@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from core import lease, queries, writes
 from core.clock import Clock, utc_text
-from core.domain import ClaimedRun, DispatchSummary, Trigger
+from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
 from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, UnknownUser
 from core.executor import Runner
 from core.settings import Settings
@@ -30,6 +30,8 @@ from dispatcher.enqueue import RqEnqueuer
 from dispatcher.sinks import InlineSink, QueueSink, Sink
 
 logger = logging.getLogger(__name__)
+
+START_GRACE_MS = 10_000
 
 
 class Mode(StrEnum):
@@ -59,7 +61,9 @@ class Dispatcher:
     @classmethod
     def for_queue(cls, settings: Settings, engine: Engine, clock: Clock, redis: Redis) -> Dispatcher:
         enqueuer = RqEnqueuer(redis, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
-        sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH)
+        # A started job's lease is renewed first thing; allow that statement a third of a lease.
+        start_grace = timedelta(milliseconds=min(START_GRACE_MS, settings.DISPATCH_LOCK_TTL / 3))
+        sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH, start_grace=start_grace)
         return cls(engine, clock, DispatchPolicy.from_settings(settings), sink)
 
     @classmethod
@@ -100,14 +104,39 @@ class Dispatcher:
                         summary.skipped_backpressure = min(remaining, queries.count_due(conn, now=now))
                 return
             limit = min(self.sink.claim_limit(), remaining)
-            claimed = self._claim(now, limit, until, self.sink.trigger)
-            if not claimed:
+            claim = self._claim(now, limit, until)
+            if not claim.rows:
                 return
-            summary.claimed += len(claimed)
-            self._deliver(claimed, summary)
-            remaining -= len(claimed)
-            if len(claimed) < limit:
+            claimed = claim.claimed + self._take_over_dead(claim, now, until, summary)
+            if claimed:
+                summary.claimed += len(claimed)
+                self._deliver(claimed, summary)
+            remaining -= claim.rows
+            if claim.rows < limit:
                 return
+
+    def _take_over_dead(self, claim: lease.Claim, now: datetime, until: datetime, summary: DispatchSummary) -> list[ClaimedRun]:
+        """Of the parked runs (expired leases), those whose job still waits in the queue keep their
+        place (their lease was extended); those whose job is gone are taken over, recorded lost once."""
+        if not claim.parked:
+            return []
+        try:
+            alive = self.sink.alive(claim.parked, now)
+        except QueueUnavailable as exc:
+            summary.released += self._release(claim.claimed)
+            summary.error = str(exc)
+            logger.error("queue check failed, released %s leases: %s", len(claim.claimed), exc)
+            raise DispatchFailed(str(exc), summary) from exc
+        summary.kept += len(alive)
+        dead = [run for run in claim.parked if run.user_id not in alive]
+        if alive:
+            logger.info("%s expired lease(s) kept: their jobs still wait in the queue", len(alive))
+        if not dead:
+            return []
+        with self.engine.begin() as conn:
+            taken = lease.take_over(conn, parked=dead, token=lease.new_lease_token(), lease_until=until, trigger=self.sink.trigger, now=now)
+        logger.warning("%s run(s) lost (job gone from the queue, lease expired): retrying %s", len(dead), ", ".join(r.user_id for r in taken[:20]))
+        return taken
 
     def _deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> None:
         try:
@@ -138,8 +167,12 @@ class Dispatcher:
         started = time.perf_counter()
         self.sink.begin_pass()  # queue: fail fast, before the lease is taken
         token = lease.new_lease_token()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             now = now or self.clock.now(conn)
+            current = queries.get_schedule(conn, user_id)
+        if current is not None and self._still_queued(current, now):
+            raise LeaseHeld(f"user {user_id!r} has a run waiting in the queue (slot {utc_text(current.run_slot, sep=' ')})", queued=True)
+        with self.engine.begin() as conn:
             claimed = lease.claim_user(
                 conn, user_id=user_id, now=now, token=token,
                 lease_until=lease.lease_until(now, self.policy.lease_ms), trigger=Trigger.MANUAL,
@@ -162,10 +195,19 @@ class Dispatcher:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _claim(self, now: datetime, limit: int, until: datetime, trigger: Trigger) -> list[ClaimedRun]:
+    def _still_queued(self, schedule: Schedule, now: datetime) -> bool:
+        """An expired lease whose job still waits in the queue: the run is not lost, only late."""
+        if not self.sink.parks_expired or schedule.locked_by is None or schedule.locked_until is None or schedule.locked_until > now:
+            return False
+        run = ClaimedRun(schedule.user_id, schedule.run_slot or schedule.next_run_at, schedule.attempt, schedule.locked_by, Trigger.SCHEDULE, now)
+        return schedule.user_id in self.sink.alive([run], now)
+
+    def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
         token = lease.new_lease_token()
         with self.engine.begin() as conn:
-            return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=until, trigger=trigger)
+            return lease.claim_due(
+                conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
+            )
 
     def _release(self, claimed: Sequence[ClaimedRun]) -> int:
         released = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from core.domain import ClaimedRun, DispatchSummary, Trigger
@@ -21,11 +22,18 @@ logger = logging.getLogger(__name__)
 # Sync mode claims small batches so that, when the time budget runs out, few leases are handed
 # back unrun and none wait for their TTL.
 SYNC_CLAIM_BATCH = 20
+# How long after RQ marked a job started its lease may still look expired: the worker renews it
+# first thing (core.executor's start_run), so this only covers that statement's round trip.
+START_GRACE = timedelta(seconds=10)
 
 
 class Sink(Protocol):
     mode: str
     trigger: Trigger
+    parks_expired: bool  # expired leases are checked against the queue before a takeover
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        """The users among `parked` whose run still lives downstream (waits in the queue)."""
 
     def begin_pass(self) -> None:
         """Fail fast before anything is claimed (the queue answers?)."""
@@ -45,12 +53,17 @@ class QueueSink:
 
     mode = "queue"
     trigger = Trigger.SCHEDULE
+    parks_expired = True
 
-    def __init__(self, enqueuer: RqEnqueuer, *, chunk_size: int, max_depth: int) -> None:
+    def __init__(self, enqueuer: RqEnqueuer, *, chunk_size: int, max_depth: int, start_grace: timedelta = START_GRACE) -> None:
         self.enqueuer = enqueuer
         self.chunk_size = chunk_size
         self.max_depth = max_depth
+        self.start_grace = start_grace
         self._depth = 0
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        return self.enqueuer.waiting_or_starting(parked, now=now, start_grace=self.start_grace)
 
     def begin_pass(self) -> None:
         self._depth = self.enqueuer.depth()  # before anything is claimed: fails fast when Redis is down
@@ -76,6 +89,10 @@ class InlineSink:
 
     mode = "sync"
     trigger = Trigger.SYNC
+    parks_expired = False  # an inline run lives in this process only: an expired lease is lost
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        return set()
 
     def __init__(self, runner: Runner, *, time_budget: float, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.runner = runner

@@ -150,6 +150,7 @@ class SummaryOut(BaseModel):
     failed: int
     released: int
     skipped_backpressure: int
+    kept: int = Field(0, description="expired leases whose job still waits in the queue: lease extended, place kept")
     backpressure: bool
     budget_exhausted: bool
     duration_ms: int
