@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +29,17 @@ TASK_SECONDS = 3
 RUN_FOR_SECONDS = 80
 
 
+def stop(process: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM (warm: a running job finishes and is recorded), SIGKILL if that takes too long."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        return process.communicate(timeout=10)
+
+
 def test_overload_keeps_every_user_running_in_turn_with_nothing_lost(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
     users = mysql_now_backend.add_schedules(USERS, interval=1, spread_ms=10)
     env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP=str(TASK_SECONDS))
@@ -41,10 +53,7 @@ def test_overload_keeps_every_user_running_in_turn_with_nothing_lost(mysql_now_b
             queue_samples.append(queued_users(redis_conn))
             time.sleep(1)
     finally:
-        for process in (dispatcher, worker):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)  # warm: the running job finishes and is recorded
-        outputs = [process.communicate(timeout=60) for process in (dispatcher, worker)]
+        outputs = [stop(process) for process in (dispatcher, worker)]
 
     executions = [line.split()[0] for line in (tmp_path / "runs.log").read_text().splitlines()]
     history = mysql_now_backend.runs()
