@@ -9,7 +9,9 @@ once and retried. On SQLite and MariaDB, with a fixed clock and a real Redis.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -37,7 +39,7 @@ def queue_dispatcher(backend: Backend, redis_url: str, redis_conn: Redis) -> tup
     return Dispatcher.for_queue(cfg, backend.engine, backend.clock, redis_conn), cfg
 
 
-def run_of(job_args: tuple) -> ClaimedRun:
+def run_of(job_args: Sequence[Any]) -> ClaimedRun:
     """The run a worker would reconstruct from the job's arguments (worker.jobs.run_user_monitor)."""
     user_id, slot_ms, attempt, token, trigger, enqueued_ms = job_args
     return ClaimedRun(user_id, from_epoch_ms(slot_ms), attempt, token, Trigger(trigger), from_epoch_ms(enqueued_ms))
