@@ -27,6 +27,7 @@ EXPECTED: dict[str, list[str]] = {
     "lag": ["runs", "expected_runs", "p99_s"],
     "sqlite_sync": ["runs_per_s"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
+    "overload": ["ratio", "lost", "skipped", "runs_per_user_min", "runs_per_user_max"],
 }
 
 
