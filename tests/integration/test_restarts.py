@@ -175,7 +175,7 @@ def test_a_result_written_across_a_mariadb_restart_is_recorded_once(
     assert [r.status for r in runs] == [domain.RunStatus.SUCCEEDED], (runs, err[-4000:])
     assert len(_executions(tmp_path)) == 1, "the slot ran twice"
     schedule = db.schedule(user)
-    assert schedule.locked_by is None and schedule.last_status is domain.RunStatus.SUCCEEDED
+    assert schedule.locked_by is None and schedule.last_status == domain.RunStatus.SUCCEEDED
 
 
 def test_the_next_pass_of_each_dispatcher_succeeds_after_a_mariadb_restart(
