@@ -4,6 +4,8 @@ Worker class (see docs/performance.md for the measurement): `simple` (rq.SimpleW
 the worker process itself, saving a fork per job; `fork` (rq.Worker) isolates each job in a fresh
 child, for tasks that leak memory or may crash the interpreter. Shutdown is warm either way: on
 SIGTERM/SIGINT the running job finishes, then the worker exits (a second signal forces it).
+Both ride out Redis outages (worker.outages): they wait for Redis and go on, never exit on one;
+the WorkerPool's children are the same classes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rq.worker_pool import WorkerPool
 from core import shutdown
 from core.settings import Settings
 from worker import context, jobs
+from worker.outages import RidingOutRedis
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ logger = logging.getLogger(__name__)
 JOB_MODULE = jobs.__name__
 
 
-class NotingSimpleWorker(SimpleWorker):
+class NotingSimpleWorker(RidingOutRedis, SimpleWorker):
     """rq.SimpleWorker that notes RQ's stop requests (core.shutdown): a task's own SystemExit is
     then told apart from the operator's Ctrl-C or SIGTERM."""
 
@@ -40,7 +43,7 @@ class NotingSimpleWorker(SimpleWorker):
         super().request_force_stop(signum, frame)
 
 
-class NotingWorker(Worker):
+class NotingWorker(RidingOutRedis, Worker):
     """rq.Worker (fork per job) that notes RQ's stop requests, as NotingSimpleWorker."""
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
