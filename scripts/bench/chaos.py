@@ -243,10 +243,6 @@ def main() -> int:
                 common.log(f"could not stop {proc.role}{proc.index}: {exc}")
         redis.stop()
         mariadb.stop()
-        if args.keep:
-            common.log(f"kept {base}: process logs {base}/*.log, executions {test_dir}/executions.log")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
 
     # --- the check ---------------------------------------------------------------------------------
     def norm_slot(text: str) -> str:  # the task's isoformat and MariaDB's %f agree once trimmed
@@ -255,7 +251,12 @@ def main() -> int:
     starts: dict[tuple[str, str, int, int], float] = {}
     ends: dict[tuple[str, str, int, int], float] = {}
     log_path = test_dir / "executions.log"
-    for line in (log_path.read_text().splitlines() if log_path.exists() else []):
+    log_lines = log_path.read_text().splitlines() if log_path.exists() else []
+    if args.keep:
+        common.log(f"kept {base}: process logs {base}/*.log, executions {log_path}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    for line in log_lines:
         parts = line.split()
         if len(parts) != 6:
             continue
