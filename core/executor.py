@@ -7,6 +7,13 @@
 3. In one transaction: lock the row if still ours, write outcome + next slot + release in one
    write fenced on `lockedBy = token`, and insert the history row. If the lease was lost, the
    result is recorded in history as `stale` and nothing on the schedule is overwritten.
+
+A short database outage (a restart) loses no finished run: the finishing write is retried with
+capped backoff for as long as the lease, as last renewed, still holds, while the lease keeper
+goes on renewing it (its renewals fail while the database is down and succeed again after). Only a
+lease really gone refuses the result (`stale`); only a lease run out while the database stayed
+down gives up (the error is raised, and the run is recorded `lost` and run again by a later pass).
+The check at the start is retried the same way within one lease length.
 """
 
 from __future__ import annotations
@@ -17,15 +24,17 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from core import lease, shutdown
+from core import lease, queries, shutdown
 from core.clock import Clock, clock_for_dialect, to_ms_precision
+from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.logs import run_fields
 from core.scheduling import next_fixed_rate_slot
@@ -34,6 +43,13 @@ from core.tasks import RunContext, Task, load_task
 from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Backoff between attempts of a run's database write during an outage: doubling, capped so that a
+# restarted server is noticed within a couple of seconds.
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,9 @@ class LeaseKeeper:
     every run held longer than half a period, fenced on its token; a run whose renewal finds the
     lease gone is marked lost and no longer renewed. The thread is started lazily and again after
     a fork (RQ's fork-per-job worker), since threads do not survive fork.
+
+    It also knows, from the last renewal that succeeded, how long the lease still holds
+    (`seconds_left`): the executor retries a finishing write for that long.
     """
 
     def __init__(self, engine: Engine, clock: Clock, lease_ms: int, period: float) -> None:
@@ -81,6 +100,17 @@ class LeaseKeeper:
                 self._held.pop(key, None)
                 self._lost.discard(key)
 
+    def seconds_left(self, run: ClaimedRun) -> float:
+        """Seconds until the lease as last renewed runs out (from before that renewal was sent, so
+        never later than the database's lockedUntil); 0 once the keeper saw the lease lost."""
+        key = (run.user_id, run.token)
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or key in self._lost:
+                return 0.0
+            renewed_at = held[1]
+        return max(0.0, renewed_at + self._lease_ms / 1000 - time.monotonic())
+
     def _ensure_thread(self) -> None:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
@@ -97,17 +127,21 @@ class LeaseKeeper:
                 self._renew(key, run)
 
     def _renew(self, key: tuple[str, str], run: ClaimedRun) -> None:
+        sent_at = time.monotonic()
         try:
             with self._engine.begin() as conn:
                 held = lease.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
-        except Exception:  # a failed renewal is retried next period; the lease may still hold
-            logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
+        except Exception as exc:  # a failed renewal is retried next period; the lease may still hold
+            if is_outage(exc):  # expected while the database restarts: one line, no traceback
+                logger.warning("lease renewal failed user=%s token=%s: %s", run.user_id, run.token, exc, extra=run_fields(run))
+            else:
+                logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
             return
         with self._lock:
             if key not in self._held:
                 return
             if held:
-                self._held[key] = (run, time.monotonic())
+                self._held[key] = (run, sent_at)
             else:
                 self._lost.add(key)
                 logger.warning("lease lost while running user=%s token=%s", run.user_id, run.token, extra=run_fields(run))
@@ -131,21 +165,55 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        with self.lease_keeper.hold(run):
+        with self.lease_keeper.hold(run):  # held through the finishing write and its retries
             status, error, shutdown_request = self._call_task(run)
-        result = self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+            result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at)
         if shutdown_request is not None:
             raise shutdown_request
         return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
         """Start the run: renew the lease from now (the queue wait may have used much of it) and
-        note the start, fenced on the token: one statement, "now" computed by the clock inside it."""
-        with self.engine.begin() as conn:
+        note the start, fenced on the token: one statement, "now" computed by the clock inside it.
+        Retried through an outage for one lease length: the statement is idempotent (it sets
+        lockedUntil and runStartedAt from now, fenced on the token), and until it succeeds nothing
+        has run."""
+        deadline = time.monotonic() + self.settings.DISPATCH_LOCK_TTL / 1000
+
+        def renew(conn: Connection) -> bool:
             return lease.start_run(
                 conn, user_id=run.user_id, token=run.token,
                 lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL), now=self.clock.sql_now(),
             )
+
+        return self._retrying(run, "the lease check", lambda: run_transaction(self.engine, renew, what="the lease check"),
+                              lambda: deadline - time.monotonic())
+
+    def _retrying(self, run: ClaimedRun, what: str, attempt: Callable[[], T], seconds_left: Callable[[], float]) -> T:
+        """`attempt()`, again after a database outage error with capped backoff while
+        `seconds_left()` is positive; then the error is raised (logged at ERROR)."""
+        delay = RETRY_FIRST_DELAY
+        failures = 0
+        while True:
+            try:
+                result = attempt()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                failures += 1
+                left = seconds_left()
+                if left <= 0:
+                    logger.error("%s failed %s times, lease no longer held: giving up user=%s slot=%s token=%s",
+                                 what, failures, run.user_id, run.slot, run.token, exc_info=True, extra=run_fields(run))
+                    raise
+                if failures == 1:
+                    logger.info("%s failed, retrying for up to %.1fs user=%s token=%s: %s", what, left, run.user_id, run.token, exc, extra=run_fields(run))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            if failures:
+                logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))
+            return result
 
     def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None, BaseException | None]:
         """The task's outcome, and the exception to re-raise after recording it (a real shutdown
@@ -165,6 +233,36 @@ class Runner:
             )
             return RunStatus.FAILED, _error_text(exc), reraise
         return RunStatus.SUCCEEDED, None, None
+
+    def _finish_riding_out(
+        self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
+    ) -> RunResult:
+        """`_finish`, retried through a database outage while the lease holds.
+
+        Why a retry is safe: the write is one transaction fenced on the token, so an attempt that
+        failed before COMMIT left nothing behind, and a lease lost meanwhile makes the retry record
+        `stale` instead of overwriting. The one unknown is a COMMIT whose answer was lost: a retry
+        first asks whether this worker's history row for the run is there, and if so the result
+        stands as recorded (no second row, no `stale`).
+        """
+        attempts = 0
+
+        def attempt() -> RunResult:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                landed = self._already_finished(run)
+                if landed is not None:
+                    logger.info("run result had been recorded before the connection failed user=%s token=%s status=%s",
+                                run.user_id, run.token, landed.value, extra=run_fields(run))
+                    return RunResult(run.user_id, landed, error, 0, landed is not RunStatus.STALE)
+            return self._finish(run, status, error, elapsed, enqueued_at)
+
+        return self._retrying(run, "recording the result", attempt, lambda: self.lease_keeper.seconds_left(run))
+
+    def _already_finished(self, run: ClaimedRun) -> RunStatus | None:
+        with self.engine.connect() as conn:
+            return queries.finished_run_status(conn, user_id=run.user_id, token=run.token, slot=run.slot, worker=self.worker_name)
 
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
@@ -199,9 +297,12 @@ class Runner:
         return to_ms_precision(finished_at - timedelta(milliseconds=duration_ms))
 
     def _record_skipped(self, run: ClaimedRun, enqueued_at: datetime | None) -> RunResult:
-        with self.engine.begin() as conn:
+        def record(conn: Connection) -> None:
             now = self.clock.now(conn)
             insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
+
+        # Rerun only if the connection died before COMMIT: the first insert was discarded with it.
+        run_transaction(self.engine, record, what="recording a skipped run")
         logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token, extra=run_fields(run))
         return RunResult(run.user_id, RunStatus.SKIPPED, applied=False)
 

@@ -133,6 +133,18 @@ def recent_runs(conn: Connection, *, user_id: str | None = None, limit: int = 20
     ]
 
 
+def finished_run_status(conn: Connection, *, user_id: str, token: str, slot: datetime, worker: str) -> RunStatus | None:
+    """The status this worker recorded for the run of `user_id`/`slot` under lease `token`, if it
+    did: a finishing write retried after an unknown COMMIT outcome asks whether the first landed
+    (over the (userId, id) index; a user has few rows per token)."""
+    found = conn.execute(
+        select(runs.c.status).where(
+            runs.c.userId == user_id, runs.c.leaseToken == token, runs.c.slot == slot, runs.c.worker == worker,
+        ).limit(1)
+    ).scalar_one_or_none()
+    return None if found is None else RunStatus(found)
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 

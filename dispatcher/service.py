@@ -18,10 +18,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from redis import Redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from core import lease, queries, writes
 from core.clock import Clock, utc_text
+from core.db import run_transaction
 from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
 from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, UnknownUser
 from core.executor import Runner
@@ -82,8 +83,8 @@ class Dispatcher:
         after releasing what it could not hand on."""
         started = time.perf_counter()
         if now is None:
-            with self.engine.connect() as conn:
-                now = self.clock.now(conn)
+            # A read: running it again on a fresh connection changes nothing.
+            now = run_transaction(self.engine, self.clock.now, what="reading the pass's clock")
         summary = DispatchSummary.starting(self.sink.mode, now)
         try:
             self._claim_loop(now, summary)
@@ -204,10 +205,15 @@ class Dispatcher:
 
     def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
         token = lease.new_lease_token()
-        with self.engine.begin() as conn:
+
+        def claim(conn: Connection) -> lease.Claim:
             return lease.claim_due(
                 conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
             )
+
+        # Run again only if the connection died before COMMIT: the server discarded the claim with
+        # it, and nothing was enqueued yet (the sink is called after the claim commits).
+        return run_transaction(self.engine, claim, what="the claim")
 
     def _release(self, claimed: Sequence[ClaimedRun]) -> int:
         released = 0

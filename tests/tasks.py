@@ -51,3 +51,15 @@ def sleeping_task(user_id: str, context: RunContext) -> None:
     recording_task(user_id, context)
     started_marker(_dir(), user_id).write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "2")))
+
+
+def chaos_task(user_id: str, context: RunContext) -> None:
+    """For the chaos soak (scripts/bench/chaos.py): appends `S <user> <slot> <attempt> <pid> <t>` to
+    executions.log when it starts and an `E ...` line when it ends, after MONITOR_TEST_SLEEP seconds
+    (default 0.3): the ground truth of what ran and when, even in a process killed mid-run."""
+    head = f"{user_id} {context.slot.isoformat()} {context.attempt} {os.getpid()}"
+    with open(_dir() / "executions.log", "a") as log:
+        log.write(f"S {head} {time.time():.3f}\n")
+    time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "0.3")))
+    with open(_dir() / "executions.log", "a") as log:
+        log.write(f"E {head} {time.time():.3f}\n")
