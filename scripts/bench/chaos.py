@@ -183,8 +183,12 @@ def main() -> int:
                    f"faults for {args.duration:.0f}s every {args.fault_min:.0f}-{args.fault_max:.0f}s, then {args.recover:.0f}s to recover")
         faults_until = time.monotonic() + args.duration
         supervise_for(min(args.fault_min, 3.0))
+        deck: list[str] = []
         while time.monotonic() < faults_until:
-            kind = rng.choice(FAULTS)
+            # Dealt from a shuffled deck of every kind: a soak of six faults or more injects each.
+            if not deck:
+                deck = rng.sample(FAULTS, len(FAULTS))
+            kind = deck.pop()
             faults[kind] += 1
             common.log(f"fault: {kind}")
             if kind == "worker_kill":
