@@ -40,15 +40,33 @@ class HealthReport:
         return 0.0 if self.oldest_due_at is None else max(0.0, (self.now - self.oldest_due_at).total_seconds())
 
 
-def measure_load(conn: Connection, *, now: datetime, window_minutes: int, default_run_seconds: float) -> capacity.Load:
+# The per-user averages behind the demand cost one pass over the window's runs (about 0.65 s for
+# 100k runs in the window on MariaDB, docs/operations.md); demand moves slowly, so it is computed
+# once per period: the first sample of each period measures it, later readers in the same period
+# (passes, the admin page, scrapes) take it from the newest sample.
+DEMAND_PERIOD = timedelta(minutes=5)
+
+
+def _period(moment: datetime) -> int:
+    return int((moment - datetime(1970, 1, 1)) / DEMAND_PERIOD)
+
+
+def measure_load(
+    conn: Connection, *, now: datetime, window_minutes: int, default_run_seconds: float, reuse: bool = True
+) -> capacity.Load:
     """Due/queued/running now, and the runs at once the enabled schedules need, from each user's
     average run time over the last `window_minutes` (CAPACITY_RUN_WINDOW; users without a run in
     the window count at the window's average over all users, or `default_run_seconds`,
-    CAPACITY_DEFAULT_RUN_SECONDS, when nothing ran)."""
+    CAPACITY_DEFAULT_RUN_SECONDS, when nothing ran). The demand comes from the newest sample when
+    that was taken in the current DEMAND_PERIOD (and `reuse`), else it is measured."""
     since = now - timedelta(minutes=window_minutes)
     average = queries.average_run_seconds(conn, since=since)
     default = default_run_seconds if average is None else average
-    demand = capacity.demand(queries.interval_loads(conn, since=since), default)
+    newest = queries.latest_sample(conn) if reuse else None
+    if newest is not None and _period(newest.at) == _period(now):
+        demand = newest.demand
+    else:
+        demand = capacity.demand(queries.interval_loads(conn, since=since), default)
     return capacity.Load(queries.run_counts(conn, now=now), demand, default)
 
 

@@ -220,3 +220,16 @@ def test_no_worker_at_all_is_an_overload(backend: Backend) -> None:
     given_samples(backend, (timedelta(0), 0.5, 0), (timedelta(minutes=30), 0.5, 0))
     backend.clock.moment = T0 + timedelta(minutes=30)
     assert len(overload_problems(backend, HEALTH_MAX_OVERLOAD=900)) == 1
+
+
+def test_demand_is_measured_once_per_period_and_read_from_the_newest_sample_within_it(backend: Backend) -> None:
+    # Given a sample taken at T0 (the start of a 5-minute period) that saw demand 7,
+    backend.add_schedules(1, interval=1)
+    add_history(backend, "user-000000", 30)
+    given_samples(backend, (timedelta(0), 7.0, 4))
+    # then within the period the demand is the sample's (the per-user averages are not re-read),
+    backend.clock.moment = T0 + health.DEMAND_PERIOD - timedelta(milliseconds=1)
+    assert load(backend).demand == 7.0
+    # and in the next period it is measured again: 30 s every 60 s.
+    backend.clock.moment = T0 + health.DEMAND_PERIOD
+    assert load(backend).demand == pytest.approx(0.5)
