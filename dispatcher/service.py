@@ -20,7 +20,8 @@ from enum import StrEnum
 from redis import Redis
 from sqlalchemy import Connection, Engine
 
-from core import lease, queries, writes
+from core import health, lease, queries, writes
+from core.capacity import Sample
 from core.clock import Clock, utc_text
 from core.db import run_transaction
 from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
@@ -33,6 +34,10 @@ from dispatcher.sinks import InlineSink, QueueSink, Sink
 logger = logging.getLogger(__name__)
 
 START_GRACE_MS = 10_000
+# One pass in this many prunes the capacity samples past CAPACITY_SAMPLE_RETENTION (one batch), so
+# the table stays bounded without a cron line; `monitor-scheduler prune` does the rest.
+SAMPLE_PRUNE_EVERY = 100
+SAMPLE_PRUNE_BATCH = 1000
 
 
 class Mode(StrEnum):
@@ -46,10 +51,18 @@ class DispatchPolicy:
 
     batch_size: int  # most users one pass claims
     lease_ms: int
+    # The capacity sample each successful pass writes (core.health.measure_load).
+    capacity_window_minutes: int = 60
+    default_run_seconds: float = 10.0
+    sample_retention: timedelta = timedelta(days=7)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchPolicy:
-        return cls(batch_size=settings.DISPATCH_BATCH_SIZE, lease_ms=settings.DISPATCH_LOCK_TTL)
+        return cls(
+            batch_size=settings.DISPATCH_BATCH_SIZE, lease_ms=settings.DISPATCH_LOCK_TTL,
+            capacity_window_minutes=settings.CAPACITY_RUN_WINDOW, default_run_seconds=settings.CAPACITY_DEFAULT_RUN_SECONDS,
+            sample_retention=timedelta(days=settings.CAPACITY_SAMPLE_RETENTION),
+        )
 
 
 class Dispatcher:
@@ -58,6 +71,7 @@ class Dispatcher:
         self.clock = clock
         self.policy = policy
         self.sink = sink
+        self._passes = 0
 
     @classmethod
     def for_queue(cls, settings: Settings, engine: Engine, clock: Clock, redis: Redis) -> Dispatcher:
@@ -157,9 +171,27 @@ class Dispatcher:
             summary.released += self._release(undelivered)
 
     def _record_pass(self, summary: DispatchSummary) -> None:
-        """Note a successful pass for the dead-man check; a failed pass raised before this."""
+        """Note a successful pass for the dead-man check, and the capacity sample of its end
+        (counts, demand, the sink's capacity), in one transaction of two writes; the figures are
+        read before it. A failed pass raised before this and leaves no sample."""
+        sample = self._sample()
         with self.engine.begin() as conn:
-            writes.record_dispatch_pass(conn, at=self.clock.now(conn), detail=json.dumps(summary.as_dict()))
+            writes.record_dispatch_pass(conn, at=sample.at, detail=json.dumps(summary.as_dict()))
+            writes.insert_sample(conn, sample)
+        self._passes += 1
+        if self._passes % SAMPLE_PRUNE_EVERY == 1:  # this process's first pass, then one in a hundred
+            with self.engine.begin() as conn:
+                writes.prune_samples(conn, taken_before=sample.at - self.policy.sample_retention, batch=SAMPLE_PRUNE_BATCH)
+
+    def _sample(self) -> Sample:
+        capacity = self.sink.capacity()
+        with self.engine.connect() as conn:
+            now = self.clock.now(conn)
+            load = health.measure_load(
+                conn, now=now, window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds
+            )
+        counts = load.counts
+        return Sample(at=now, due=counts.due, queued=counts.queued, running=counts.running, demand=load.demand, capacity=capacity)
 
     # --- one user, now ---------------------------------------------------------------------------
 

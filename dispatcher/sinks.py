@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from core.capacity import SYNC_CAPACITY
 from core.domain import ClaimedRun, DispatchSummary, Trigger
+from core.exceptions import QueueUnavailable
 from core.executor import Runner
 from dispatcher.enqueue import RqEnqueuer
+from dispatcher.workers import worker_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,9 @@ class Sink(Protocol):
 
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
         """Hand the runs on; return those not handed on. Raise QueueUnavailable if none could be."""
+
+    def capacity(self) -> int | None:
+        """Runs that can execute at once downstream (None: unknown), for the pass's sample."""
 
 
 class QueueSink:
@@ -83,6 +89,14 @@ class QueueSink:
         summary.enqueued += len(claimed)
         return ()
 
+    def capacity(self) -> int | None:
+        """The live RQ workers' threads; unknown (None) when Redis fails after a successful pass."""
+        try:
+            return worker_capacity(self.enqueuer.queue)
+        except QueueUnavailable as exc:
+            logger.warning("capacity unknown: %s", exc)
+            return None
+
 
 class InlineSink:
     """Run each claimed run here, through the same executor the workers use, within a time budget."""
@@ -118,3 +132,7 @@ class InlineSink:
                 return claimed[index:]
             summary.count_run(self.runner.execute(run, enqueued_at=run.claimed_at).status)
         return ()
+
+    def capacity(self) -> int | None:
+        """This dispatcher runs its claims itself, one at a time."""
+        return SYNC_CAPACITY

@@ -197,9 +197,23 @@ class DispatcherStatusOut(BaseModel):
     oldestDueAgeSeconds: float | None
 
 
+class CapacityOut(BaseModel):
+    needed: float = Field(description="Runs at once the enabled schedules need: sum over users of average run seconds / interval seconds.")
+    available: int | None = Field(description="Runs the live workers execute at once (RQ workers x threads; 1 in sync mode); null when Redis did not answer.")
+    due: int = Field(description="Schedules due and not leased (waiting for a dispatch pass).")
+    queued: int = Field(description="Runs enqueued and not started by a worker.")
+    running: int = Field(description="Runs a worker has started.")
+    backlog: int = Field(description="due + queued.")
+    averageRunSeconds: float = Field(description="Average duration of the runs finished in CAPACITY_RUN_WINDOW.")
+    expectedWaitSeconds: float | None = Field(description="backlog x average run seconds / available; null when no capacity is known.")
+    overloaded: bool = Field(description="needed > available now.")
+    overloadedSince: datetime | None = Field(description="When the dispatch passes' samples first saw the current overload.")
+
+
 class OverviewOut(BaseModel):
     queue: QueueHealthOut
     dispatcher: DispatcherStatusOut
+    capacity: CapacityOut
 
 
 class HealthOut(BaseModel):

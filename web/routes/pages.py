@@ -23,6 +23,8 @@ from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, Unkn
 from core.domain import Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, consume_sign_in_token
+from web.chart import build_chart
+from services.scheduler import CHART_HOURS
 from web.deps import (
     SESSION_ID,
     FormCsrf,
@@ -220,12 +222,14 @@ def admin_page(
 ) -> Response:
     which = _parse_filter(filter)
     rows = web.service.list_page(which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
+    chart_end, samples = web.service.capacity_history(CHART_HOURS)
     return render(
         request, "admin.html",
         rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
         filter=which.value if which else None, q=q or "",
         filters=[f.value for f in ScheduleFilter],
         queue=web.service.queue_health(), dispatcher=web.service.dispatcher_status(),
+        capacity=web.service.capacity(), chart=build_chart(samples, end=chart_end, hours=CHART_HOURS), chart_hours=CHART_HOURS,
         here=_admin_url(which.value if which else None, q, page),
         prev_url=_admin_url(which.value if which else None, q, page - 1) if page > 1 else None,
         next_url=_admin_url(which.value if which else None, q, page + 1) if rows.has_more else None,
