@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from core import lease
-from core.domain import ClaimedRun, RunState, RunStatus, Trigger
+from core.domain import ClaimedRun, RunState, RunStatus, Schedule, Trigger
 from core.executor import Runner
 from core.progress import ProgressPolicy
 from core.tasks import RunContext, Task
@@ -174,7 +174,7 @@ def test_a_run_that_never_reports_leaves_no_progress_and_the_next_claim_clears_t
 def test_a_run_whose_lease_was_taken_over_cannot_write_progress(backend: Backend) -> None:
     [user] = backend.add_schedules(1)
     time = FakeTime()
-    after_takeover: list[object] = []
+    after_takeover: list[Schedule] = []
 
     def task(user_id: str, context: RunContext) -> None:
         context.progress(0.2, "stale run, first report")
@@ -209,7 +209,11 @@ def test_runs_on_many_threads_each_report_their_own_progress(backend: Backend) -
     def task(user_id: str, context: RunContext) -> None:
         barrier.wait(timeout=10)  # all runs in progress at once
         # The task's own threads report too: one reporter per run, safe across threads.
-        threads = [threading.Thread(target=lambda i=i: [context.progress(j / 100, f"{user_id} {i}:{j}") for j in range(50)]) for i in range(3)]
+        def report(i: int) -> None:
+            for j in range(50):
+                context.progress(j / 100, f"{user_id} {i}:{j}")
+
+        threads = [threading.Thread(target=report, args=(i,)) for i in range(3)]
         reporters.extend(threads)
         for thread in threads:
             thread.start()
