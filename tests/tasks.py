@@ -51,3 +51,9 @@ def sleeping_task(user_id: str, context: RunContext) -> None:
     recording_task(user_id, context)
     started_marker(_dir(), user_id).write_text(str(os.getpid()))
     time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "2")))
+
+
+def progress_task(user_id: str, context: RunContext) -> None:
+    """Reports two steps of progress; the second lands with the finish (within the throttle)."""
+    context.progress(0.5, f"half of {user_id}'s endpoints checked")
+    context.progress(1.0, f"all of {user_id}'s endpoints answered")
