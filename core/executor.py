@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -37,6 +37,7 @@ from core.clock import Clock, clock_for_dialect, to_ms_precision
 from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.logs import run_fields
+from core.progress import ProgressPolicy, Report, RunProgress
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
 from core.tasks import RunContext, Task, load_task
@@ -148,12 +149,16 @@ class LeaseKeeper:
 
 
 class Runner:
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock, task: Task, worker_name: str | None = None) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, clock: Clock, task: Task, worker_name: str | None = None,
+        progress_policy: ProgressPolicy | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock
         self.task = task
         self.worker_name = worker_name or default_worker_name()
+        self.progress_policy = progress_policy or ProgressPolicy()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
 
     @classmethod
@@ -165,9 +170,10 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
+        progress = RunProgress(self.engine, self.clock, run, self.progress_policy)  # one per run: thread-safe
         with self.lease_keeper.hold(run):  # held through the finishing write and its retries
-            status, error, shutdown_request = self._call_task(run)
-            result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at)
+            status, error, shutdown_request = self._call_task(run, progress)
+            result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
         if shutdown_request is not None:
             raise shutdown_request
         return result
@@ -215,11 +221,11 @@ class Runner:
                 logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))
             return result
 
-    def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None, BaseException | None]:
+    def _call_task(self, run: ClaimedRun, progress: RunProgress | None = None) -> tuple[RunStatus, str | None, BaseException | None]:
         """The task's outcome, and the exception to re-raise after recording it (a real shutdown
         request only: a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
         leaves the process alone)."""
-        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt)
+        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, **({"reporter": progress} if progress else {}))
         try:
             self.task(run.user_id, context)
         except Exception as exc:  # the task's failure is the run's outcome, not ours
@@ -236,6 +242,7 @@ class Runner:
 
     def _finish_riding_out(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
+        progress: tuple[Report | None, Report | None] = (None, None),
     ) -> RunResult:
         """`_finish`, retried through a database outage while the lease holds.
 
@@ -256,7 +263,7 @@ class Runner:
                     logger.info("run result had been recorded before the connection failed user=%s token=%s status=%s",
                                 run.user_id, run.token, landed.value, extra=run_fields(run))
                     return RunResult(run.user_id, landed, error, 0, landed is not RunStatus.STALE)
-            return self._finish(run, status, error, elapsed, enqueued_at)
+            return self._finish(run, status, error, elapsed, enqueued_at, progress=progress)
 
         return self._retrying(run, "recording the result", attempt, lambda: self.lease_keeper.seconds_left(run))
 
@@ -266,6 +273,7 @@ class Runner:
 
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
+        progress: tuple[Report | None, Report | None] = (None, None),  # (last reported, not yet stored): RunProgress.close()
     ) -> RunResult:
         duration_ms = int(elapsed * 1000)
         with self.engine.begin() as conn:
@@ -278,12 +286,13 @@ class Runner:
                 skipped = nxt.skipped
                 applied = lease.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
-                    status=status, error=error, next_run_at=nxt.at, now=now,
+                    status=status, error=error, next_run_at=nxt.at, now=now, progress=progress[1],
                 )
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             started_at = self._started_at(now, duration_ms)
-            insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
+            record = self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)
+            insert_runs(conn, [replace(record, progress_message=progress[0][1]) if progress[0] else record])
         if applied:
             logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
         else:

@@ -294,6 +294,10 @@ _FINISH_RUN = (
     .values(
         lastRunAt=bindparam("started_at"), lastStatus=bindparam("status"), lastError=bindparam("error"),
         nextRunAt=bindparam("next_run_at"), lockedBy=None, lockedUntil=None, updatedAt=bindparam("now"),
+        # The run's last progress, when it was not written yet (throttled); NULL keeps what is there.
+        progress=func.coalesce(bindparam("progress", type_=s.progress.type), s.progress),
+        progressMessage=func.coalesce(bindparam("progress_message", type_=s.progressMessage.type), s.progressMessage),
+        progressAt=func.coalesce(bindparam("progress_at", type_=s.progressAt.type), s.progressAt),
     )
 )
 
@@ -378,16 +382,53 @@ def finish_run(
     error: str | None,
     next_run_at: datetime,
     now: datetime,
+    progress: tuple[float, str] | None = None,
 ) -> bool:
     """Record the outcome, move to the next slot and release the lease, in one fenced write.
+    `progress` is the run's last (fraction, message) when the throttle had not written it yet: it
+    lands in the same statement (the schedule keeps a run's last progress after the run).
     False means the lease was lost: nothing was written."""
+    fraction, message = progress if progress is not None else (None, None)
     result = conn.execute(
         _FINISH_RUN,
         {
             "uid": user_id, "token": token, "started_at": started_at, "status": status.value,
             "error": truncate_error(error), "next_run_at": next_run_at, "now": now,
+            "progress": fraction, "progress_message": message or None,
+            "progress_at": now if progress is not None else None,
         },
     )
+    return result.rowcount == 1
+
+
+# --- progress (fenced, like every write of a run) --------------------------------------------------
+
+_SET_PROGRESS = (
+    update(schedules)
+    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+    .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=bindparam("at"))
+)
+
+
+@lru_cache(maxsize=32)
+def _set_progress_with(at: ColumnElement[datetime]) -> Update:
+    return (
+        update(schedules)
+        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+        .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=at)
+    )
+
+
+def set_progress(
+    conn: Connection, *, user_id: str, token: str, fraction: float, message: str, now: datetime | ColumnElement[datetime]
+) -> bool:
+    """Store a running run's progress, fenced on its token: a stale run (lease taken over or
+    released) writes nothing and learns it from the False. An empty message is stored as NULL."""
+    params: dict[str, object] = {"uid": user_id, "token": token, "progress": fraction, "message": message or None}
+    if isinstance(now, datetime):
+        result = conn.execute(_SET_PROGRESS, {**params, "at": now})
+    else:
+        result = conn.execute(_set_progress_with(now), params)
     return result.rowcount == 1
 
 

@@ -46,6 +46,11 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         attempt=row.attempt,
         created_at=row.createdAt,
         updated_at=row.updatedAt,
+        run_started_at=row.runStartedAt,
+        # MySQL's FLOAT is single precision (0.3 reads back as 0.30000001192...): four places are plenty.
+        progress=None if row.progress is None else round(row.progress, 4),
+        progress_message=row.progressMessage,
+        progress_at=row.progressAt,
     )
 
 
@@ -130,6 +135,7 @@ def recent_runs(conn: Connection, *, user_id: str | None = None, limit: int = 20
             finished_at=r.finishedAt,
             duration_ms=r.durationMs,
             worker=r.worker,
+            progress_message=r.progressMessage,
         )
         for r in conn.execute(query)
     ]

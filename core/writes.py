@@ -39,6 +39,7 @@ def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
             "finishedAt": r.finished_at,
             "durationMs": r.duration_ms,
             "worker": r.worker[:128] if r.worker else None,
+            "progressMessage": r.progress_message or None,
         }
         for r in records
     ]

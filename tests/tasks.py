@@ -63,3 +63,9 @@ def chaos_task(user_id: str, context: RunContext) -> None:
     time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "0.3")))
     with open(_dir() / "executions.log", "a") as log:
         log.write(f"E {head} {time.time():.3f}\n")
+
+
+def progress_task(user_id: str, context: RunContext) -> None:
+    """Reports two steps of progress; the second lands with the finish (within the throttle)."""
+    context.progress(0.5, f"half of {user_id}'s endpoints checked")
+    context.progress(1.0, f"all of {user_id}'s endpoints answered")

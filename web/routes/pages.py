@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
-from core.domain import Schedule, ScheduleFilter
+from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, consume_sign_in_token
 from web.chart import build_chart
@@ -61,15 +61,20 @@ def status_label(schedule: Schedule | None, now: datetime) -> str:
     if schedule is None:
         return "no schedule"
     if schedule.is_running(now):
-        return "running"
+        return "queued" if schedule.state is RunState.QUEUED else "running"
     if schedule.locked_by is not None:
         return "stale lease"
     return schedule.last_status or "never run"
 
 
+def percent(fraction: float | None) -> str:
+    """A progress fraction as people read it: "40 %" (no decimals; an unknown fraction is "")."""
+    return "" if fraction is None else f"{fraction * 100:.0f} %"
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(iso=_iso, utc=_utc)
+    env.filters.update(iso=_iso, utc=_utc, percent=percent)
     env.globals.update(status_label=status_label, MIN_INTERVAL=MIN_INTERVAL_MINUTES, MAX_INTERVAL=MAX_INTERVAL_MINUTES)
     return env
 
