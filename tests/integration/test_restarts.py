@@ -157,14 +157,14 @@ def test_a_result_written_across_a_mariadb_restart_is_recorded_once(
     assert _dispatch(db, aof_redis_url).enqueued == 1
     worker = cli("worker", "--concurrency", "1", env=env, start_new_session=True)
     try:
-        wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
+        wait_for(lambda: started_marker(tmp_path, user).exists(), 120, "the job to start")
         db.engine.dispose()
         restart.stop_server(own_mariadb, sig)
         release_marker(tmp_path, user).write_text("")  # the task ends; its result meets no database
         time.sleep(2.0)
         restart.start_again(own_mariadb)
 
-        wait_for(lambda: db.runs(user), 60, lambda: f"the result to be recorded; worker log:\n{_stop(worker)}")
+        wait_for(lambda: db.runs(user), 120, lambda: f"the result to be recorded; worker log:\n{_stop(worker)}")
         time.sleep(1.0)
         for _ in range(3):  # passes after the outage claim nothing: the slot moved on
             assert _dispatch(db, aof_redis_url).claimed == 0
@@ -214,14 +214,14 @@ def test_workers_ride_out_a_redis_restart_while_idle(
     env = _env(db, aof_redis_url, tmp_path, "tests.tasks:recording_task")
     worker = cli("worker", "--concurrency", concurrency, env=env, start_new_session=True)
     try:
-        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 30, "the workers to register")
+        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, "the workers to register")
         restart.restart(aof_redis, signal.SIGKILL, down_for=2.0)
         time.sleep(1.0)
         assert worker.poll() is None, f"the worker exited:\n{_stop(worker)[-4000:]}"
 
         assert _dispatch(db, aof_redis_url).enqueued == 4
-        wait_for(lambda: len(db.runs()) == 4, 60, lambda: f"the runs; worker log:\n{_stop(worker)[-4000:]}")
-        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 30, "the workers in rq:workers again")
+        wait_for(lambda: len(db.runs()) == 4, 120, lambda: f"the runs; worker log:\n{_stop(worker)[-4000:]}")
+        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, "the workers in rq:workers again")
         assert worker.poll() is None, "the worker exited"
     finally:
         err = _stop(worker)
@@ -241,19 +241,19 @@ def test_workers_ride_out_a_redis_restart_while_running(
     assert _dispatch(db, aof_redis_url).enqueued == 1
     worker = cli("worker", "--concurrency", concurrency, env=env, start_new_session=True)
     try:
-        wait_for(lambda: started_marker(tmp_path, first).exists(), 30, "the job to start")
+        wait_for(lambda: started_marker(tmp_path, first).exists(), 120, "the job to start")
         restart.stop_server(aof_redis, signal.SIGKILL)
         release_marker(tmp_path, first).write_text("")  # finishes while Redis is down
-        wait_for(lambda: db.runs(first), 30, "the run to be recorded while Redis is down")
+        wait_for(lambda: db.runs(first), 120, "the run to be recorded while Redis is down")
         time.sleep(2.0)
         restart.start_again(aof_redis)
 
         with db.engine.begin() as conn:
             conn.execute(text("UPDATE UserMonitorSchedule SET nextRunAt = NOW(3) WHERE userId = :u"), {"u": second})
         release_marker(tmp_path, second).write_text("")
-        wait_for(lambda: _dispatch(db, aof_redis_url).enqueued, 30, "the second user enqueued")
-        wait_for(lambda: db.runs(second), 60, lambda: f"the second run; worker log:\n{_stop(worker)[-4000:]}")
-        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 30, "the workers in rq:workers again")
+        wait_for(lambda: _dispatch(db, aof_redis_url).enqueued, 120, "the second user enqueued")
+        wait_for(lambda: db.runs(second), 120, lambda: f"the second run; worker log:\n{_stop(worker)[-4000:]}")
+        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, "the workers in rq:workers again")
         assert worker.poll() is None, "the worker exited"
         info = rq_info(aof_redis_url, "--only-workers")
         assert f"{concurrency} worker" in info.stdout, info.stdout
