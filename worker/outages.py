@@ -30,6 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import worker_registration
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.worker import BaseWorker
 
@@ -131,6 +132,18 @@ class RidingOutRedis(BaseWorker):
             lambda: super(RidingOutRedis, self).handle_job_failure(
                 job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution,
             ),
+        )
+
+    def _start_scheduler(
+        self, burst: bool = False, logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT, log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ's WorkerPool starts every child with `with_scheduler=True`: a child whose scheduler
+        # lock was being taken when Redis went away died there, and the pool replaced it (seen
+        # under load as a third registration in a pool of two).
+        self._riding_out(
+            "starting the scheduler",
+            lambda: super(RidingOutRedis, self)._start_scheduler(burst, logging_level, date_format, log_format),
         )
 
     def maintain_heartbeats(self, job: Any, execution: Any) -> None:

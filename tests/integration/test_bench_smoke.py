@@ -27,7 +27,7 @@ EXPECTED: dict[str, list[str]] = {
     "lag": ["runs", "expected_runs", "p99_s"],
     "sqlite_sync": ["runs_per_s"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
-    "overload": ["ratio", "lost", "skipped", "runs_per_user_min", "runs_per_user_max"],
+    "overload": ["ratio", "succeeded_in_window", "capacity_runs", "runs_per_user_max"],
 }
 
 
@@ -61,6 +61,8 @@ def test_benchmark_smoke(script: str, bench_env: dict[str, str]) -> None:
     for key in EXPECTED[script]:
         value = _lookup(data, key)
         assert isinstance(value, (int, float)) and value > 0, f"{script}: {key} = {value!r}"
+    if script == "overload":
+        assert (data["lost"], data["skipped"], data["exited"]) == (0, 0, 0), data
     if script == "lag":
         assert data["runs"] == data["expected_runs"], data
     if script in ("dispatch_throughput", "dispatcher_memory"):

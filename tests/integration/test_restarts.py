@@ -206,6 +206,11 @@ def _rq_workers(redis_url: str) -> int:
     return Redis.from_url(redis_url).scard("rq:workers")
 
 
+def _rq_worker_names(redis_url: str) -> str:
+    conn = Redis.from_url(redis_url)
+    return f"rq:workers = {sorted(conn.smembers('rq:workers'))}, keys = {sorted(conn.keys('rq:worker:*'))}"
+
+
 @pytest.mark.parametrize("concurrency", ["1", "2"], ids=["single", "pool"])
 def test_workers_ride_out_a_redis_restart_while_idle(
     db: Backend, aof_redis_url: str, aof_redis: servers.RedisServer, tmp_path: Path, concurrency: str,
@@ -221,7 +226,7 @@ def test_workers_ride_out_a_redis_restart_while_idle(
 
         assert _dispatch(db, aof_redis_url).enqueued == 4
         wait_for(lambda: len(db.runs()) == 4, 120, lambda: f"the runs; worker log:\n{_stop(worker)[-4000:]}")
-        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, "the workers in rq:workers again")
+        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, lambda: f"the workers in rq:workers again ({_rq_worker_names(aof_redis_url)}); worker log:\n{_stop(worker)[-30000:]}")
         assert worker.poll() is None, "the worker exited"
     finally:
         err = _stop(worker)
@@ -253,7 +258,7 @@ def test_workers_ride_out_a_redis_restart_while_running(
         release_marker(tmp_path, second).write_text("")
         wait_for(lambda: _dispatch(db, aof_redis_url).enqueued, 120, "the second user enqueued")
         wait_for(lambda: db.runs(second), 120, lambda: f"the second run; worker log:\n{_stop(worker)[-4000:]}")
-        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, "the workers in rq:workers again")
+        wait_for(lambda: _rq_workers(aof_redis_url) == int(concurrency), 120, lambda: f"the workers in rq:workers again ({_rq_worker_names(aof_redis_url)}); worker log:\n{_stop(worker)[-30000:]}")
         assert worker.poll() is None, "the worker exited"
         info = rq_info(aof_redis_url, "--only-workers")
         assert f"{concurrency} worker" in info.stdout, info.stdout
