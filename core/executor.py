@@ -7,10 +7,16 @@
 3. In one transaction: lock the row if still ours, write outcome + next slot + release in one
    write fenced on `lockedBy = token`, and insert the history row. If the lease was lost, the
    result is recorded in history as `stale` and nothing on the schedule is overwritten.
+
+A run that passes JOB_TIMEOUT on a thread cannot be stopped: a watchdog (worker.threaded) calls
+`Runner.time_out`, which records it failed through the same fenced finish (the lease is released,
+the user moves on); when the task finally returns, its late result finds the lease gone and is
+recorded `stale`. Whichever comes first, the task's return or the timeout, writes the outcome.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -30,7 +36,7 @@ from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.logs import run_fields
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
-from core.tasks import RunContext, Task, load_task
+from core.tasks import EventLoopThread, RunContext, Task, load_task
 from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
@@ -121,6 +127,9 @@ class Runner:
         self.task = task
         self.worker_name = worker_name or default_worker_name()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
+        self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
+        self._end_lock = threading.Lock()
+        self._running: dict[tuple[str, str], bool] = {}  # runs in progress -> outcome claimed (time_out or return)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
@@ -131,12 +140,40 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        with self.lease_keeper.hold(run):
-            status, error, shutdown_request = self._call_task(run)
-        result = self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            self._running[key] = False
+        try:
+            with self.lease_keeper.hold(run):
+                status, error, shutdown_request = self._call_task(run)
+            with self._end_lock:
+                timed_out = self._running[key]
+                self._running[key] = True  # from here on, time_out leaves this run alone
+            result = self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+        finally:
+            with self._end_lock:
+                self._running.pop(key, None)
+        if timed_out:
+            logger.warning(
+                "late result after timeout user=%s slot=%s token=%s status=%s recorded=%s", run.user_id, run.slot, run.token,
+                status.value, result.status.value, extra=run_fields(run),
+            )
         if shutdown_request is not None:
             raise shutdown_request
         return result
+
+    def time_out(self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None) -> RunResult | None:
+        """Record a run whose task is still running past JOB_TIMEOUT (called from another thread) as
+        failed, releasing its lease; None if the task is not running (it returned first: its own
+        outcome is written)."""
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            if self._running.get(key, True):
+                return None
+            self._running[key] = True
+        logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+        error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); the task was left running and its result will be refused"
+        return self._finish(run, RunStatus.FAILED, error, elapsed, enqueued_at)
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
         """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
@@ -152,7 +189,9 @@ class Runner:
         leaves the process alone)."""
         context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt)
         try:
-            self.task(run.user_id, context)
+            outcome = self.task(run.user_id, context)
+            if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
+                self.task_loop.run(outcome)
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
             return RunStatus.FAILED, _error_text(exc), None

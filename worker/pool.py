@@ -51,13 +51,17 @@ class NotingWorker(NotesStopRequests, Worker):
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}
 
 
-def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str) -> int:
+def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str, threads: int = 1) -> int:
     cls = WORKER_CLASSES[worker_class]
+    if threads > 1:  # N runs at once in each process (worker.threaded builds on this module's classes)
+        from worker.threaded import ThreadedWorker
+
+        cls = ThreadedWorker.with_threads(threads)
     # Build the run context (settings, engine, task) here, once: forked workers and fork-per-job
     # children inherit it instead of building it per job (77 ms of each fork-class job,
     # docs/performance.md). No connection is opened yet, and the context disowns the inherited
     # pool after a fork.
-    context.get_runner()
+    context.get_runner(threads=threads)
     if concurrency == 1:
         # One process: no pool parent in between (what PM2 instances and systemd units want).
         rq_worker = cls([Queue(settings.QUEUE_NAME, connection=connection)], connection=connection)
