@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark 4: worker overhead of our job vs bare RQ no-op jobs, per worker class; worker RSS.
 
-For each worker class (rq.SimpleWorker = `simple`, fork-per-job rq.Worker = `fork`):
+For each worker class (rq.SimpleWorker = `simple`, fork-per-job rq.Worker = `fork`, our
+worker.threaded.ThreadedWorker with one thread = `threaded`, started by threaded_worker.py):
   ours: JOBS due schedules dispatched by our dispatcher, run by `monitor-scheduler worker` with
         MONITOR_TASK=worker.tasks:noop_task (lease check, heartbeat thread, fenced finish + history);
   bare: JOBS plain RQ jobs of the same no-op function (worker.tasks.noop_task), same worker command,
-        class and concurrency.
+        class and concurrency (for `threaded`: bare RQ's SimpleWorker, the reference).
 The queue is filled first, then the workers start; throughput is JOBS / (last job's ended_at -
 first job's started_at) from RQ's own job hashes, so process start-up is not counted. Rounds
 alternate which side goes first; medians. After the last job the pool idles for 2 s and the RSS of
 each worker process and of the pool (parent + workers) is read from /proc.
 
-    python scripts/bench/worker_overhead.py                 # simple: 5,000 jobs x3 rounds; fork: 1,000 jobs x1; 2 workers
+    python scripts/bench/worker_overhead.py                 # simple, threaded: 5,000 jobs x3 rounds; fork: 1,000 jobs x1; 2 workers
     python scripts/bench/worker_overhead.py --smoke
 """
 
@@ -71,8 +72,12 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
     queue = Queue(common.QUEUE, connection=redis_conn)
     finished_key, failed_key = queue.finished_job_registry.key, queue.failed_job_registry.key
     t0 = time.perf_counter()
+    if worker_class == "threaded":
+        command = [common.PYTHON, str(common.BENCH_DIR / "threaded_worker.py"), str(concurrency), "1"]
+    else:
+        command = [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class]
     proc = subprocess.Popen(
-        [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class],
+        command,
         env=env, cwd=str(common.REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -120,7 +125,7 @@ def main() -> int:
     parser = common.base_parser(__doc__.splitlines()[1])
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--classes", default="simple,fork")
+    parser.add_argument("--classes", default="simple,threaded,fork")
     parser.add_argument("--fork-repeat", type=int, default=None, help="rounds for the fork class (default 1: it is slow)")
     parser.add_argument("--fork-jobs", type=int, default=1_000, help="jobs per side for the fork class (default 1,000: a fork per job is slow)")
     args = parser.parse_args()
@@ -140,8 +145,8 @@ def main() -> int:
         redis_conn = Redis.from_url(srv.redis_url)
         for worker_class in args.classes.split(","):
             results[worker_class] = {"ours": [], "bare": []}
-            rounds = repeat if worker_class == "simple" else fork_repeat
-            jobs = args.jobs if worker_class == "simple" else min(args.jobs, args.fork_jobs)
+            rounds = fork_repeat if worker_class == "fork" else repeat
+            jobs = min(args.jobs, args.fork_jobs) if worker_class == "fork" else args.jobs
             for round_ in range(rounds):
                 order = ["ours", "bare"] if round_ % 2 == 0 else ["bare", "ours"]
                 for which in order:
@@ -149,7 +154,8 @@ def main() -> int:
                     common.reset_claimed(srv.mariadb, url, total=args.jobs, due=args.jobs, base=base)
                     filled = fill_ours(engine, settings.model_copy(update={"DISPATCH_BATCH_SIZE": jobs}), redis_conn) if which == "ours" else fill_bare(redis_conn, jobs)
                     assert filled == jobs, filled
-                    r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=worker_class,
+                    side_class = "simple" if (worker_class, which) == ("threaded", "bare") else worker_class
+                    r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=side_class,
                                     concurrency=args.concurrency, timeout=120 if args.smoke else 900)
                     assert r["failed"] == 0 and r["jobs"] == jobs, r
                     if which == "ours":
