@@ -30,7 +30,6 @@ import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
-from worker_overhead import parse_rq_time  # noqa: E402
 
 from core.clock import DatabaseClock  # noqa: E402
 from dispatcher.service import Dispatcher  # noqa: E402
@@ -85,8 +84,8 @@ def run_side(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, processe
         for job_id in ids:
             pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
         stamps = pipe.execute()
-    starts = [s for s in (parse_rq_time(a) for a, _ in stamps) if s]
-    ends = [e for e in (parse_rq_time(b) for _, b in stamps) if e]
+    starts = [s for s in (common.parse_rq_time(a) for a, _ in stamps) if s]
+    ends = [e for e in (common.parse_rq_time(b) for _, b in stamps) if e]
     span = (max(ends) - min(starts)).total_seconds()
     return {"jobs": len(ids), "failed": int(failed), "span_s": span, "rate": len(ids) / span, "peak_rss_mb": peak_rss, "processes": peak_processes}
 

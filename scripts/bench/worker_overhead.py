@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,18 +34,6 @@ from rq.job import Job  # noqa: E402
 
 from dispatcher.service import Dispatcher  # noqa: E402
 from core.clock import DatabaseClock  # noqa: E402
-
-
-def parse_rq_time(value: bytes | None) -> datetime | None:
-    if not value:
-        return None
-    text = value.decode()
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    return None
 
 
 def fill_ours(engine, settings, redis_conn: Redis) -> int:
@@ -109,8 +96,8 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
         for job_id in ids:
             pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
         stamps = pipe.execute()
-    starts = [parse_rq_time(s) for s, _ in stamps]
-    ends = [parse_rq_time(e) for _, e in stamps]
+    starts = [common.parse_rq_time(s) for s, _ in stamps]
+    ends = [common.parse_rq_time(e) for _, e in stamps]
     starts = [s for s in starts if s]
     ends = [e for e in ends if e]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else wall

@@ -140,7 +140,9 @@ def test_a_thread_run_past_job_timeout_is_failed_and_its_late_result_is_stale(my
         registry = Queue(QUEUE, connection=redis_conn).failed_job_registry
         wait_for(lambda: registry.count == 1, 10, "the RQ job to be failed")
         [job_id] = registry.get_job_ids()
-        assert "JobTimeoutException" in (Queue(QUEUE, connection=redis_conn).fetch_job(job_id).latest_result().exc_string or "")
+        rq_job = Queue(QUEUE, connection=redis_conn).fetch_job(job_id)
+        result = rq_job.latest_result() if rq_job is not None else None
+        assert result is not None and "JobTimeoutException" in (result.exc_string or "")
 
         # When the task finally returns, its result is refused
         release_marker(tmp_path, user).write_text("go")
