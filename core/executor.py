@@ -11,7 +11,8 @@
 A run that passes JOB_TIMEOUT on a thread cannot be stopped: a watchdog (worker.threaded) calls
 `Runner.time_out`, which records it failed through the same fenced finish (the lease is released,
 the user moves on); when the task finally returns, its late result finds the lease gone and is
-recorded `stale`. Whichever comes first, the task's return or the timeout, writes the outcome.
+recorded `stale`. Whichever comes first, the task's return or the timeout, writes the outcome. An
+async task is cancelled at the timeout (it runs on the process's event loop, where it can be).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -130,6 +132,7 @@ class Runner:
         self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
         self._end_lock = threading.Lock()
         self._running: dict[tuple[str, str], bool] = {}  # runs in progress -> outcome claimed (time_out or return)
+        self._awaiting: dict[tuple[str, str], Future[object]] = {}  # async runs in progress: cancellable
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
@@ -172,8 +175,13 @@ class Runner:
                 return None
             self._running[key] = True
         logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
-        error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); the task was left running and its result will be refused"
-        return self._finish(run, RunStatus.FAILED, error, elapsed, enqueued_at)
+        error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); its late result is refused"
+        result = self._finish(run, RunStatus.FAILED, error, elapsed, enqueued_at)
+        with self._end_lock:
+            future = self._awaiting.get(key)
+        if future is not None:  # an async task can be stopped: cancelled at its next await
+            future.cancel()
+        return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
         """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
@@ -191,7 +199,7 @@ class Runner:
         try:
             outcome = self.task(run.user_id, context)
             if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
-                self.task_loop.run(outcome)
+                self._await(run, self.task_loop.submit(outcome))
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
             return RunStatus.FAILED, _error_text(exc), None
@@ -203,6 +211,16 @@ class Runner:
             )
             return RunStatus.FAILED, _error_text(exc), reraise
         return RunStatus.SUCCEEDED, None, None
+
+    def _await(self, run: ClaimedRun, future: Future[object]) -> None:
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            self._awaiting[key] = future
+        try:
+            future.result()
+        finally:
+            with self._end_lock:
+                self._awaiting.pop(key, None)
 
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,

@@ -12,6 +12,7 @@ whatever it returns that is awaitable is run to completion on the process's one 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import os
 import threading
@@ -75,9 +76,13 @@ class EventLoopThread:
                 threading.Thread(target=self._loop.run_forever, name=self._name, daemon=True).start()
             return self._loop
 
+    def submit(self, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        """Start `awaitable` on the loop; the future's `cancel()` cancels it there."""
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop())
+
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run `awaitable` on the loop; block until it ends; return its result or raise its error."""
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop()).result()
+        return self.submit(awaitable).result()
 
 
 async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:

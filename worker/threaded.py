@@ -11,8 +11,8 @@ registration); this class changes three things:
   without RQ's death penalty and a watchdog thread ends a job that passes its timeout: the run is
   recorded failed through the executor's fenced finish (`Runner.time_out`: the lease is released,
   the user moves on), the RQ job is failed with RQ's `JobTimeoutException`, and its slot is freed.
-  The task keeps its thread until it returns; its late result is then refused (recorded `stale`)
-  and the RQ job is left as failed.
+  A sync task keeps its thread until it returns; its late result is then refused (recorded
+  `stale`) and the RQ job is left as failed. An async task is cancelled at the timeout.
 
 Warm shutdown (SIGTERM/SIGINT): no more jobs are taken, every run in flight finishes and is
 recorded, then the worker unregisters; a second signal abandons the runs in flight (their leases

@@ -401,3 +401,30 @@ def test_an_async_task_runs_to_completion_in_a_sync_pass(backend: Backend) -> No
 
     assert summary.claimed == 3 and sorted(ran) == ["user-000000", "user-000001", "user-000002"]
     assert {r.status for r in backend.runs()} == {"succeeded"}
+
+
+def test_an_async_run_timed_out_is_cancelled_and_ends_stale(backend: Backend) -> None:
+    import asyncio
+    import threading
+
+    backend.add_schedules(1, interval=5)
+    [run] = claim(backend, token="tok-A")
+    started = threading.Event()
+
+    async def hanging_task(user_id, context):
+        started.set()
+        await asyncio.sleep(3600)
+
+    runner = Runner(backend.engine, backend.settings(), backend.clock, hanging_task)
+    late: dict[str, RunResult] = {}
+    thread = threading.Thread(target=lambda: late.update(result=runner.execute(run)))
+    thread.start()
+    assert started.wait(10)
+
+    timed_out = runner.time_out(run, elapsed=601.0)
+    thread.join(10)
+
+    assert timed_out is not None and timed_out.status is RunStatus.FAILED
+    assert not thread.is_alive(), "the task was cancelled, not left running"
+    assert late["result"].status is RunStatus.STALE
+    assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]
