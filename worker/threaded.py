@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from redis.client import Pipeline
 from rq import Queue
 from rq.executions import Execution
 from rq.job import Job
@@ -166,12 +167,23 @@ class ThreadedWorker(NotesStopRequests, BaseWorker):
             self._flights[job.id] = flight
         self._run_threads.submit(self._perform, flight)
 
-    def set_state(self, state: str, pipeline: Any = None) -> None:
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         # RQ sets IDLE whenever the main thread goes back to the queue; the worker is busy while any
         # of its runs is.
         if state == WorkerStatus.IDLE and self._flights:
             state = WorkerStatus.BUSY
         super().set_state(state, pipeline=pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat (HSET and two EXPIREs) in one round trip instead of three: the work loop
+        sends four per job (cProfile of a no-op job through rq.SimpleWorker: 12 of its 18 Redis round
+        trips)."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipeline=pipe)
+            pipe.execute()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # No horse to monitor: as in rq.SimpleWorker, the job's heartbeat covers its whole timeout.

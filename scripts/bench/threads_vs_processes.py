@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -40,7 +41,7 @@ def fill(engine, settings, redis_conn: Redis, jobs: int) -> int:
     return dispatcher.tick().enqueued
 
 
-def run_side(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, processes: int, threads: int, sleep: float, timeout: float) -> dict:  # type: ignore[type-arg]
+def run_side(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, processes: int, threads: int, sleep: float, timeout: float) -> dict[str, Any]:
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="bench_tasks:sleep_task",
         LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000", BENCH_SLEEP=str(sleep),
@@ -104,7 +105,7 @@ def main() -> int:
     users = max(jobs, args.big)
     timeout = 120 if args.smoke else 600
 
-    results: dict[str, list[dict]] = {"threads": [], "processes": []}  # type: ignore[type-arg]
+    results: dict[str, list[dict[str, Any]]] = {"threads": [], "processes": []}
     with common.servers() as srv:
         versions = srv.versions()
         url = common.new_database(srv.mariadb, "bench_threads")
@@ -114,7 +115,7 @@ def main() -> int:
         settings = common.settings_for(url, srv.redis_url)
         redis_conn = Redis.from_url(srv.redis_url)
 
-        def side(n_jobs: int, processes: int, threads: int) -> dict:  # type: ignore[type-arg]
+        def side(n_jobs: int, processes: int, threads: int) -> dict[str, Any]:
             common.flush_redis(srv.redis_url)
             common.reset_claimed(srv.mariadb, url, total=users, due=users, base=base)
             assert fill(engine, settings, redis_conn, n_jobs) == n_jobs

@@ -51,7 +51,7 @@ def fill_bare(redis_conn: Redis, jobs: int) -> int:
     return jobs
 
 
-def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float) -> dict:  # type: ignore[type-arg]
+def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float, threads: int = 1) -> dict:  # type: ignore[type-arg]
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="worker.tasks:noop_task",
         LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000",
@@ -60,7 +60,7 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
     finished_key, failed_key = queue.finished_job_registry.key, queue.failed_job_registry.key
     t0 = time.perf_counter()
     if worker_class == "threaded":
-        command = [common.PYTHON, str(common.BENCH_DIR / "threaded_worker.py"), str(concurrency), "1"]
+        command = [common.PYTHON, str(common.BENCH_DIR / "threaded_worker.py"), str(concurrency), str(threads)]
     else:
         command = [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class]
     proc = subprocess.Popen(
@@ -113,6 +113,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--classes", default="simple,threaded,fork")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process of the `threaded` class (default 1)")
     parser.add_argument("--fork-repeat", type=int, default=None, help="rounds for the fork class (default 1: it is slow)")
     parser.add_argument("--fork-jobs", type=int, default=1_000, help="jobs per side for the fork class (default 1,000: a fork per job is slow)")
     args = parser.parse_args()
@@ -143,7 +144,7 @@ def main() -> int:
                     assert filled == jobs, filled
                     side_class = "simple" if (worker_class, which) == ("threaded", "bare") else worker_class
                     r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=side_class,
-                                    concurrency=args.concurrency, timeout=120 if args.smoke else 900)
+                                    concurrency=args.concurrency, timeout=120 if args.smoke else 900, threads=args.threads)
                     assert r["failed"] == 0 and r["jobs"] == jobs, r
                     if which == "ours":
                         ran = srv.mariadb.execute("SELECT COUNT(*) FROM UserMonitorRun WHERE status = 'succeeded'", database=url.rsplit("/", 1)[1])[0][0]
@@ -154,7 +155,7 @@ def main() -> int:
         engine.dispose()
         srv.mariadb.drop_database(url.rsplit("/", 1)[1])
 
-    out: dict[str, object] = {"smoke": args.smoke, "jobs": args.jobs, "concurrency": args.concurrency, "repeat": repeat, "versions": versions}
+    out: dict[str, object] = {"smoke": args.smoke, "jobs": args.jobs, "concurrency": args.concurrency, "threads": args.threads, "repeat": repeat, "versions": versions}
     for worker_class, sides in results.items():
         ours_rate = common.median([r["rate"] for r in sides["ours"]])
         bare_rate = common.median([r["rate"] for r in sides["bare"]])

@@ -77,6 +77,24 @@ def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backen
     assert Queue(QUEUE, connection=redis_conn).failed_job_registry.count == 0
 
 
+def test_processes_times_threads_runs_are_in_flight_at_once(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
+    # Given 6 users whose task sleeps 3 s, and 2 worker processes (RQ's WorkerPool) x 3 threads
+    users = mysql_now_backend.add_schedules(6, interval=7)
+    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 6
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="3")
+
+    # When they run
+    worker = cli("worker", "--concurrency", "2", "--threads", "3", "--burst", env=env)
+    _, log = worker.communicate(timeout=90)
+
+    # Then all 6 were in flight at once, 3 in each of the 2 processes
+    assert worker.returncode == 0, log
+    runs = _succeeded_once(mysql_now_backend, users)
+    assert _overlap(runs), [(r.started_at, r.finished_at) for r in runs]
+    per_process = Counter(line.split()[3] for line in (tmp_path / "runs.log").read_text().splitlines())
+    assert sorted(per_process.values()) == [3, 3], per_process
+
+
 def test_sigterm_lets_every_run_in_flight_finish_and_record(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
     users = mysql_now_backend.add_schedules(4)
     assert dispatch_once(mysql_now_backend, redis_url).enqueued == 4
