@@ -206,3 +206,24 @@ def test_sync_mode_runs_an_async_task_to_completion(sqlite_backend: Backend, tmp
     assert proc.returncode == 0, (out, err)
     _succeeded_once(sqlite_backend, users)
     assert len((tmp_path / "async.log").read_text().splitlines()) == 2
+
+
+def test_pm2_and_systemd_expose_the_threads_setting(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    unit = (REPO_ROOT / "deploy" / "systemd" / "monitor-scheduler-worker@.service").read_text()
+    assert "Environment=WORKER_THREADS=" in unit
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    shutil.copy(REPO_ROOT / "ecosystem.config.js", tmp_path / "ecosystem.config.js")
+    env = {**cli_env(), "WORKER_THREADS": "7"}
+    out = subprocess.run(
+        ["node", "-e", "console.log(JSON.stringify(require('./ecosystem.config.js').apps))"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    [worker] = [app for app in json.loads(out) if app["name"] == "worker"]
+    assert worker["args"][-2:] == ["--threads", "7"]
