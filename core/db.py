@@ -6,6 +6,15 @@
 - MySQL/MariaDB connections are pinged only when they sat idle in the pool for a while (not on
   every checkout: that was one extra round trip per transaction, 2 of the 10 of a worker run), so a
   connection the server dropped overnight is replaced before it is used.
+- A connection the server closed (a restart, KILL CONNECTION) is noticed at checkout without a round
+  trip: an idle client socket of a request/response protocol has nothing to read, so a readable
+  socket means the peer closed it (or sent its farewell error). The pool replaces it. This costs a
+  poll() system call per checkout, no command (tests/integration/test_schema.py counts them).
+- A transaction whose connection turns out to be gone before COMMIT was sent can be run once more
+  on a fresh connection with `run_transaction` (see there why that is safe); callers choose it.
+- No listener may replace a driver error with its own: the rollback that follows a disconnect runs
+  the listeners on an invalidated connection, and they leave it alone (the original OperationalError
+  surfaces, not PendingRollbackError).
 - SQLite: WAL and a busy timeout so a dispatcher and a web process can share the file, and every
   transaction starts with BEGIN IMMEDIATE, which takes the single write lock up front: two claims
   are serialized instead of one failing half-way with "database is locked". synchronous=NORMAL:
@@ -16,15 +25,23 @@
 
 from __future__ import annotations
 
+import logging
+import select
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
+logger = logging.getLogger(__name__)
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_SECONDS = 30.0
+
+T = TypeVar("T")
 
 
 def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -40,9 +57,46 @@ def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
         isolation_level="READ COMMITTED",
         connect_args={"init_command": "SET time_zone = '+00:00'", "charset": "utf8mb4"},
     )
-    _ping_when_idle(engine)
+    _replace_closed_or_idle(engine)
     _reset_only_when_needed(engine)
     return engine
+
+
+def run_transaction(engine: Engine, work: Callable[[Connection], T], *, what: str) -> T:
+    """`work(conn)` in one transaction, run once more on a fresh connection if the first one turned
+    out to be gone before COMMIT was sent.
+
+    Why a second run is safe there: a disconnect before COMMIT means the server discarded the whole
+    transaction (it rolls back whatever a lost session had not committed), so nothing of the first
+    run is durable and the second starts from the same state. A failure of COMMIT itself is *not*
+    retried: whether it committed is unknown. `work` must have no effect outside the transaction
+    (each caller says why its own does not); any other error is raised as it is.
+    """
+    first = True
+    while True:
+        committing = False
+        try:
+            with engine.connect() as conn, conn.begin():
+                result = work(conn)
+                committing = True  # leaving the block sends COMMIT: its failure is not retried
+            return result
+        except exc.DBAPIError as error:
+            if not (first and not committing and is_disconnect(error)):
+                raise
+            logger.info("database connection lost before %s committed, running it once more: %s", what, error.orig)
+            first = False
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """The driver error says the connection is gone (SQLAlchemy invalidated it)."""
+    return isinstance(error, exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def is_outage(error: BaseException) -> bool:
+    """A database error that passes by itself: the server is restarting, unreachable, or a
+    connection dropped; lock wait time-outs and deadlocks too (OperationalError is what drivers
+    raise for all of these, as opposed to a bad statement or a constraint)."""
+    return is_disconnect(error) or isinstance(error, exc.OperationalError)
 
 
 def _reset_only_when_needed(engine: Engine) -> None:
@@ -64,6 +118,10 @@ def _reset_only_when_needed(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _ended(conn: Connection) -> None:
+        if conn.invalidated:
+            # The rollback after a disconnect: the DBAPI connection is gone with its state, and
+            # touching `conn.connection` here would raise PendingRollbackError over the real error.
+            return
         conn.connection.info["in_transaction"] = False
 
     @event.listens_for(engine, "reset")
@@ -75,20 +133,43 @@ def _reset_only_when_needed(engine: Engine) -> None:
             record.info["in_transaction"] = False
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def _replace_closed_or_idle(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _remember_checkin(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info["checked_in_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _ping_if_idle(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+    def _check_before_use(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
         checked_in_at = record.info.get("checked_in_at")
-        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
+        if checked_in_at is None:
+            return  # just connected
+        if _peer_closed(dbapi_connection):
+            # The pool discards it and connects afresh (one more try, then the error surfaces).
+            raise exc.DisconnectionError("the server closed this pooled connection")
+        if time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
             return
         try:
             dbapi_connection.ping(reconnect=False)
         except Exception as error:  # the pool replaces the connection and tries again
             raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
+
+
+def _peer_closed(dbapi_connection: DBAPIConnection) -> bool:
+    """True when the idle connection's socket is readable (end of file, a reset, or the server's
+    farewell packet): no request is outstanding, so the server has nothing else to say. Drivers
+    expose the socket differently (PyMySQL `_sock`, psycopg and mysqlclient `fileno()`); with none,
+    this says False and the idle ping and `run_transaction` remain."""
+    fileno = getattr(dbapi_connection, "fileno", None)
+    sock = getattr(dbapi_connection, "_sock", None)
+    try:
+        fd = fileno() if callable(fileno) else sock.fileno() if sock is not None else -1
+    except Exception:  # a closed driver connection: let the pool find out on use
+        return False
+    if fd < 0:
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 def _sqlite_engine(url: str) -> Engine:

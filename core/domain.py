@@ -29,6 +29,14 @@ class RunStatus(StrEnum):
     STALE = "stale"  # the task ran, but the lease was lost before its result could be written
 
 
+class RunState(StrEnum):
+    """Where a schedule's current run is, from its lease and `runStartedAt`."""
+
+    IDLE = "idle"  # no lease: nothing claimed
+    QUEUED = "queued"  # leased, its job waits for a worker (runStartedAt is NULL until the worker starts it)
+    RUNNING = "running"  # leased and started: the task runs (and may report progress)
+
+
 class ScheduleFilter(StrEnum):
     DUE = "due"
     RUNNING = "running"
@@ -64,9 +72,21 @@ class Schedule:
     attempt: int
     created_at: datetime
     updated_at: datetime
+    run_started_at: datetime | None = None  # when the worker started the leased run (NULL: queued)
+    progress: float | None = None  # the current (or, once idle, the last) run's reported progress, 0..1
+    progress_message: str | None = None
+    progress_at: datetime | None = None  # when that progress was stored
 
     def is_running(self, now: datetime) -> bool:
         return self.locked_by is not None and self.locked_until is not None and self.locked_until > now
+
+    @property
+    def state(self) -> RunState:
+        """Idle, queued or running, from the lease alone (an expired lease keeps its state until a
+        pass parks it or takes it over; `is_running(now)` and the stale-lease filter tell expiry)."""
+        if self.locked_by is None:
+            return RunState.IDLE
+        return RunState.QUEUED if self.run_started_at is None else RunState.RUNNING
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ class RunRecord:
     duration_ms: int | None
     worker: str | None
     id: int | None = None
+    progress_message: str | None = None  # the run's last progress message
 
 
 @dataclass
@@ -101,6 +122,7 @@ class DispatchSummary:
     failed: int = 0
     released: int = 0
     skipped_backpressure: int = 0
+    kept: int = 0  # expired leases whose job still waits in the queue: extended, place kept
     backpressure: bool = False
     budget_exhausted: bool = False
     duration_ms: int = 0
@@ -124,6 +146,8 @@ class DispatchSummary:
         else:
             parts += [f"ran={self.ran}", f"succeeded={self.succeeded}", f"failed={self.failed}"]
         parts += [f"released={self.released}", f"skipped_backpressure={self.skipped_backpressure}"]
+        if self.kept:
+            parts.append(f"kept={self.kept}")
         if self.backpressure:
             parts.append("backpressure=yes")
         if self.budget_exhausted:

@@ -40,9 +40,10 @@ class LeaseHeld(MonitorSchedulerError):
 
     exit_code = 3
 
-    def __init__(self, message: str, *, until: datetime | None = None) -> None:
+    def __init__(self, message: str, *, until: datetime | None = None, queued: bool = False) -> None:
         super().__init__(message)
         self.until = until  # when the lease ends (naive UTC): what may be shown to the user
+        self.queued = queued  # the run waits in the queue (not started yet)
 
 
 class QueueUnavailable(MonitorSchedulerError):

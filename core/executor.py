@@ -8,6 +8,13 @@
    write fenced on `lockedBy = token`, and insert the history row. If the lease was lost, the
    result is recorded in history as `stale` and nothing on the schedule is overwritten.
 
+A short database outage (a restart) loses no finished run: the finishing write is retried with
+capped backoff for as long as the lease, as last renewed, still holds, while the lease keeper
+goes on renewing it (its renewals fail while the database is down and succeed again after). Only a
+lease really gone refuses the result (`stale`); only a lease run out while the database stayed
+down gives up (the error is raised, and the run is recorded `lost` and run again by a later pass).
+The check at the start is retried the same way within one lease length.
+
 A run that passes JOB_TIMEOUT on a thread cannot be stopped: a watchdog (worker.threaded) calls
 `Runner.time_out`, which records it failed through the same fenced finish (the lease is released,
 the user moves on); when the task finally returns, its late result finds the lease gone and is
@@ -24,24 +31,34 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from core import lease, shutdown
+from core import lease, queries, shutdown
 from core.clock import Clock, clock_for_dialect, to_ms_precision
+from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.logs import run_fields
+from core.progress import ProgressPolicy, Report, RunProgress
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
 from core.tasks import EventLoopThread, RunContext, Task, load_task
 from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Backoff between attempts of a run's database write during an outage: doubling, capped so that a
+# restarted server is noticed within a couple of seconds.
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +83,9 @@ class LeaseKeeper:
     every run held longer than half a period, fenced on its token; a run whose renewal finds the
     lease gone is marked lost and no longer renewed. The thread is started lazily and again after
     a fork (RQ's fork-per-job worker), since threads do not survive fork.
+
+    It also knows, from the last renewal that succeeded, how long the lease still holds
+    (`seconds_left`): the executor retries a finishing write for that long.
     """
 
     def __init__(self, engine: Engine, clock: Clock, lease_ms: int, period: float) -> None:
@@ -89,6 +109,17 @@ class LeaseKeeper:
                 self._held.pop(key, None)
                 self._lost.discard(key)
 
+    def seconds_left(self, run: ClaimedRun) -> float:
+        """Seconds until the lease as last renewed runs out (from before that renewal was sent, so
+        never later than the database's lockedUntil); 0 once the keeper saw the lease lost."""
+        key = (run.user_id, run.token)
+        with self._lock:
+            held = self._held.get(key)
+            if held is None or key in self._lost:
+                return 0.0
+            renewed_at = held[1]
+        return max(0.0, renewed_at + self._lease_ms / 1000 - time.monotonic())
+
     def _ensure_thread(self) -> None:
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             self._pid = os.getpid()
@@ -105,29 +136,37 @@ class LeaseKeeper:
                 self._renew(key, run)
 
     def _renew(self, key: tuple[str, str], run: ClaimedRun) -> None:
+        sent_at = time.monotonic()
         try:
             with self._engine.begin() as conn:
                 held = lease.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
-        except Exception:  # a failed renewal is retried next period; the lease may still hold
-            logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
+        except Exception as exc:  # a failed renewal is retried next period; the lease may still hold
+            if is_outage(exc):  # expected while the database restarts: one line, no traceback
+                logger.warning("lease renewal failed user=%s token=%s: %s", run.user_id, run.token, exc, extra=run_fields(run))
+            else:
+                logger.warning("lease renewal failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
             return
         with self._lock:
             if key not in self._held:
                 return
             if held:
-                self._held[key] = (run, time.monotonic())
+                self._held[key] = (run, sent_at)
             else:
                 self._lost.add(key)
                 logger.warning("lease lost while running user=%s token=%s", run.user_id, run.token, extra=run_fields(run))
 
 
 class Runner:
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock, task: Task, worker_name: str | None = None) -> None:
+    def __init__(
+        self, engine: Engine, settings: Settings, clock: Clock, task: Task, worker_name: str | None = None,
+        progress_policy: ProgressPolicy | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.clock = clock
         self.task = task
         self.worker_name = worker_name or default_worker_name()
+        self.progress_policy = progress_policy or ProgressPolicy()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
         self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
         self._end_lock = threading.Lock()
@@ -143,16 +182,17 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
+        progress = RunProgress(self.engine, self.clock, run, self.progress_policy)  # one per run: thread-safe
         key = (run.user_id, run.token)
         with self._end_lock:
             self._running[key] = False
         try:
-            with self.lease_keeper.hold(run):
-                status, error, shutdown_request = self._call_task(run)
-            with self._end_lock:
-                timed_out = self._running[key]
-                self._running[key] = True  # from here on, time_out leaves this run alone
-            result = self._finish(run, status, error, time.perf_counter() - began, enqueued_at)
+            with self.lease_keeper.hold(run):  # held through the finishing write and its retries
+                status, error, shutdown_request = self._call_task(run, progress)
+                with self._end_lock:
+                    timed_out = self._running[key]
+                    self._running[key] = True  # from here on, time_out leaves this run alone
+                result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
         finally:
             with self._end_lock:
                 self._running.pop(key, None)
@@ -176,7 +216,13 @@ class Runner:
             self._running[key] = True
         logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
         error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); its late result is refused"
-        result = self._finish(run, RunStatus.FAILED, error, elapsed, enqueued_at)
+        try:
+            result = self._finish_riding_out(run, RunStatus.FAILED, error, elapsed, enqueued_at)
+        except BaseException:
+            with self._end_lock:
+                if key in self._running:
+                    self._running[key] = False  # not written: the next check may try again
+            raise
         with self._end_lock:
             future = self._awaiting.get(key)
         if future is not None:  # an async task can be stopped: cancelled at its next await
@@ -184,18 +230,53 @@ class Runner:
         return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
-        """Renew the lease from now (the queue wait may have used much of it), fenced on the token:
-        one statement, "now" computed by the clock inside it."""
-        with self.engine.begin() as conn:
-            return lease.renew_lease(
-                conn, user_id=run.user_id, token=run.token, lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL)
+        """Start the run: renew the lease from now (the queue wait may have used much of it) and
+        note the start, fenced on the token: one statement, "now" computed by the clock inside it.
+        Retried through an outage for one lease length: the statement is idempotent (it sets
+        lockedUntil and runStartedAt from now, fenced on the token), and until it succeeds nothing
+        has run."""
+        deadline = time.monotonic() + self.settings.DISPATCH_LOCK_TTL / 1000
+
+        def renew(conn: Connection) -> bool:
+            return lease.start_run(
+                conn, user_id=run.user_id, token=run.token,
+                lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL), now=self.clock.sql_now(),
             )
 
-    def _call_task(self, run: ClaimedRun) -> tuple[RunStatus, str | None, BaseException | None]:
+        return self._retrying(run, "the lease check", lambda: run_transaction(self.engine, renew, what="the lease check"),
+                              lambda: deadline - time.monotonic())
+
+    def _retrying(self, run: ClaimedRun, what: str, attempt: Callable[[], T], seconds_left: Callable[[], float]) -> T:
+        """`attempt()`, again after a database outage error with capped backoff while
+        `seconds_left()` is positive; then the error is raised (logged at ERROR)."""
+        delay = RETRY_FIRST_DELAY
+        failures = 0
+        while True:
+            try:
+                result = attempt()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                failures += 1
+                left = seconds_left()
+                if left <= 0:
+                    logger.error("%s failed %s times, lease no longer held: giving up user=%s slot=%s token=%s",
+                                 what, failures, run.user_id, run.slot, run.token, exc_info=True, extra=run_fields(run))
+                    raise
+                if failures == 1:
+                    logger.info("%s failed, retrying for up to %.1fs user=%s token=%s: %s", what, left, run.user_id, run.token, exc, extra=run_fields(run))
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+                continue
+            if failures:
+                logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))
+            return result
+
+    def _call_task(self, run: ClaimedRun, progress: RunProgress | None = None) -> tuple[RunStatus, str | None, BaseException | None]:
         """The task's outcome, and the exception to re-raise after recording it (a real shutdown
         request only: a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
         leaves the process alone)."""
-        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt)
+        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, **({"reporter": progress} if progress else {}))
         try:
             outcome = self.task(run.user_id, context)
             if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
@@ -222,8 +303,40 @@ class Runner:
             with self._end_lock:
                 self._awaiting.pop(key, None)
 
+    def _finish_riding_out(
+        self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
+        progress: tuple[Report | None, Report | None] = (None, None),
+    ) -> RunResult:
+        """`_finish`, retried through a database outage while the lease holds.
+
+        Why a retry is safe: the write is one transaction fenced on the token, so an attempt that
+        failed before COMMIT left nothing behind, and a lease lost meanwhile makes the retry record
+        `stale` instead of overwriting. The one unknown is a COMMIT whose answer was lost: a retry
+        first asks whether this worker's history row for the run is there, and if so the result
+        stands as recorded (no second row, no `stale`).
+        """
+        attempts = 0
+
+        def attempt() -> RunResult:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                landed = self._already_finished(run)
+                if landed is not None:
+                    logger.info("run result had been recorded before the connection failed user=%s token=%s status=%s",
+                                run.user_id, run.token, landed.value, extra=run_fields(run))
+                    return RunResult(run.user_id, landed, error, 0, landed is not RunStatus.STALE)
+            return self._finish(run, status, error, elapsed, enqueued_at, progress=progress)
+
+        return self._retrying(run, "recording the result", attempt, lambda: self.lease_keeper.seconds_left(run))
+
+    def _already_finished(self, run: ClaimedRun) -> RunStatus | None:
+        with self.engine.connect() as conn:
+            return queries.finished_run_status(conn, user_id=run.user_id, token=run.token, slot=run.slot, worker=self.worker_name)
+
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
+        progress: tuple[Report | None, Report | None] = (None, None),  # (last reported, not yet stored): RunProgress.close()
     ) -> RunResult:
         duration_ms = int(elapsed * 1000)
         with self.engine.begin() as conn:
@@ -236,12 +349,13 @@ class Runner:
                 skipped = nxt.skipped
                 applied = lease.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
-                    status=status, error=error, next_run_at=nxt.at, now=now,
+                    status=status, error=error, next_run_at=nxt.at, now=now, progress=progress[1],
                 )
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             started_at = self._started_at(now, duration_ms)
-            insert_runs(conn, [self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)])
+            record = self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)
+            insert_runs(conn, [replace(record, progress_message=progress[0][1]) if progress[0] else record])
         if applied:
             logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
         else:
@@ -255,9 +369,12 @@ class Runner:
         return to_ms_precision(finished_at - timedelta(milliseconds=duration_ms))
 
     def _record_skipped(self, run: ClaimedRun, enqueued_at: datetime | None) -> RunResult:
-        with self.engine.begin() as conn:
+        def record(conn: Connection) -> None:
             now = self.clock.now(conn)
             insert_runs(conn, [self._record(run, RunStatus.SKIPPED, "lease no longer held when the job started", 0, enqueued_at, None, now, None)])
+
+        # Rerun only if the connection died before COMMIT: the first insert was discarded with it.
+        run_transaction(self.engine, record, what="recording a skipped run")
         logger.warning("run skipped, lease not held user=%s slot=%s token=%s", run.user_id, run.slot, run.token, extra=run_fields(run))
         return RunResult(run.user_id, RunStatus.SKIPPED, applied=False)
 

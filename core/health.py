@@ -1,18 +1,21 @@
 """Is the scheduler doing its job? The answer behind `monitor-scheduler check`, /healthz/scheduler and /metrics.
 
-Two facts catch the usual silent failures: no dispatch pass has succeeded for too long (cron line
-lost, dispatcher loop dead, database credentials rotated), and the oldest due row has waited too
-long (workers down, queue stuck, passes capped too low for the load).
+Three facts catch the usual silent failures: no dispatch pass has succeeded for too long (cron line
+lost, dispatcher loop dead, database credentials rotated), the oldest due row has waited too
+long (workers down, queue stuck, passes capped too low for the load), and the schedules have
+needed more runs at once than the workers offer for too long (the samples of the passes say since
+when), which is the backlog's cause before it is its symptom.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from core import queries
+from core import capacity, queries
+from core.clock import utc_text
 from core.settings import Settings
 
 
@@ -37,6 +40,52 @@ class HealthReport:
         return 0.0 if self.oldest_due_at is None else max(0.0, (self.now - self.oldest_due_at).total_seconds())
 
 
+# The per-user averages behind the demand cost one pass over the window's runs (about 0.65 s for
+# 100k runs in the window on MariaDB, docs/operations.md); demand moves slowly, so it is computed
+# once per period: the first sample of each period measures it, later readers in the same period
+# (passes, the admin page, scrapes) take it from the newest sample.
+DEMAND_PERIOD = timedelta(minutes=5)
+
+
+def _period(moment: datetime) -> int:
+    return int((moment - datetime(1970, 1, 1)) / DEMAND_PERIOD)
+
+
+def measure_load(
+    conn: Connection, *, now: datetime, window_minutes: int, default_run_seconds: float, reuse: bool = True
+) -> capacity.Load:
+    """Due/queued/running now, and the runs at once the enabled schedules need, from each user's
+    average run time over the last `window_minutes` (CAPACITY_RUN_WINDOW; users without a run in
+    the window count at the window's average over all users, or `default_run_seconds`,
+    CAPACITY_DEFAULT_RUN_SECONDS, when nothing ran). The demand comes from the newest sample when
+    that was taken in the current DEMAND_PERIOD (and `reuse`), else it is measured."""
+    since = now - timedelta(minutes=window_minutes)
+    average = queries.average_run_seconds(conn, since=since)
+    default = default_run_seconds if average is None else average
+    newest = queries.latest_sample(conn) if reuse else None
+    if newest is not None and _period(newest.at) == _period(now):
+        demand = newest.demand
+    else:
+        demand = capacity.demand(queries.interval_loads(conn, since=since), default)
+    return capacity.Load(queries.run_counts(conn, now=now), demand, default)
+
+
+def overload_problem(conn: Connection, *, now: datetime, settings: Settings) -> str | None:
+    """The reason `check` fails when demand stayed above capacity longer than HEALTH_MAX_OVERLOAD,
+    decided from the samples (one per pass); None otherwise."""
+    newest = queries.latest_sample(conn)
+    since = queries.overload_started(conn, newest)
+    if since is None or newest is None:
+        return None
+    lasted = (now - since).total_seconds()
+    if lasted <= settings.HEALTH_MAX_OVERLOAD:
+        return None
+    return (
+        f"demand of {newest.demand:.1f} runs at once has exceeded capacity of {newest.capacity} for {lasted:.0f}s "
+        f"(since {utc_text(since, sep=' ')}; backlog {newest.due + newest.queued}; HEALTH_MAX_OVERLOAD={settings.HEALTH_MAX_OVERLOAD})"
+    )
+
+
 def evaluate(conn: Connection, *, now: datetime, settings: Settings) -> HealthReport:
     last_pass_at, _ = queries.last_dispatch_pass(conn)
     oldest_due_at = queries.oldest_due(conn, now=now)
@@ -52,4 +101,7 @@ def evaluate(conn: Connection, *, now: datetime, settings: Settings) -> HealthRe
         report.problems.append(
             f"oldest due schedule has waited {report.scheduling_lag_seconds:.0f}s (HEALTH_MAX_DUE_AGE={settings.HEALTH_MAX_DUE_AGE})"
         )
+    overload = overload_problem(conn, now=now, settings=settings)
+    if overload:
+        report.problems.append(overload)
     return report

@@ -18,6 +18,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
@@ -75,6 +76,10 @@ def due_rows_query(now: datetime, limit: int) -> Select[Any]:
     )
 
 
+# A claimed run has not started yet: no start time, no progress (the previous run's are cleared).
+_NOT_STARTED = ((s.runStartedAt, None), (s.progress, None), (s.progressMessage, None), (s.progressAt, None))
+
+
 def _take_lease(token: str, lease_until: datetime, now: datetime) -> Update:
     # The slot/attempt rule, written once (claim_due reads the result back):
     #   a takeover of an expired lease retries the same slot (attempt + 1);
@@ -94,10 +99,24 @@ def _take_lease(token: str, lease_until: datetime, now: datetime) -> Update:
             (s.lockedUntil, lease_until),
             (s.nextRunAt, lease_until),
             (s.updatedAt, now),
+            *_NOT_STARTED,
         )
         .execution_options(synchronize_session=False)
     )
 
+
+# Parking extends an expired lease under its holder's token; the run's place (its job in the
+# queue, its slot and attempt) is unchanged.
+_EXTEND_EXPIRED = (
+    update(schedules)
+    .where(s.userId.in_(bindparam("parked_ids", expanding=True)), s.lockedBy.is_not(None))
+    .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"), updatedAt=bindparam("now"))
+)
+_LEASED_ROWS = (
+    select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+    .where(s.userId.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
+)
 
 # The read-back goes through the primary key (userId IN ...), so it costs the same on any table size.
 _CLAIMED_BY = select(s.userId, s.runSlot, s.attempt).where(
@@ -105,23 +124,76 @@ _CLAIMED_BY = select(s.userId, s.runSlot, s.attempt).where(
 )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What one claim transaction took: runs leased to the claimer, and (when asked to park them)
+    runs whose lease had expired, left with their holder's token and a lease extended by one TTL
+    until the caller has asked the queue whether their job still lives (see `take_over`)."""
+
+    claimed: list[ClaimedRun]
+    parked: list[ClaimedRun]
+
+    @property
+    def rows(self) -> int:
+        return len(self.claimed) + len(self.parked)
+
+
 def claim_due(
-    conn: Connection, *, now: datetime, limit: int, token: str, lease_until: datetime, trigger: Trigger
-) -> list[ClaimedRun]:
-    """Lease up to `limit` due rows, oldest nextRunAt first. Expired leases taken over are
-    recorded as lost runs in the same transaction."""
+    conn: Connection, *, now: datetime, limit: int, token: str, lease_until: datetime, trigger: Trigger, park_expired: bool = False,
+) -> Claim:
+    """Lease up to `limit` due rows, oldest nextRunAt first.
+
+    A due row whose lease expired is either taken over at once (recorded as a lost run in the same
+    transaction), or, with `park_expired`, parked: its lease is extended to `lease_until` under its
+    holder's token, so the claimer can ask the queue, outside this transaction, whether the job is
+    still waiting there (it keeps its place) or really gone (`take_over`). A queue that holds
+    jobs longer than a lease therefore never loses them, and the normal path (no expired lease)
+    costs no call to the queue.
+    """
     rows = conn.execute(due_rows_query(now, limit)).all()
     if not rows:
-        return []
+        return Claim([], [])
+    expired = [r for r in rows if r.lockedBy is not None]
+    parked: list[ClaimedRun] = []
+    if park_expired and expired:
+        conn.execute(_EXTEND_EXPIRED, {"parked_ids": [r.userId for r in expired], "until": lease_until, "now": now})
+        parked = [ClaimedRun(r.userId, r.runSlot or r.nextRunAt, r.attempt, r.lockedBy, Trigger.SCHEDULE, now) for r in expired]
+        rows = [r for r in rows if r.lockedBy is None]
+        if not rows:
+            return Claim([], parked)
     ids = [r.userId for r in rows]
     conn.execute(_take_lease(token, lease_until, now), {"claim_ids": ids})
     written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
     lost = [r for r in rows if r.lockedBy is not None]
     if lost:
         _record_lost(conn, lost, now=now)
-    return [
+    claimed = [
         ClaimedRun(user_id, written[user_id].runSlot, written[user_id].attempt, token, trigger, now)
         for user_id in ids  # the due query's order: oldest first
+    ]
+    return Claim(claimed, parked)
+
+
+def take_over(
+    conn: Connection, *, parked: Sequence[ClaimedRun], token: str, lease_until: datetime, trigger: Trigger, now: datetime
+) -> list[ClaimedRun]:
+    """Take the parked runs whose job is gone from the queue: fenced on the holder's token (a
+    worker that started the job meanwhile renewed the lease and keeps it), recorded as lost once,
+    retried in the same slot (attempt + 1)."""
+    if not parked:
+        return []
+    by_id = {run.user_id: run for run in parked}
+    rows = conn.execute(_LEASED_ROWS, {"ids": list(by_id)}).all()
+    still_parked = [r for r in rows if r.lockedBy is not None and r.lockedBy == by_id[r.userId].token]
+    if not still_parked:
+        return []
+    ids = [r.userId for r in still_parked]
+    conn.execute(_take_lease(token, lease_until, now), {"claim_ids": ids})
+    written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
+    _record_lost(conn, still_parked, now=now)
+    return [
+        ClaimedRun(run.user_id, written[run.user_id].runSlot, written[run.user_id].attempt, token, trigger, now)
+        for run in parked if run.user_id in written
     ]
 
 
@@ -142,7 +214,7 @@ def claim_user(
     conn.execute(
         update(schedules)
         .where(s.userId == user_id, lease_is_free(now))
-        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now)
+        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now, **{c.name: v for c, v in _NOT_STARTED})
     )
     if row.lockedBy is not None:
         _record_lost(conn, [row], now=now)
@@ -222,8 +294,42 @@ _FINISH_RUN = (
     .values(
         lastRunAt=bindparam("started_at"), lastStatus=bindparam("status"), lastError=bindparam("error"),
         nextRunAt=bindparam("next_run_at"), lockedBy=None, lockedUntil=None, updatedAt=bindparam("now"),
+        # The run's last progress, when it was not written yet (throttled); NULL keeps what is there.
+        progress=func.coalesce(bindparam("progress", type_=s.progress.type), s.progress),
+        progressMessage=func.coalesce(bindparam("progress_message", type_=s.progressMessage.type), s.progressMessage),
+        progressAt=func.coalesce(bindparam("progress_at", type_=s.progressAt.type), s.progressAt),
     )
 )
+
+
+_START_RUN = (
+    update(schedules)
+    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+    .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"), runStartedAt=bindparam("now"))
+)
+
+
+@lru_cache(maxsize=32)
+def _start_run_with(until: ColumnElement[datetime], now: ColumnElement[datetime]) -> Update:
+    return (
+        update(schedules)
+        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+        .values(lockedUntil=until, nextRunAt=until, runStartedAt=now)
+    )
+
+
+def start_run(
+    conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime], now: datetime | ColumnElement[datetime]
+) -> bool:
+    """The run begins: renew the lease from now (the queue wait may have used much of it) and note
+    when it started (the run is no longer waiting), in one statement fenced on the token."""
+    if isinstance(lease_until, datetime) and isinstance(now, datetime):
+        result = conn.execute(_START_RUN, {"uid": user_id, "token": token, "until": lease_until, "now": now})
+    elif not isinstance(lease_until, datetime) and not isinstance(now, datetime):
+        result = conn.execute(_start_run_with(lease_until, now), {"uid": user_id, "token": token})
+    else:
+        raise TypeError("lease_until and now come from one clock: both values or both SQL expressions")
+    return result.rowcount == 1
 
 
 @lru_cache(maxsize=32)
@@ -276,16 +382,53 @@ def finish_run(
     error: str | None,
     next_run_at: datetime,
     now: datetime,
+    progress: tuple[float, str] | None = None,
 ) -> bool:
     """Record the outcome, move to the next slot and release the lease, in one fenced write.
+    `progress` is the run's last (fraction, message) when the throttle had not written it yet: it
+    lands in the same statement (the schedule keeps a run's last progress after the run).
     False means the lease was lost: nothing was written."""
+    fraction, message = progress if progress is not None else (None, None)
     result = conn.execute(
         _FINISH_RUN,
         {
             "uid": user_id, "token": token, "started_at": started_at, "status": status.value,
             "error": truncate_error(error), "next_run_at": next_run_at, "now": now,
+            "progress": fraction, "progress_message": message or None,
+            "progress_at": now if progress is not None else None,
         },
     )
+    return result.rowcount == 1
+
+
+# --- progress (fenced, like every write of a run) --------------------------------------------------
+
+_SET_PROGRESS = (
+    update(schedules)
+    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+    .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=bindparam("at"))
+)
+
+
+@lru_cache(maxsize=32)
+def _set_progress_with(at: ColumnElement[datetime]) -> Update:
+    return (
+        update(schedules)
+        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+        .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=at)
+    )
+
+
+def set_progress(
+    conn: Connection, *, user_id: str, token: str, fraction: float, message: str, now: datetime | ColumnElement[datetime]
+) -> bool:
+    """Store a running run's progress, fenced on its token: a stale run (lease taken over or
+    released) writes nothing and learns it from the False. An empty message is stored as NULL."""
+    params: dict[str, object] = {"uid": user_id, "token": token, "progress": fraction, "message": message or None}
+    if isinstance(now, datetime):
+        result = conn.execute(_SET_PROGRESS, {**params, "at": now})
+    else:
+        result = conn.execute(_set_progress_with(now), params)
     return result.rowcount == 1
 
 

@@ -17,14 +17,16 @@ from sqlalchemy import (
     case,
     false,
     func,
+    or_,
     select,
     true,
 )
 
+from core.capacity import IntervalLoad, RunCounts, Sample
 from core.domain import RunRecord, RunStatus, Schedule, ScheduleFilter
 from core.lease import lease_is_free
 from core.writes import DISPATCH_STATUS
-from schema.models import runs, schedules, status
+from schema.models import runs, samples, schedules, status
 
 s = schedules.c
 
@@ -44,6 +46,11 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         attempt=row.attempt,
         created_at=row.createdAt,
         updated_at=row.updatedAt,
+        run_started_at=row.runStartedAt,
+        # MySQL's FLOAT is single precision (0.3 reads back as 0.30000001192...): four places are plenty.
+        progress=None if row.progress is None else round(row.progress, 4),
+        progress_message=row.progressMessage,
+        progress_at=row.progressAt,
     )
 
 
@@ -128,9 +135,22 @@ def recent_runs(conn: Connection, *, user_id: str | None = None, limit: int = 20
             finished_at=r.finishedAt,
             duration_ms=r.durationMs,
             worker=r.worker,
+            progress_message=r.progressMessage,
         )
         for r in conn.execute(query)
     ]
+
+
+def finished_run_status(conn: Connection, *, user_id: str, token: str, slot: datetime, worker: str) -> RunStatus | None:
+    """The status this worker recorded for the run of `user_id`/`slot` under lease `token`, if it
+    did: a finishing write retried after an unknown COMMIT outcome asks whether the first landed
+    (over the (userId, id) index; a user has few rows per token)."""
+    found = conn.execute(
+        select(runs.c.status).where(
+            runs.c.userId == user_id, runs.c.leaseToken == token, runs.c.slot == slot, runs.c.worker == worker,
+        ).limit(1)
+    ).scalar_one_or_none()
+    return None if found is None else RunStatus(found)
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -150,6 +170,101 @@ def duration_buckets_since(conn: Connection, *, since: datetime, bounds_ms: Sequ
     columns = [func.coalesce(func.sum(case((runs.c.durationMs <= bound, 1), else_=0)), 0) for bound in bounds_ms]
     row = conn.execute(select(*columns, func.count(), func.coalesce(func.sum(runs.c.durationMs), 0)).where(timed)).one()
     return [int(v) for v in row[: len(bounds_ms)]], int(row[-2]), int(row[-1])
+
+
+# --- capacity -----------------------------------------------------------------------------------
+
+# Runs whose duration says how long a user's run takes: the task ran to an end.
+_TIMED_STATUSES = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value)
+
+
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+def run_counts(conn: Connection, *, now: datetime) -> RunCounts:
+    """Due, queued and running schedules in one statement, on every pass and every scrape.
+
+    The WHERE is two index ranges, `(enabled, nextRunAt) <= now` (due, and expired leases) or
+    `lockedUntil > now` (live leases), so the cost follows the backlog and the runs in flight,
+    not the table (EXPLAIN: index_merge sort_union on MariaDB, MULTI-INDEX OR on SQLite). A live
+    lease with no start time is a job waiting in the queue; with one, a worker runs it."""
+    due = _filter_clause(ScheduleFilter.DUE, now)
+    live = s.lockedUntil > now
+    row = conn.execute(
+        select(
+            _count_where(due),
+            _count_where(and_(live, s.runStartedAt.is_(None))),
+            _count_where(and_(live, s.runStartedAt.is_not(None))),
+        ).where(or_(and_(s.enabled == true(), s.nextRunAt <= now), live))
+    ).one()
+    return RunCounts(due=int(row[0]), queued=int(row[1]), running=int(row[2]))
+
+
+def interval_loads(conn: Connection, *, since: datetime) -> list[IntervalLoad]:
+    """Per interval of the enabled schedules: users, users with a timed run finished since
+    `since`, and the sum of those users' average run seconds.
+
+    Plan: the per-user averages come from a range of the finishedAt index (the window's runs
+    only, grouped by user into a temporary table), joined to the enabled schedules (one scan of
+    the `(enabled, nextRunAt)` index's enabled part plus the rows) and grouped by interval: at
+    most 1440 rows come back, never one per user."""
+    averages = (
+        select(runs.c.userId, func.avg(runs.c.durationMs).label("avg_ms"))
+        .where(runs.c.finishedAt >= since, runs.c.status.in_(_TIMED_STATUSES), runs.c.durationMs.is_not(None))
+        .group_by(runs.c.userId)
+        .subquery("recent")
+    )
+    rows = conn.execute(
+        select(s.intervalMinutes, func.count(), func.count(averages.c.avg_ms), func.coalesce(func.sum(averages.c.avg_ms), 0))
+        .select_from(schedules.outerjoin(averages, averages.c.userId == s.userId))
+        .where(s.enabled == true())
+        .group_by(s.intervalMinutes)
+    )
+    return [IntervalLoad(int(r[0]), int(r[1]), int(r[2]), float(r[3]) / 1000) for r in rows]
+
+
+def average_run_seconds(conn: Connection, *, since: datetime) -> float | None:
+    """Mean duration of the timed runs finished since `since` (a finishedAt index range)."""
+    value = conn.execute(
+        select(func.avg(runs.c.durationMs)).where(
+            runs.c.finishedAt >= since, runs.c.status.in_(_TIMED_STATUSES), runs.c.durationMs.is_not(None)
+        )
+    ).scalar_one_or_none()
+    return None if value is None else float(value) / 1000
+
+
+def _sample_from_row(row: Row[Any]) -> Sample:
+    return Sample(at=row.at, due=row.due, queued=row.queued, running=row.running, demand=float(row.demand), capacity=row.capacity)
+
+
+def samples_between(conn: Connection, *, start: datetime, end: datetime) -> list[Sample]:
+    """The samples taken in [start, end], oldest first (a range of the `at` index)."""
+    rows = conn.execute(select(samples).where(samples.c.at >= start, samples.c.at <= end).order_by(samples.c.at, samples.c.id))
+    return [_sample_from_row(r) for r in rows]
+
+
+def latest_sample(conn: Connection) -> Sample | None:
+    row = conn.execute(select(samples).order_by(samples.c.at.desc(), samples.c.id.desc()).limit(1)).first()
+    return _sample_from_row(row) if row else None
+
+
+_SAMPLE_OVERLOADED = and_(samples.c.capacity.is_not(None), samples.c.demand > samples.c.capacity)
+
+
+def overload_started(conn: Connection, newest: Sample | None) -> datetime | None:
+    """When the current overload began: the first sample after the newest one that was not
+    overloaded (demand at most capacity, or capacity unknown); None when the newest sample
+    (`latest_sample`) is not overloaded. Both reads walk the `at` index from its newest end."""
+    if newest is None or not newest.overloaded:
+        return None
+    last_fine = conn.execute(
+        select(samples.c.at).where(~_SAMPLE_OVERLOADED).order_by(samples.c.at.desc()).limit(1)
+    ).scalar_one_or_none()
+    first = select(func.min(samples.c.at))
+    if last_fine is not None:
+        first = first.where(samples.c.at > last_fine)
+    return conn.execute(first).scalar_one_or_none()
 
 
 # --- liveness -------------------------------------------------------------------------------------

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     HEALTH_MAX_DUE_AGE: int = Field(
         default=300, ge=1, description="`check` and /healthz/scheduler fail when the oldest due schedule waited this many seconds."
     )
+    HEALTH_MAX_OVERLOAD: int = Field(
+        default=900, ge=1, description="`check` and /healthz/scheduler fail when demand stayed above capacity (per the dispatch passes' samples) for this many seconds."
+    )
+    CAPACITY_RUN_WINDOW: int = Field(
+        default=60, ge=1, le=1440, description="Minutes of recent runs (succeeded or failed) whose durations give each user's average run time."
+    )
+    CAPACITY_DEFAULT_RUN_SECONDS: float = Field(
+        default=10.0, gt=0, description="Run time assumed for every user while no run finished in the window at all (else users without runs get the window's average)."
+    )
+    CAPACITY_SAMPLE_RETENTION: int = Field(
+        default=7, ge=1, description="Days of capacity samples (one per dispatch pass) kept for the admin chart and the overload check."
+    )
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line.")
     CRON_SECRET: SecretStr | None = Field(

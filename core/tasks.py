@@ -7,6 +7,17 @@ error text is stored, truncated) and the schedule still moves on. The built-in t
 A task may be asynchronous (an `async def` function, or an object whose `__call__` is `async def`):
 whatever it returns that is awaitable is run to completion on the process's one event loop
 (`EventLoopThread`), so many runs of it in one process share that loop instead of a loop each.
+
+A long task may call `context.progress(fraction, message)` as often as it likes: the executor
+binds a reporter that stores it (throttled, fenced on the run's lease) for the settings page, the
+admin overview, the API and `schedule show`. The rules, decided here once:
+- `fraction` is a real number; outside 0..1 it is clamped (a task whose estimate overshoots still
+  reports); NaN, infinities and non-numbers (bool included) are refused;
+- `message` is text (None is ""; anything else goes through `str()`); control characters and
+  line/paragraph separators become spaces, format characters (bidi overrides, zero-width) and
+  lone surrogates are dropped, the ends are stripped and it is cut to 255 characters;
+- a refused call is logged and ignored, and a reporter that fails is logged: progress never fails
+  a run. A context built without a reporter (a task author's test) validates and does nothing else.
 """
 
 from __future__ import annotations
@@ -14,22 +25,86 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import logging
+import math
 import os
 import threading
+import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from numbers import Real
 from typing import Any, cast
 
 from core.exceptions import TaskImportError
 from core.settings import Settings
 
 
+logger = logging.getLogger(__name__)
+
+PROGRESS_MESSAGE_LIMIT = 255
+"""Characters of a progress message kept (the VARCHAR(255) columns of the schedule and history)."""
+
+_SPACE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # tabs, newlines, C0/C1, separators: a space
+_DROPPED_CATEGORIES = frozenset({"Cf", "Cs"})  # bidi overrides, zero-width, BOM, lone surrogates
+
+ProgressReporter = Callable[[float, str], None]
+"""Receives progress already checked by `clean_progress`: a fraction in 0..1 and clean text."""
+
+
+def _no_reporter(fraction: float, message: str) -> None:
+    """A context built without a reporter (a task author's test): progress is checked, then dropped."""
+
+
+def clean_progress(fraction: object, message: object = "") -> tuple[float, str]:
+    """The stored form of a progress report; ValueError for a fraction that is no finite number."""
+    if isinstance(fraction, bool) or not isinstance(fraction, Real):
+        raise ValueError(f"progress fraction must be a number from 0 to 1, got {type(fraction).__name__}")
+    value = float(fraction)
+    if not math.isfinite(value):
+        raise ValueError(f"progress fraction must be a number from 0 to 1, got {value}")
+    return min(1.0, max(0.0, value)), clean_message(message)
+
+
+def clean_message(message: object) -> str:
+    text = "" if message is None else message if isinstance(message, str) else str(message)
+    kept = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category in _SPACE_CATEGORIES:
+            kept.append(" ")
+        elif category not in _DROPPED_CATEGORIES:
+            kept.append(ch)
+    text = "".join(kept).strip()
+    if len(text) > PROGRESS_MESSAGE_LIMIT:
+        text = text[: PROGRESS_MESSAGE_LIMIT - 1].rstrip() + "…"
+    return text
+
+
 @dataclass(frozen=True)
 class RunContext:
+    """What a task is told about its run, and its one way back: `progress()`."""
+
     slot: datetime
     trigger: str
     attempt: int
+    reporter: ProgressReporter = field(default=_no_reporter, repr=False, compare=False)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far the run is (0..1) and what it does now. Cheap to call often: the stored
+        value is throttled. Never raises: junk is logged and ignored (see the module docstring)."""
+        try:
+            value, text = clean_progress(fraction, message)
+        except ValueError as exc:
+            logger.warning("progress ignored (slot=%s attempt=%s): %s", self.slot, self.attempt, exc)
+            return
+        except Exception:  # a message whose __str__ raises: the report is dropped, the run goes on
+            logger.warning("progress ignored (slot=%s attempt=%s): message not printable", self.slot, self.attempt, exc_info=True)
+            return
+        try:
+            self.reporter(value, text)
+        except Exception:  # the reporter logs its own failures; this guards the task from a broken one
+            logger.warning("progress not recorded (slot=%s attempt=%s)", self.slot, self.attempt, exc_info=True)
 
 
 Task = Callable[[str, RunContext], object]

@@ -12,8 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from core.capacity import Sample
 from core.domain import RunRecord, truncate_error
-from schema.models import runs, schedules, status
+from schema.models import runs, samples, schedules, status
 
 s = schedules.c
 
@@ -38,6 +39,7 @@ def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
             "finishedAt": r.finished_at,
             "durationMs": r.duration_ms,
             "worker": r.worker[:128] if r.worker else None,
+            "progressMessage": r.progress_message or None,
         }
         for r in records
     ]
@@ -89,3 +91,24 @@ def update_schedule(
 def record_dispatch_pass(conn: Connection, *, at: datetime, detail: str) -> None:
     """Remember the last successful pass (one row, written by every dispatcher)."""
     conn.execute(update(status).where(status.c.name == DISPATCH_STATUS).values(at=at, detail=detail))
+
+
+def insert_sample(conn: Connection, sample: Sample) -> None:
+    """One capacity sample (written with the pass record, in its transaction)."""
+    conn.execute(
+        insert(samples).values(
+            at=sample.at, due=sample.due, queued=sample.queued, running=sample.running, demand=sample.demand, capacity=sample.capacity
+        )
+    )
+
+
+def prune_samples(conn: Connection, *, taken_before: datetime, batch: int = 5000) -> int:
+    """Delete one batch of capacity samples older than the cutoff (over the `at` index); the
+    caller loops until it returns 0."""
+    ids = conn.execute(
+        select(samples.c.id).where(samples.c.at < taken_before).order_by(samples.c.at).limit(batch)
+    ).scalars().all()
+    if not ids:
+        return 0
+    conn.execute(delete(samples).where(samples.c.id.in_(bindparam("prune_ids", expanding=True))), {"prune_ids": ids})
+    return len(ids)

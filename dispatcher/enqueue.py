@@ -27,7 +27,7 @@ import logging
 import pickle
 import zlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -35,6 +35,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
+from rq.utils import utcparse
 
 from core.clock import epoch_ms
 from core.exceptions import QueueUnavailable
@@ -82,6 +83,19 @@ def _as_stored(value: object) -> bytes:
     if isinstance(value, Enum):
         value = value.value
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+_WAITING = frozenset({JobStatus.QUEUED.value, JobStatus.DEFERRED.value, JobStatus.SCHEDULED.value})
+
+
+def _started_since(started_at: bytes | None, now: datetime) -> timedelta:
+    if not started_at:
+        return timedelta.max
+    try:
+        started = utcparse(started_at.decode()).replace(tzinfo=None)
+    except ValueError:
+        return timedelta.max
+    return now - started
 
 
 def encode_user_id(user_id: str) -> str:
@@ -184,6 +198,28 @@ class RqEnqueuer:
             return self.queue.count
         except RedisError as exc:
             raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
+
+    def waiting_or_starting(self, runs: Sequence[ClaimedRun], *, now: datetime, start_grace: timedelta) -> set[str]:
+        """The users among `runs` (expired leases) whose job is still alive in RQ, read in one
+        round trip: waiting in the queue (RQ's status queued, deferred or scheduled), or started
+        less than `start_grace` ago (the worker's first lease renewal is on its way). A job that
+        is gone (Redis lost it, deleted by hand), finished, failed, or started long ago while its
+        lease lapsed (the worker's process died: its lease keeper stopped renewing) is not."""
+        if not runs:
+            return set()
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for run in runs:
+                    pipe.hmget(self.queue.job_class.key_for(job_id_for(run)), "status", "started_at")
+                answers = pipe.execute()
+        except RedisError as exc:
+            raise QueueUnavailable(f"Redis failed while checking queued jobs: {exc}") from exc
+        alive = set()
+        for run, (status, started_at) in zip(runs, answers):
+            state = (status or b"").decode()
+            if state in _WAITING or (state == JobStatus.STARTED.value and _started_since(started_at, now) < start_grace):
+                alive.add(run.user_id)
+        return alive
 
     def enqueue(self, claimed: Sequence[ClaimedRun]) -> int:
         """Enqueue the batch atomically (all of it lands, or none); return the queue's depth

@@ -3,6 +3,10 @@
 The loop owns only timing and stopping: each pass starts one period after the previous pass
 *started* (not ended), a pass that overruns makes the loop skip the starts it missed instead of
 running them back to back, and a stop request (SIGTERM/SIGINT) is honoured between passes.
+
+A pass that fails because the database or Redis is unavailable (restarting, unreachable) is
+logged once per outage, at WARNING with its cause, and the passes go on; the first pass that
+succeeds again says at INFO how long the outage lasted. Any other failure keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from core.exceptions import InvalidInput, MonitorSchedulerError
+from sqlalchemy import exc as db_errors
+
+from core.db import is_outage
+from core.exceptions import InvalidInput, MonitorSchedulerError, QueueUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,8 @@ class DispatchLoop:
         self.passes = 0
         self.failures = 0
         self.skipped_starts = 0
+        self._outage_failures = 0  # failed passes in the current outage
+        self._outage_began = 0.0
 
     def run(self, max_passes: int | None = None) -> None:
         next_start = self.monotonic()
@@ -59,13 +68,29 @@ class DispatchLoop:
         self.passes += 1
         try:
             self.tick()
-        except MonitorSchedulerError as exc:
-            # A failed pass (Redis down, say) already released its leases; the next one retries.
+        except Exception as exc:
+            # A failed pass already released the leases it could not hand on; the next one retries.
             self.failures += 1
-            logger.error("dispatch pass failed: %s", exc)
-        except Exception:
-            self.failures += 1
-            logger.exception("dispatch pass crashed")
+            if isinstance(exc, QueueUnavailable) or is_outage(exc):
+                self._note_outage(exc)
+            elif isinstance(exc, MonitorSchedulerError):
+                logger.error("dispatch pass failed: %s", exc)
+            else:
+                logger.exception("dispatch pass crashed")
+            return
+        if self._outage_failures:
+            logger.info(
+                "dispatch passes succeed again after %s failed in %.0fs", self._outage_failures, self.monotonic() - self._outage_began
+            )
+            self._outage_failures = 0
+
+    def _note_outage(self, exc: Exception) -> None:
+        self._outage_failures += 1
+        if self._outage_failures == 1:
+            self._outage_began = self.monotonic()
+            logger.warning("dispatch pass failed, retrying every %ss (logged once until a pass succeeds): %s", self.every, _cause(exc))
+        else:
+            logger.debug("dispatch pass failed again (%s in this outage): %s", self._outage_failures, _cause(exc))
 
     def _next_start(self, previous_start: float) -> float:
         now = self.monotonic()
@@ -76,3 +101,10 @@ class DispatchLoop:
             logger.warning("dispatch pass overran its period of %ss: skipping %s start(s)", self.every, missed)
             next_start += missed * self.every
         return next_start
+
+
+def _cause(exc: Exception) -> str:
+    """One line: the driver's own error for a database error (without SQL and parameters)."""
+    if isinstance(exc, db_errors.DBAPIError) and exc.orig is not None:
+        return f"database unavailable: {type(exc.orig).__name__}: {exc.orig}"
+    return str(exc)

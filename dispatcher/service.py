@@ -14,15 +14,17 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from redis import Redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from core import lease, queries, writes
+from core import health, lease, queries, writes
+from core.capacity import Sample
 from core.clock import Clock, utc_text
-from core.domain import ClaimedRun, DispatchSummary, Trigger
+from core.db import run_transaction
+from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
 from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, UnknownUser
 from core.executor import Runner
 from core.settings import Settings
@@ -30,6 +32,12 @@ from dispatcher.enqueue import RqEnqueuer
 from dispatcher.sinks import InlineSink, QueueSink, Sink
 
 logger = logging.getLogger(__name__)
+
+START_GRACE_MS = 10_000
+# One pass in this many prunes the capacity samples past CAPACITY_SAMPLE_RETENTION (one batch), so
+# the table stays bounded without a cron line; `monitor-scheduler prune` does the rest.
+SAMPLE_PRUNE_EVERY = 100
+SAMPLE_PRUNE_BATCH = 1000
 
 
 class Mode(StrEnum):
@@ -43,10 +51,18 @@ class DispatchPolicy:
 
     batch_size: int  # most users one pass claims
     lease_ms: int
+    # The capacity sample each successful pass writes (core.health.measure_load).
+    capacity_window_minutes: int = 60
+    default_run_seconds: float = 10.0
+    sample_retention: timedelta = timedelta(days=7)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchPolicy:
-        return cls(batch_size=settings.DISPATCH_BATCH_SIZE, lease_ms=settings.DISPATCH_LOCK_TTL)
+        return cls(
+            batch_size=settings.DISPATCH_BATCH_SIZE, lease_ms=settings.DISPATCH_LOCK_TTL,
+            capacity_window_minutes=settings.CAPACITY_RUN_WINDOW, default_run_seconds=settings.CAPACITY_DEFAULT_RUN_SECONDS,
+            sample_retention=timedelta(days=settings.CAPACITY_SAMPLE_RETENTION),
+        )
 
 
 class Dispatcher:
@@ -55,11 +71,14 @@ class Dispatcher:
         self.clock = clock
         self.policy = policy
         self.sink = sink
+        self._passes = 0
 
     @classmethod
     def for_queue(cls, settings: Settings, engine: Engine, clock: Clock, redis: Redis) -> Dispatcher:
         enqueuer = RqEnqueuer(redis, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
-        sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH)
+        # A started job's lease is renewed first thing; allow that statement a third of a lease.
+        start_grace = timedelta(milliseconds=min(START_GRACE_MS, settings.DISPATCH_LOCK_TTL / 3))
+        sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH, start_grace=start_grace)
         return cls(engine, clock, DispatchPolicy.from_settings(settings), sink)
 
     @classmethod
@@ -78,8 +97,8 @@ class Dispatcher:
         after releasing what it could not hand on."""
         started = time.perf_counter()
         if now is None:
-            with self.engine.connect() as conn:
-                now = self.clock.now(conn)
+            # A read: running it again on a fresh connection changes nothing.
+            now = run_transaction(self.engine, self.clock.now, what="reading the pass's clock")
         summary = DispatchSummary.starting(self.sink.mode, now)
         try:
             self._claim_loop(now, summary)
@@ -100,14 +119,39 @@ class Dispatcher:
                         summary.skipped_backpressure = min(remaining, queries.count_due(conn, now=now))
                 return
             limit = min(self.sink.claim_limit(), remaining)
-            claimed = self._claim(now, limit, until, self.sink.trigger)
-            if not claimed:
+            claim = self._claim(now, limit, until)
+            if not claim.rows:
                 return
-            summary.claimed += len(claimed)
-            self._deliver(claimed, summary)
-            remaining -= len(claimed)
-            if len(claimed) < limit:
+            claimed = claim.claimed + self._take_over_dead(claim, now, until, summary)
+            if claimed:
+                summary.claimed += len(claimed)
+                self._deliver(claimed, summary)
+            remaining -= claim.rows
+            if claim.rows < limit:
                 return
+
+    def _take_over_dead(self, claim: lease.Claim, now: datetime, until: datetime, summary: DispatchSummary) -> list[ClaimedRun]:
+        """Of the parked runs (expired leases), those whose job still waits in the queue keep their
+        place (their lease was extended); those whose job is gone are taken over, recorded lost once."""
+        if not claim.parked:
+            return []
+        try:
+            alive = self.sink.alive(claim.parked, now)
+        except QueueUnavailable as exc:
+            summary.released += self._release(claim.claimed)
+            summary.error = str(exc)
+            logger.error("queue check failed, released %s leases: %s", len(claim.claimed), exc)
+            raise DispatchFailed(str(exc), summary) from exc
+        summary.kept += len(alive)
+        dead = [run for run in claim.parked if run.user_id not in alive]
+        if alive:
+            logger.info("%s expired lease(s) kept: their jobs still wait in the queue", len(alive))
+        if not dead:
+            return []
+        with self.engine.begin() as conn:
+            taken = lease.take_over(conn, parked=dead, token=lease.new_lease_token(), lease_until=until, trigger=self.sink.trigger, now=now)
+        logger.warning("%s run(s) lost (job gone from the queue, lease expired): retrying %s", len(dead), ", ".join(r.user_id for r in taken[:20]))
+        return taken
 
     def _deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> None:
         try:
@@ -127,9 +171,27 @@ class Dispatcher:
             summary.released += self._release(undelivered)
 
     def _record_pass(self, summary: DispatchSummary) -> None:
-        """Note a successful pass for the dead-man check; a failed pass raised before this."""
+        """Note a successful pass for the dead-man check, and the capacity sample of its end
+        (counts, demand, the sink's capacity), in one transaction of two writes; the figures are
+        read before it. A failed pass raised before this and leaves no sample."""
+        sample = self._sample()
         with self.engine.begin() as conn:
-            writes.record_dispatch_pass(conn, at=self.clock.now(conn), detail=json.dumps(summary.as_dict()))
+            writes.record_dispatch_pass(conn, at=sample.at, detail=json.dumps(summary.as_dict()))
+            writes.insert_sample(conn, sample)
+        self._passes += 1
+        if self._passes % SAMPLE_PRUNE_EVERY == 1:  # this process's first pass, then one in a hundred
+            with self.engine.begin() as conn:
+                writes.prune_samples(conn, taken_before=sample.at - self.policy.sample_retention, batch=SAMPLE_PRUNE_BATCH)
+
+    def _sample(self) -> Sample:
+        capacity = self.sink.capacity()
+        with self.engine.connect() as conn:
+            now = self.clock.now(conn)
+            load = health.measure_load(
+                conn, now=now, window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds
+            )
+        counts = load.counts
+        return Sample(at=now, due=counts.due, queued=counts.queued, running=counts.running, demand=load.demand, capacity=capacity)
 
     # --- one user, now ---------------------------------------------------------------------------
 
@@ -138,8 +200,12 @@ class Dispatcher:
         started = time.perf_counter()
         self.sink.begin_pass()  # queue: fail fast, before the lease is taken
         token = lease.new_lease_token()
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             now = now or self.clock.now(conn)
+            current = queries.get_schedule(conn, user_id)
+        if current is not None and self._still_queued(current, now):
+            raise LeaseHeld(f"user {user_id!r} has a run waiting in the queue (slot {utc_text(current.run_slot, sep=' ')})", queued=True)
+        with self.engine.begin() as conn:
             claimed = lease.claim_user(
                 conn, user_id=user_id, now=now, token=token,
                 lease_until=lease.lease_until(now, self.policy.lease_ms), trigger=Trigger.MANUAL,
@@ -162,10 +228,24 @@ class Dispatcher:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _claim(self, now: datetime, limit: int, until: datetime, trigger: Trigger) -> list[ClaimedRun]:
+    def _still_queued(self, schedule: Schedule, now: datetime) -> bool:
+        """An expired lease whose job still waits in the queue: the run is not lost, only late."""
+        if not self.sink.parks_expired or schedule.locked_by is None or schedule.locked_until is None or schedule.locked_until > now:
+            return False
+        run = ClaimedRun(schedule.user_id, schedule.run_slot or schedule.next_run_at, schedule.attempt, schedule.locked_by, Trigger.SCHEDULE, now)
+        return schedule.user_id in self.sink.alive([run], now)
+
+    def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
         token = lease.new_lease_token()
-        with self.engine.begin() as conn:
-            return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=until, trigger=trigger)
+
+        def claim(conn: Connection) -> lease.Claim:
+            return lease.claim_due(
+                conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
+            )
+
+        # Run again only if the connection died before COMMIT: the server discarded the claim with
+        # it, and nothing was enqueued yet (the sink is called after the claim commits).
+        return run_transaction(self.engine, claim, what="the claim")
 
     def _release(self, claimed: Sequence[ClaimedRun]) -> int:
         released = 0

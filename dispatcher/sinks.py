@@ -10,22 +10,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
+from core.capacity import SYNC_CAPACITY
 from core.domain import ClaimedRun, DispatchSummary, Trigger
+from core.exceptions import QueueUnavailable
 from core.executor import Runner
 from dispatcher.enqueue import RqEnqueuer
+from dispatcher.workers import worker_capacity
 
 logger = logging.getLogger(__name__)
 
 # Sync mode claims small batches so that, when the time budget runs out, few leases are handed
 # back unrun and none wait for their TTL.
 SYNC_CLAIM_BATCH = 20
+# How long after RQ marked a job started its lease may still look expired: the worker renews it
+# first thing (core.executor's start_run), so this only covers that statement's round trip.
+START_GRACE = timedelta(seconds=10)
 
 
 class Sink(Protocol):
     mode: str
     trigger: Trigger
+    parks_expired: bool  # expired leases are checked against the queue before a takeover
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        """The users among `parked` whose run still lives downstream (waits in the queue)."""
 
     def begin_pass(self) -> None:
         """Fail fast before anything is claimed (the queue answers?)."""
@@ -39,18 +50,26 @@ class Sink(Protocol):
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
         """Hand the runs on; return those not handed on. Raise QueueUnavailable if none could be."""
 
+    def capacity(self) -> int | None:
+        """Runs that can execute at once downstream (None: unknown), for the pass's sample."""
+
 
 class QueueSink:
     """Enqueue each claimed batch as RQ jobs in one round trip; stop at QUEUE_MAX_DEPTH."""
 
     mode = "queue"
     trigger = Trigger.SCHEDULE
+    parks_expired = True
 
-    def __init__(self, enqueuer: RqEnqueuer, *, chunk_size: int, max_depth: int) -> None:
+    def __init__(self, enqueuer: RqEnqueuer, *, chunk_size: int, max_depth: int, start_grace: timedelta = START_GRACE) -> None:
         self.enqueuer = enqueuer
         self.chunk_size = chunk_size
         self.max_depth = max_depth
+        self.start_grace = start_grace
         self._depth = 0
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        return self.enqueuer.waiting_or_starting(parked, now=now, start_grace=self.start_grace)
 
     def begin_pass(self) -> None:
         self._depth = self.enqueuer.depth()  # before anything is claimed: fails fast when Redis is down
@@ -70,12 +89,24 @@ class QueueSink:
         summary.enqueued += len(claimed)
         return ()
 
+    def capacity(self) -> int | None:
+        """The live RQ workers' threads; unknown (None) when Redis fails after a successful pass."""
+        try:
+            return worker_capacity(self.enqueuer.queue)
+        except QueueUnavailable as exc:
+            logger.warning("capacity unknown: %s", exc)
+            return None
+
 
 class InlineSink:
     """Run each claimed run here, through the same executor the workers use, within a time budget."""
 
     mode = "sync"
     trigger = Trigger.SYNC
+    parks_expired = False  # an inline run lives in this process only: an expired lease is lost
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        return set()
 
     def __init__(self, runner: Runner, *, time_budget: float, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.runner = runner
@@ -101,3 +132,7 @@ class InlineSink:
                 return claimed[index:]
             summary.count_run(self.runner.execute(run, enqueued_at=run.claimed_at).status)
         return ()
+
+    def capacity(self) -> int | None:
+        """This dispatcher runs its claims itself, one at a time."""
+        return SYNC_CAPACITY

@@ -121,7 +121,8 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.service.get_schedule(args.user))
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error}
+         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error,
+         "progressMessage": r.progress_message}
         for r in app.service.history(args.user, limit=args.runs)
     ]
     print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -141,8 +142,14 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
 def cmd_check(app: App, args: argparse.Namespace) -> int:
     """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
     report = app.service.health()
+    capacity = app.service.capacity()
     age = report.last_pass_age_seconds
-    facts = f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
+    wait = capacity.expected_wait_seconds
+    facts = (
+        f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
+        f" capacity_needed={capacity.needed:.1f} capacity_available={'unknown' if capacity.capacity is None else capacity.capacity}"
+        f" backlog={capacity.backlog} expected_wait={'unknown' if wait is None else f'{wait:.0f}s'}"
+    )
     if report.ok:
         print(f"ok {facts}")
         return EXIT_OK
@@ -159,6 +166,8 @@ def cmd_unlock(app: App, args: argparse.Namespace) -> int:
 def cmd_prune(app: App, args: argparse.Namespace) -> int:
     total, cutoff = app.service.prune_history(args.days)
     print(f"pruned {total} run(s) finished before {console.fmt(cutoff)}")
+    total, cutoff = app.service.prune_samples()
+    print(f"pruned {total} capacity sample(s) taken before {console.fmt(cutoff)}")
     return EXIT_OK
 
 
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expired", action="store_true", required=True, help="only expired leases (the only kind)")
     p.set_defaults(func=cmd_unlock)
 
-    p = sub.add_parser("prune", help="delete run history older than HISTORY_RETENTION_DAYS")
+    p = sub.add_parser("prune", help="delete run history older than HISTORY_RETENTION_DAYS and capacity samples older than CAPACITY_SAMPLE_RETENTION")
     p.add_argument("--days", type=int, help="override HISTORY_RETENTION_DAYS")
     p.set_defaults(func=cmd_prune)
 

@@ -32,6 +32,11 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
         "lastError": schedule.last_error,
         "lockedUntil": fmt(schedule.locked_until),
         "lockedBy": schedule.locked_by,
+        "state": schedule.state.value,
+        "runStartedAt": fmt(schedule.run_started_at),
+        "progress": schedule.progress,
+        "progressMessage": schedule.progress_message,
+        "progressAt": fmt(schedule.progress_at),
     }
 
 

@@ -23,7 +23,11 @@ from rq import Queue
 from sqlalchemy import Engine
 
 from core import queries
+from core.capacity import SYNC_CAPACITY, Load, expected_wait_seconds
 from core.clock import Clock, epoch_ms
+from core.exceptions import QueueUnavailable
+from core.health import measure_load
+from dispatcher.workers import worker_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +37,22 @@ DURATION_BUCKETS_MS = (10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60
 
 
 class SchedulerCollector(Collector):
-    def __init__(self, engine: Engine, clock: Clock, *, redis: Redis | None = None, queue_name: str = "monitor-user-tasks") -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, *, redis: Redis | None = None, queue_name: str = "monitor-user-tasks",
+        capacity_window_minutes: int = 60, default_run_seconds: float = 10.0,
+    ) -> None:
         self.engine, self.clock, self.redis, self.queue_name = engine, clock, redis, queue_name
+        self.capacity_window_minutes, self.default_run_seconds = capacity_window_minutes, default_run_seconds
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+        available = self._available()
         with self.engine.connect() as conn:
             now = self.clock.now(conn)
             since = now - RUN_WINDOW
+            yield from self._capacity(
+                measure_load(conn, now=now, window_minutes=self.capacity_window_minutes, default_run_seconds=self.default_run_seconds),
+                available,
+            )
             yield self._runs(queries.run_counts_since(conn, since=since))
             yield self._durations(*queries.duration_buckets_since(conn, since=since, bounds_ms=DURATION_BUCKETS_MS))
             yield from self._backlog(queries.count_due(conn, now=now), queries.oldest_due(conn, now=now), now)
@@ -68,6 +81,31 @@ class SchedulerCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_due_schedules", "Schedules due now and not leased (the backlog)", value=due)
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(f"{PREFIX}_scheduling_lag_seconds", "Age of the oldest due schedule", value=lag)
+
+    def _available(self) -> int | None:
+        """The live workers' threads (sync mode: the dispatcher, one at a time); None: Redis failed."""
+        if self.redis is None:
+            return SYNC_CAPACITY
+        try:
+            return worker_capacity(Queue(self.queue_name, connection=self.redis))
+        except QueueUnavailable as exc:
+            logger.warning("metrics: workers unknown: %s", exc)
+            return None
+
+    def _capacity(self, load: Load, available: int | None) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            f"{PREFIX}_capacity_needed", "Runs at once the enabled schedules need: sum of average run seconds / interval seconds", value=load.demand,
+        )
+        if available is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_capacity_available", "Runs the live workers execute at once (workers x threads; 1 in sync mode)", value=available)
+        yield GaugeMetricFamily(f"{PREFIX}_backlog", "Runs waiting for a worker: due plus queued", value=load.counts.backlog)
+        family = GaugeMetricFamily(f"{PREFIX}_runs", "Schedules by where their run is", labels=["state"])
+        for state, count in (("due", load.counts.due), ("queued", load.counts.queued), ("running", load.counts.running)):
+            family.add_metric([state], count)
+        yield family
+        wait = expected_wait_seconds(load.counts.backlog, load.average_run_seconds, available)
+        if wait is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_expected_wait_seconds", "Backlog x average run seconds / capacity (absent when no worker is live)", value=wait)
 
     def _last_pass(self, at: datetime | None, detail: str | None) -> Iterator[GaugeMetricFamily]:
         if at is None:

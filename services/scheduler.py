@@ -29,10 +29,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import lease, queries, writes
+from core.capacity import SYNC_CAPACITY, CapacityReport, Sample
 from core.clock import Clock
 from core.domain import DispatchSummary, RunRecord, Schedule, ScheduleFilter
-from core.exceptions import InvalidInput, UnknownUser
-from core.health import HealthReport, evaluate
+from core.exceptions import InvalidInput, QueueUnavailable, UnknownUser
+from core.health import HealthReport, evaluate, measure_load
 from core.scheduling import (
     rescheduled_after_change,
     validate_interval,
@@ -40,11 +41,13 @@ from core.scheduling import (
 )
 from core.settings import Settings
 from dispatcher.service import Dispatcher, Mode
+from dispatcher.workers import worker_capacity
 
 logger = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 20
 PRUNE_BATCH = 5000
+CHART_HOURS = 6  # the admin chart's span
 
 
 class Wiring(Protocol):
@@ -282,6 +285,50 @@ class SchedulerService:
             total += deleted
             if deleted == 0:
                 return total, cutoff
+
+    def prune_samples(self) -> tuple[int, datetime]:
+        """Delete capacity samples older than CAPACITY_SAMPLE_RETENTION days, in short transactions."""
+        with self.engine.connect() as conn:
+            cutoff = self.clock.now(conn) - timedelta(days=self.settings.CAPACITY_SAMPLE_RETENTION)
+        total = 0
+        while True:
+            with self.engine.begin() as conn:
+                deleted = writes.prune_samples(conn, taken_before=cutoff, batch=PRUNE_BATCH)
+            total += deleted
+            if deleted == 0:
+                return total, cutoff
+
+    # --- capacity ---------------------------------------------------------------------------------
+
+    def available_capacity(self) -> int | None:
+        """Runs the live workers execute at once (RQ's worker registry × announced threads); in
+        sync mode the dispatcher itself, one at a time; None when Redis does not answer."""
+        if not self.settings.queue_mode_available:
+            return SYNC_CAPACITY
+        try:
+            return worker_capacity(Queue(self.settings.QUEUE_NAME, connection=self.wiring.redis))
+        except (QueueUnavailable, OSError) as exc:
+            logger.warning("capacity: workers unknown: %s", exc)
+            return None
+
+    def capacity(self) -> CapacityReport:
+        """Needed against available now, the backlog and its expected wait, and since when demand
+        has stayed above capacity (from the passes' samples)."""
+        available = self.available_capacity()
+        with self.engine.connect() as conn:
+            now = self.clock.now(conn)
+            load = measure_load(
+                conn, now=now, window_minutes=self.settings.CAPACITY_RUN_WINDOW,
+                default_run_seconds=self.settings.CAPACITY_DEFAULT_RUN_SECONDS,
+            )
+            since = queries.overload_started(conn, queries.latest_sample(conn))
+        return CapacityReport(now=now, load=load, capacity=available, overloaded_since=since)
+
+    def capacity_history(self, hours: int = CHART_HOURS) -> tuple[datetime, list[Sample]]:
+        """The samples of the last `hours`, oldest first, and the "now" they end at."""
+        with self.engine.connect() as conn:
+            now = self.clock.now(conn)
+            return now, queries.samples_between(conn, start=now - timedelta(hours=hours), end=now)
 
     def health(self) -> HealthReport:
         """The dead-man check: passes succeed and due users do not wait too long."""

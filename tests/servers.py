@@ -557,6 +557,16 @@ def _wait_until_up(server: Server, not_up_because: Callable[[Server], str | None
     )
 
 
+def wait_until_answers(server: _ManagedProcess, timeout: float) -> None:
+    """Block until a started (or restarted: tests/restart.py) server answers as itself."""
+    if isinstance(server, MariaDBServer):
+        _wait_until_up(server, _mariadb_not_up_because, timeout, 0.1)
+    elif isinstance(server, RedisServer):
+        _wait_until_up(server, _redis_not_up_because, timeout, 0.05)
+    else:
+        raise TypeError(f"not a server this harness starts: {server!r}")
+
+
 def _mariadb_not_up_because(server: MariaDBServer) -> str | None:
     import pymysql
 

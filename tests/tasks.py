@@ -53,6 +53,24 @@ def sleeping_task(user_id: str, context: RunContext) -> None:
     time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "2")))
 
 
+def chaos_task(user_id: str, context: RunContext) -> None:
+    """For the chaos soak (scripts/bench/chaos.py): appends `S <user> <slot> <attempt> <pid> <t>` to
+    executions.log when it starts and an `E ...` line when it ends, after MONITOR_TEST_SLEEP seconds
+    (default 0.3): the ground truth of what ran and when, even in a process killed mid-run."""
+    head = f"{user_id} {context.slot.isoformat()} {context.attempt} {os.getpid()}"
+    with open(_dir() / "executions.log", "a") as log:
+        log.write(f"S {head} {time.time():.3f}\n")
+    time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "0.3")))
+    with open(_dir() / "executions.log", "a") as log:
+        log.write(f"E {head} {time.time():.3f}\n")
+
+
+def progress_task(user_id: str, context: RunContext) -> None:
+    """Reports two steps of progress; the second lands with the finish (within the throttle)."""
+    context.progress(0.5, f"half of {user_id}'s endpoints checked")
+    context.progress(1.0, f"all of {user_id}'s endpoints answered")
+
+
 async def async_sleeping_task(user_id: str, context: RunContext) -> None:
     """The async twin of sleeping_task; logs `user_id thread loop-id pid` to async.log when it starts."""
     import asyncio

@@ -26,6 +26,8 @@ def is_operator(request: Request) -> bool:
 def lease_held_text(exc: LeaseHeld, *, operator: bool) -> str:
     if operator:
         return str(exc)
+    if exc.queued:
+        return "A run is already waiting in the queue; it was not queued a second time."
     if exc.until is None:
         return "A run is already in progress; it was not started a second time."
     return f"A run is already in progress until {exc.until:%Y-%m-%d %H:%M:%S} UTC; it was not started a second time."

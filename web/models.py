@@ -84,6 +84,16 @@ class ScheduleOut(BaseModel):
     lastStatus: str | None
     lastError: str | None
     running: bool = Field(description="A run of this user holds a live lease now.")
+    state: Literal["idle", "queued", "running"] = Field(
+        description="idle: no run leased; queued: a run is leased and waits for a worker; running: a worker started it "
+                    "(poll while not idle to follow its progress)."
+    )
+    runStartedAt: datetime | None = Field(description="When the worker started the current run (null while queued or idle; "
+                                                       "once idle, the last run's start).")
+    progress: float | None = Field(ge=0, le=1, description="How far the current run is, 0 to 1, as its task last reported "
+                                                           "(once idle: the last run's final report; null if it never reported).")
+    progressMessage: str | None = Field(description="The task's last progress message (at most 255 characters, no control characters).")
+    progressAt: datetime | None = Field(description="When that progress was stored (reports are stored at most every 2 s; the last one with the finish).")
 
     @classmethod
     def of(cls, schedule: Schedule, now: datetime) -> ScheduleOut:
@@ -96,6 +106,11 @@ class ScheduleOut(BaseModel):
             lastStatus=schedule.last_status,
             lastError=schedule.last_error,
             running=schedule.is_running(now),
+            state=schedule.state.value,
+            runStartedAt=aware(schedule.run_started_at),
+            progress=schedule.progress,
+            progressMessage=schedule.progress_message,
+            progressAt=aware(schedule.progress_at),
         )
 
 
@@ -127,6 +142,7 @@ class RunOut(BaseModel):
     startedAt: datetime | None
     finishedAt: datetime
     durationMs: int | None
+    progressMessage: str | None = Field(description="The run's last progress message.")
 
     @classmethod
     def of(cls, run: RunRecord) -> RunOut:
@@ -134,7 +150,7 @@ class RunOut(BaseModel):
             id=run.id, trigger=run.trigger, slot=aware(run.slot), attempt=run.attempt,
             status=run.status, error=run.error, skippedSlots=run.skipped_slots,
             enqueuedAt=aware(run.enqueued_at), startedAt=aware(run.started_at),
-            finishedAt=aware(run.finished_at), durationMs=run.duration_ms,
+            finishedAt=aware(run.finished_at), durationMs=run.duration_ms, progressMessage=run.progress_message,
         )
 
 
@@ -150,6 +166,7 @@ class SummaryOut(BaseModel):
     failed: int
     released: int
     skipped_backpressure: int
+    kept: int = Field(0, description="expired leases whose job still waits in the queue: lease extended, place kept")
     backpressure: bool
     budget_exhausted: bool
     duration_ms: int
@@ -196,9 +213,23 @@ class DispatcherStatusOut(BaseModel):
     oldestDueAgeSeconds: float | None
 
 
+class CapacityOut(BaseModel):
+    needed: float = Field(description="Runs at once the enabled schedules need: sum over users of average run seconds / interval seconds.")
+    available: int | None = Field(description="Runs the live workers execute at once (RQ workers x threads; 1 in sync mode); null when Redis did not answer.")
+    due: int = Field(description="Schedules due and not leased (waiting for a dispatch pass).")
+    queued: int = Field(description="Runs enqueued and not started by a worker.")
+    running: int = Field(description="Runs a worker has started.")
+    backlog: int = Field(description="due + queued.")
+    averageRunSeconds: float = Field(description="Average duration of the runs finished in CAPACITY_RUN_WINDOW.")
+    expectedWaitSeconds: float | None = Field(description="backlog x average run seconds / available; null when no capacity is known.")
+    overloaded: bool = Field(description="needed > available now.")
+    overloadedSince: datetime | None = Field(description="When the dispatch passes' samples first saw the current overload.")
+
+
 class OverviewOut(BaseModel):
     queue: QueueHealthOut
     dispatcher: DispatcherStatusOut
+    capacity: CapacityOut
 
 
 class HealthOut(BaseModel):

@@ -37,6 +37,9 @@ class WebState:
                 service = self.service
                 redis = service.wiring.redis if self.settings.queue_mode_available else None
                 registry = CollectorRegistry()
-                registry.register(SchedulerCollector(service.engine, service.clock, redis=redis, queue_name=self.settings.QUEUE_NAME))
+                registry.register(SchedulerCollector(
+                    service.engine, service.clock, redis=redis, queue_name=self.settings.QUEUE_NAME,
+                    capacity_window_minutes=self.settings.CAPACITY_RUN_WINDOW, default_run_seconds=self.settings.CAPACITY_DEFAULT_RUN_SECONDS,
+                ))
                 self._metrics = registry
             return self._metrics

@@ -4,6 +4,8 @@ Worker class (see docs/performance.md for the measurement): `simple` (rq.SimpleW
 the worker process itself, saving a fork per job; `fork` (rq.Worker) isolates each job in a fresh
 child, for tasks that leak memory or may crash the interpreter. Shutdown is warm either way: on
 SIGTERM/SIGINT the running job finishes, then the worker exits (a second signal forces it).
+Both ride out Redis outages (worker.outages): they wait for Redis and go on, never exit on one;
+the WorkerPool's children are the same classes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rq.worker_pool import WorkerPool
 from core import shutdown
 from core.settings import Settings
 from worker import context, jobs
+from worker.outages import RidingOutRedis
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +43,13 @@ class NotesStopRequests(BaseWorker):
         super().request_force_stop(signum, frame)
 
 
-class NotingSimpleWorker(NotesStopRequests, SimpleWorker):
-    """rq.SimpleWorker (jobs in the worker process) that notes stop requests."""
+class NotingSimpleWorker(RidingOutRedis, NotesStopRequests, SimpleWorker):
+    """rq.SimpleWorker (jobs in the worker process) that notes stop requests and rides out Redis
+    outages (worker.outages)."""
 
 
-class NotingWorker(NotesStopRequests, Worker):
-    """rq.Worker (a fork per job) that notes stop requests."""
+class NotingWorker(RidingOutRedis, NotesStopRequests, Worker):
+    """rq.Worker (a fork per job) that notes stop requests and rides out Redis outages."""
 
 
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}

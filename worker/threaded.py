@@ -44,6 +44,7 @@ from rq.worker.base import StopRequested
 
 from core.capacity import WORKER_THREADS_FIELD
 from worker import context, jobs
+from worker.outages import RidingOutRedis
 from worker.pool import NotesStopRequests
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,9 @@ class RunThreads:
                 self._idle += 1
 
 
-class ThreadedWorker(NotesStopRequests, BaseWorker):
-    """An RQ worker that runs up to `threads` jobs at once in its own process (see the module)."""
+class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
+    """An RQ worker that runs up to `threads` jobs at once in its own process (see the module); like
+    the other worker classes (worker.pool) it notes stop requests and rides out Redis outages."""
 
     death_penalty_class = NoDeathPenalty
     default_threads = 1
@@ -181,6 +183,9 @@ class ThreadedWorker(NotesStopRequests, BaseWorker):
         if pipeline is not None:
             super().heartbeat(timeout, pipeline=pipeline)
             return
+        self._riding_out("the heartbeat", lambda: self._pipelined_heartbeat(timeout))
+
+    def _pipelined_heartbeat(self, timeout: int | None) -> None:
         with self.connection.pipeline(transaction=False) as pipe:
             super().heartbeat(timeout, pipeline=pipe)
             pipe.execute()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark 8: many runs at once in one process (threads) vs one process per run (RQ's WorkerPool).
+"""Benchmark 9: many runs at once in one process (threads) vs one process per run (RQ's WorkerPool).
 
 The task sleeps SLEEP seconds (an I/O-bound monitoring run). Both sides run the same jobs, JOBS due
 schedules dispatched by our dispatcher (RUNS at once, JOBS / RUNS waves):

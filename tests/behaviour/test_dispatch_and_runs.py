@@ -35,7 +35,7 @@ def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):
 def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):
     now = backend.clock.moment
     with backend.engine.begin() as conn:
-        return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE)
+        return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
 
 
 def test_due_rows_are_claimed_oldest_first_and_leave_the_due_range(backend: Backend) -> None:

@@ -27,6 +27,7 @@ EXPECTED: dict[str, list[str]] = {
     "lag": ["runs", "expected_runs", "p99_s"],
     "sqlite_sync": ["runs_per_s"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
+    "overload": ["ratio", "lost", "skipped", "runs_per_user_min", "runs_per_user_max"],
     "threads_vs_processes": ["threads_jobs_per_s", "processes_jobs_per_s", "rate_ratio", "threads_rss_mb", "processes_rss_mb", "big_rss_mb", "recorded_runs"],
 }
 
@@ -65,3 +66,24 @@ def test_benchmark_smoke(script: str, bench_env: dict[str, str]) -> None:
         assert data["runs"] == data["expected_runs"], data
     if script in ("dispatch_throughput", "dispatcher_memory"):
         assert data.get("due", data.get("enqueued")) > 0
+
+
+def test_chaos_soak_smoke() -> None:
+    """The chaos soak in --smoke mode: its own MariaDB and Redis (it restarts them, so never the
+    session's), real processes, faults; the figures are printed and no process exits by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK", "TEST_MYSQL_URL", "TEST_REDIS_URL"))}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "chaos.py"), "--smoke"], cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, f"chaos exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    lines = proc.stdout.strip().splitlines()
+    data = json.loads(lines[-1])
+    assert data["bench"] == "chaos" and data["smoke"] is True
+    for figure in ("faults injected", "overlapping executions", "slots run twice", "finished runs with no recorded result",
+                   "history rows with no execution", "jobs in RQ's failed registry", "processes that exited by themselves",
+                   "largest gap between two runs of one user"):
+        assert any(line.startswith(figure + ":") for line in lines), figure
+    assert data["faults"] > 0 and data["executions"] > 0, proc.stderr[-3000:]
+    assert data["exited_by_themselves"] == 0, data["exits"]
+    assert data["history_without_execution"] == 0
+    assert data["unrecorded_finished"] == data["unrecorded_finished_killed"], "a finished run's result was lost to an outage"

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -212,3 +213,28 @@ def test_commands_that_need_redis_say_so_without_a_traceback(workdir: Path, comm
     result = run(workdir, *command)
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_schedule_show_prints_the_state_and_progress_and_history_keeps_the_last_message(workdir: Path) -> None:
+    assert run(workdir, "migrate").returncode == 0
+    assert run(workdir, "schedule", "set", "alice").returncode == 0
+    shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
+    assert (shown["state"], shown["progress"], shown["progressMessage"], shown["runStartedAt"]) == ("idle", None, None, "-")
+
+    env = cli_env(DATABASE_URL=f"sqlite:///{workdir / 'cli.db'}", MONITOR_TASK="tests.tasks:progress_task")
+    assert run(workdir, "dispatch", env=env).returncode == 0
+
+    shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
+    assert (shown["state"], shown["progress"], shown["progressMessage"]) == ("idle", 1.0, "all of alice's endpoints answered")
+    assert shown["runStartedAt"] != "-" and shown["progressAt"] != "-"
+    assert shown["recentRuns"][0]["progressMessage"] == "all of alice's endpoints answered"
+
+    engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
+    try:
+        with engine.begin() as conn:  # a dispatcher leases alice; no worker has started the job yet
+            now = datetime.now(UTC).replace(tzinfo=None)
+            lease.claim_user(conn, user_id="alice", now=now, token="host:1:queued", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.MANUAL)
+    finally:
+        engine.dispose()
+    shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
+    assert (shown["state"], shown["progress"], shown["progressMessage"]) == ("queued", None, None)

@@ -26,6 +26,7 @@ from rq import Queue, Worker
 
 from core.capacity import WORKER_THREADS_FIELD
 from core.domain import RunRecord
+from dispatcher.workers import worker_capacity
 from tests.conftest import Backend, cli_env
 from tests.integration.helpers import QUEUE, cli, dispatch_once, rq_info, wait_for, worker_env
 from tests.tasks import release_marker, started_marker
@@ -63,6 +64,7 @@ def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backen
         listing = rq_info(redis_url, "--only-workers")
         [rq_worker] = Worker.all(connection=redis_conn)
         announced = redis_conn.hget(rq_worker.key, WORKER_THREADS_FIELD)
+        capacity = worker_capacity(Queue(QUEUE, connection=redis_conn))
     finally:
         worker.send_signal(signal.SIGTERM)
         _, log = worker.communicate(timeout=60)
@@ -73,7 +75,7 @@ def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backen
     assert len(_pids(tmp_path)) == 1
     assert worker.returncode == 0, log
     assert "1 workers" in listing.stdout and QUEUE in listing.stdout, listing.stdout
-    assert announced == b"6"
+    assert announced == b"6" and capacity == 6, "the capacity figures count the worker's 6 threads"
     assert Queue(QUEUE, connection=redis_conn).failed_job_registry.count == 0
 
 

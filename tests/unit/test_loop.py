@@ -94,3 +94,42 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(bad: str) -> None:
     with pytest.raises(InvalidInput):
         parse_duration(bad)
+
+
+def test_a_pass_failing_during_an_outage_is_logged_once_per_outage_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import exc
+
+    lost = exc.OperationalError("SELECT NOW(3)", {}, Exception(2013, "Lost connection to MySQL server during query"))
+    outcomes: list[Exception | None] = [lost, lost, lost, None, QueueUnavailable("Redis unreachable"), QueueUnavailable("Redis unreachable"), None]
+    clock = FakeTime()
+
+    def tick() -> None:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    loop = DispatchLoop(tick, 10.0, monotonic=clock, stop=RecordingStop(clock))
+    with caplog.at_level("INFO", logger="dispatcher.loop"):
+        loop.run(max_passes=7)
+
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage().split(": ", 1)[1] for r in warnings] == [
+        "database unavailable: Exception: (2013, 'Lost connection to MySQL server during query')", "Redis unreachable",
+    ]
+    assert all(r.exc_info is None for r in caplog.records), "no traceback for an outage"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO"] == [
+        "dispatch passes succeed again after 3 failed in 30s", "dispatch passes succeed again after 2 failed in 20s",
+    ]
+    assert loop.failures == 5 and loop.passes == 7
+
+
+def test_a_pass_crashing_on_a_bug_keeps_its_traceback_every_time(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeTime()
+
+    def tick() -> None:
+        raise KeyError("bug")
+
+    loop = DispatchLoop(tick, 10.0, monotonic=clock, stop=RecordingStop(clock))
+    with caplog.at_level("INFO", logger="dispatcher.loop"):
+        loop.run(max_passes=2)
+    assert [(r.levelname, r.exc_info is not None) for r in caplog.records] == [("ERROR", True), ("ERROR", True)]

@@ -29,6 +29,7 @@ from monitor_scheduler.wiring import App
 from core.settings import load_settings
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 from tests.web.conftest import SECRET_KEY
+from tests.web.tasks import STEPS
 from web.app import create_app
 from web.auth import sign_in_url
 from web.state import WebState
@@ -195,7 +196,8 @@ def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(
     page.goto(live_queue.link("bob"))
     expect(page.locator("#runs tbody tr")).to_have_count(1)
     page.click("#run-now")
-    expect(page.locator("#status")).to_have_text("running")
+    expect(page.locator("#status")).to_have_text("queued")
+    expect(page.locator("#progress-message")).to_have_text("Waiting in the queue…")
     expect(page.locator("#run-now")).to_be_disabled()
     expect(page.locator("#run-now")).to_have_text("Run in progress…")
     expect(page.locator("#next-run")).to_have_text("after the current run")
@@ -211,6 +213,47 @@ def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(
     expect(page.locator("#status")).to_have_text("succeeded")
     expect(page.locator("#run-now")).to_be_enabled()
     expect(page.locator("#runs tbody tr")).to_have_count(2)
+
+
+@pytest.mark.redis
+def test_a_slow_run_shows_its_progress_without_a_reload_then_the_finished_run(live_queue: LiveServer, page, tmp_path: Path) -> None:
+    live_queue.seed("slow-sam")
+    page.goto(live_queue.link("slow-sam"))
+    expect(page.locator("#progress")).to_be_hidden()
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    page.click("#run-now")
+    expect(page.locator("#status")).to_have_text("queued")
+    expect(page.locator("#progress-message")).to_have_text("Waiting in the queue…")
+    expect(page.locator("#progress-bar")).to_be_hidden()
+
+    env = cli_env(DATABASE_URL=live_queue.app.settings.DATABASE_URL, REDIS_URL=live_queue.app.settings.REDIS_URL or "",
+                  MONITOR_TASK="tests.web.tasks:stepping_task", MONITOR_TEST_DIR=str(tmp_path))
+    worker = subprocess.Popen([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Started, nothing reported yet: an indeterminate bar.
+        expect(page.locator("#status")).to_have_text("running")
+        expect(page.locator("#progress-message")).to_have_text("Running…")
+        expect(page.locator("#progress-bar")).to_be_visible()
+        for n, (fraction, message) in enumerate(STEPS):
+            (tmp_path / f"go-{n}").touch()
+            expect(page.locator("#progress-message")).to_have_text(message)  # as text: no markup from the task
+            expect(page.locator("#progress-bar")).to_have_js_property("value", fraction)
+            expect(page.locator("#progress-percent")).to_have_text(f"{fraction * 100:.0f} %")
+            screenshot(page, f"settings-progress-{n}")
+        (tmp_path / f"go-{len(STEPS)}").touch()
+        _, stderr = worker.communicate(timeout=60)
+        assert worker.returncode == 0, stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#progress")).to_be_hidden()
+    expect(page.locator("#runs tbody tr")).to_have_count(1)
+    expect(page.locator("#runs tbody tr td.progress-message")).to_have_text(STEPS[-1][1])
+    assert page.evaluate("window.sameDocument") is True, "the page was never reloaded"
+    screenshot(page, "settings-progress-finished")
 
 
 def test_a_bad_interval_shows_the_inline_error_and_saves_nothing(live: LiveServer, page) -> None:

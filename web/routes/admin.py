@@ -22,6 +22,7 @@ from web.models import (
     USER_ID_PATTERN,
     AdminRunNowOut,
     AdminScheduleOut,
+    CapacityOut,
     DispatcherStatusOut,
     OverviewOut,
     QueueHealthOut,
@@ -85,7 +86,15 @@ def list_schedules(
 def overview(web: Web, _admin: AdminUser) -> OverviewOut:
     queue = web.service.queue_health()
     status_ = web.service.dispatcher_status()
+    capacity = web.service.capacity()
+    counts = capacity.load.counts
     return OverviewOut(
+        capacity=CapacityOut(
+            needed=capacity.needed, available=capacity.capacity, due=counts.due, queued=counts.queued, running=counts.running,
+            backlog=capacity.backlog, averageRunSeconds=capacity.load.average_run_seconds,
+            expectedWaitSeconds=capacity.expected_wait_seconds, overloaded=capacity.overloaded,
+            overloadedSince=aware(capacity.overloaded_since),
+        ),
         queue=QueueHealthOut(
             mode=queue.mode, reachable=queue.reachable, queueLength=queue.queue_length, workers=queue.workers,
             failedJobs=queue.failed_jobs, startedJobs=queue.started_jobs, error=queue.error,

@@ -20,9 +20,11 @@ from jinja2 import Environment, FileSystemLoader
 
 from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
-from core.domain import Schedule, ScheduleFilter
+from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, consume_sign_in_token
+from web.chart import build_chart
+from services.scheduler import CHART_HOURS
 from web.deps import (
     SESSION_ID,
     FormCsrf,
@@ -59,15 +61,20 @@ def status_label(schedule: Schedule | None, now: datetime) -> str:
     if schedule is None:
         return "no schedule"
     if schedule.is_running(now):
-        return "running"
+        return "queued" if schedule.state is RunState.QUEUED else "running"
     if schedule.locked_by is not None:
         return "stale lease"
     return schedule.last_status or "never run"
 
 
+def percent(fraction: float | None) -> str:
+    """A progress fraction as people read it: "40 %" (no decimals; an unknown fraction is "")."""
+    return "" if fraction is None else f"{fraction * 100:.0f} %"
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(iso=_iso, utc=_utc)
+    env.filters.update(iso=_iso, utc=_utc, percent=percent)
     env.globals.update(status_label=status_label, MIN_INTERVAL=MIN_INTERVAL_MINUTES, MAX_INTERVAL=MAX_INTERVAL_MINUTES)
     return env
 
@@ -220,12 +227,14 @@ def admin_page(
 ) -> Response:
     which = _parse_filter(filter)
     rows = web.service.list_page(which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
+    chart_end, samples = web.service.capacity_history(CHART_HOURS)
     return render(
         request, "admin.html",
         rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
         filter=which.value if which else None, q=q or "",
         filters=[f.value for f in ScheduleFilter],
         queue=web.service.queue_health(), dispatcher=web.service.dispatcher_status(),
+        capacity=web.service.capacity(), chart=build_chart(samples, end=chart_end, hours=CHART_HOURS), chart_hours=CHART_HOURS,
         here=_admin_url(which.value if which else None, q, page),
         prev_url=_admin_url(which.value if which else None, q, page - 1) if page > 1 else None,
         next_url=_admin_url(which.value if which else None, q, page + 1) if rows.has_more else None,

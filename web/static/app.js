@@ -82,13 +82,38 @@ function settingsPage(page) {
   }
 
   function statusLabel(s) {
-    if (s.running) return "running";
+    if (s.running) return s.state === "queued" ? "queued" : "running";
     return s.lastStatus || "never run";
+  }
+
+  // The run's progress, as the server renders it (_macros.html run_progress): hidden while idle,
+  // "Waiting in the queue…" while queued, a bar and the task's message while running.
+  function renderProgress(s) {
+    const box = document.getElementById("progress");
+    if (!box) return;
+    const bar = document.getElementById("progress-bar");
+    const percent = document.getElementById("progress-percent");
+    const message = document.getElementById("progress-message");
+    const idle = document.getElementById("progress-idle");
+    box.dataset.state = s.state;
+    box.hidden = s.state === "idle";
+    if (idle) idle.hidden = s.state !== "idle";
+    const running = s.state === "running";
+    bar.hidden = !running;
+    if (running && s.progress !== null) {
+      bar.value = s.progress;
+      bar.textContent = percent.textContent = `${Math.round(s.progress * 100)} %`;
+    } else {
+      bar.removeAttribute("value");  // indeterminate until the task reports a fraction
+      bar.textContent = percent.textContent = "";
+    }
+    message.textContent = s.state === "queued" ? "Waiting in the queue…" : running ? (s.progressMessage || "Running…") : "";
   }
 
   function renderSchedule(s) {
     lastStatus = statusLabel(s);
     replaceContent(document.getElementById("status"), pill(lastStatus));
+    renderProgress(s);
     // While a run holds the lease, nextRunAt is only the lease's expiry; the run's finish sets the next slot.
     const next = !s.enabled ? document.createTextNode("— (disabled)")
       : s.running ? document.createTextNode("after the current run") : timeElement(s.nextRunAt);
@@ -113,11 +138,13 @@ function settingsPage(page) {
         document.createTextNode(run.trigger),
         pill(run.status),
         document.createTextNode(run.durationMs === null ? "—" : `${run.durationMs} ms`),
+        document.createTextNode(run.progressMessage || ""),
         document.createTextNode(run.error || ""),
       ];
       cells.forEach((node, i) => {
         const td = document.createElement("td");
-        if (i === 4) td.className = "error-text";
+        if (i === 4) td.className = "progress-message";
+        if (i === 5) td.className = "error-text";
         td.appendChild(node);
         tr.appendChild(td);
       });
@@ -127,7 +154,7 @@ function settingsPage(page) {
       const tr = document.createElement("tr");
       tr.className = "empty";
       const td = document.createElement("td");
-      td.colSpan = 5;
+      td.colSpan = 6;
       td.textContent = "No runs yet.";
       tr.appendChild(td);
       rows.push(tr);
@@ -177,7 +204,7 @@ function settingsPage(page) {
       }
       await refresh();
     });
-    // Keeps status, next run and history current while a worker or the dispatcher runs.
+    // Keeps status, progress, next run and history current while a worker or the dispatcher runs.
     setInterval(() => { if (!document.hidden) refresh().catch(() => {}); }, POLL_MS);
   }
 }
