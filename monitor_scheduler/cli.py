@@ -93,7 +93,7 @@ def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
-    threads = args.threads or app.settings.WORKER_THREADS
+    threads = args.threads if args.threads is not None else app.settings.WORKER_THREADS
     worker_class = args.worker_class or app.settings.WORKER_CLASS
     if threads < 1:
         raise ConfigurationError("invalid setting --threads: must be at least 1")

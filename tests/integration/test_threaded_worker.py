@@ -229,3 +229,17 @@ def test_pm2_and_systemd_expose_the_threads_setting(tmp_path: Path) -> None:
     ).stdout
     [worker] = [app for app in json.loads(out) if app["name"] == "worker"]
     assert worker["args"][-2:] == ["--threads", "7"]
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--threads", "2", "--worker-class", "fork"]])
+def test_bad_thread_settings_are_refused_before_any_worker_starts(tmp_path: Path, args: list[str]) -> None:
+    env = cli_env(DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite", REDIS_URL="redis://127.0.0.1:1")
+    proc = cli("worker", "--concurrency", "1", *args, env=env, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 2, err
+    assert "invalid setting" in err
