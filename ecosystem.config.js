@@ -56,6 +56,9 @@ function positiveInt(name, fallback) {
 }
 
 const workerInstances = positiveInt("WORKER_CONCURRENCY", 2);
+// Runs each worker process executes at once (docs/operations.md "Threads"): instances x threads
+// runs at once in all.
+const workerThreads = positiveInt("WORKER_THREADS", 1);
 // A restart must not kill a running job: PM2 sends SIGINT (warm shutdown: the job finishes, then
 // the worker exits) and only SIGKILLs after kill_timeout, so it must outlast JOB_TIMEOUT.
 const jobTimeoutMs = positiveInt("JOB_TIMEOUT", 600) * 1000;
@@ -96,8 +99,9 @@ module.exports = {
     app("web", ["web", "--host", webHost, "--port", String(webPort)], {
       kill_timeout: 15000,
     }),
-    app("worker", ["worker", "--concurrency", "1"], {
-      // One RQ worker per PM2 instance (`pm2 scale worker N`); each runs in-process, no pool.
+    app("worker", ["worker", "--concurrency", "1", "--threads", String(workerThreads)], {
+      // One RQ worker per PM2 instance (`pm2 scale worker N`), no pool; each runs up to
+      // WORKER_THREADS jobs at once. A warm stop waits for all of them (each ends by JOB_TIMEOUT).
       instances: workerInstances,
       kill_timeout: jobTimeoutMs + 5000,
     }),

@@ -14,10 +14,17 @@ goes on renewing it (its renewals fail while the database is down and succeed ag
 lease really gone refuses the result (`stale`); only a lease run out while the database stayed
 down gives up (the error is raised, and the run is recorded `lost` and run again by a later pass).
 The check at the start is retried the same way within one lease length.
+
+A run that passes JOB_TIMEOUT on a thread cannot be stopped: a watchdog (worker.threaded) calls
+`Runner.time_out`, which records it failed through the same fenced finish (the lease is released,
+the user moves on); when the task finally returns, its late result finds the lease gone and is
+recorded `stale`. Whichever comes first, the task's return or the timeout, writes the outcome. An
+async task is cancelled at the timeout (it runs on the process's event loop, where it can be).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -25,6 +32,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -40,7 +48,7 @@ from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
-from core.tasks import RunContext, Task, load_task
+from core.tasks import EventLoopThread, RunContext, Task, load_task
 from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
@@ -160,6 +168,10 @@ class Runner:
         self.worker_name = worker_name or default_worker_name()
         self.progress_policy = progress_policy or ProgressPolicy()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
+        self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
+        self._end_lock = threading.Lock()
+        self._running: dict[tuple[str, str], bool] = {}  # runs in progress -> outcome claimed (time_out or return)
+        self._awaiting: dict[tuple[str, str], Future[object]] = {}  # async runs in progress: cancellable
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
@@ -171,11 +183,50 @@ class Runner:
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
         progress = RunProgress(self.engine, self.clock, run, self.progress_policy)  # one per run: thread-safe
-        with self.lease_keeper.hold(run):  # held through the finishing write and its retries
-            status, error, shutdown_request = self._call_task(run, progress)
-            result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            self._running[key] = False
+        try:
+            with self.lease_keeper.hold(run):  # held through the finishing write and its retries
+                status, error, shutdown_request = self._call_task(run, progress)
+                with self._end_lock:
+                    timed_out = self._running[key]
+                    self._running[key] = True  # from here on, time_out leaves this run alone
+                result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
+        finally:
+            with self._end_lock:
+                self._running.pop(key, None)
+        if timed_out:
+            logger.warning(
+                "late result after timeout user=%s slot=%s token=%s status=%s recorded=%s", run.user_id, run.slot, run.token,
+                status.value, result.status.value, extra=run_fields(run),
+            )
         if shutdown_request is not None:
             raise shutdown_request
+        return result
+
+    def time_out(self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None) -> RunResult | None:
+        """Record a run whose task is still running past JOB_TIMEOUT (called from another thread) as
+        failed, releasing its lease; None if the task is not running (it returned first: its own
+        outcome is written)."""
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            if self._running.get(key, True):
+                return None
+            self._running[key] = True
+        logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+        error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); its late result is refused"
+        try:
+            result = self._finish_riding_out(run, RunStatus.FAILED, error, elapsed, enqueued_at)
+        except BaseException:
+            with self._end_lock:
+                if key in self._running:
+                    self._running[key] = False  # not written: the next check may try again
+            raise
+        with self._end_lock:
+            future = self._awaiting.get(key)
+        if future is not None:  # an async task can be stopped: cancelled at its next await
+            future.cancel()
         return result
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
@@ -227,7 +278,9 @@ class Runner:
         leaves the process alone)."""
         context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, **({"reporter": progress} if progress else {}))
         try:
-            self.task(run.user_id, context)
+            outcome = self.task(run.user_id, context)
+            if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
+                self._await(run, self.task_loop.submit(outcome))
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
             return RunStatus.FAILED, _error_text(exc), None
@@ -239,6 +292,16 @@ class Runner:
             )
             return RunStatus.FAILED, _error_text(exc), reraise
         return RunStatus.SUCCEEDED, None, None
+
+    def _await(self, run: ClaimedRun, future: Future[object]) -> None:
+        key = (run.user_id, run.token)
+        with self._end_lock:
+            self._awaiting[key] = future
+        try:
+            future.result()
+        finally:
+            with self._end_lock:
+                self._awaiting.pop(key, None)
 
     def _finish_riding_out(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,

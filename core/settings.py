@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         default=5, ge=MIN_INTERVAL_MINUTES, le=MAX_INTERVAL_MINUTES, description="Interval of new schedules."
     )
     WORKER_CONCURRENCY: int = Field(default=2, ge=1, le=256, description="RQ worker processes `worker` starts.")
+    WORKER_THREADS: int = Field(
+        default=1, ge=1, le=1000,
+        description="Runs one worker process executes at once, on threads (async tasks: on one event loop). 1: the plain RQ worker class.",
+    )
     WORKER_CLASS: Literal["simple", "fork"] = Field(
         default="simple", description="simple: jobs run in the worker process; fork: a fresh process per job."
     )

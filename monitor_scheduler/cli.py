@@ -93,13 +93,20 @@ def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
+    threads = args.threads if args.threads is not None else app.settings.WORKER_THREADS
+    worker_class = args.worker_class or app.settings.WORKER_CLASS
+    if threads < 1:
+        raise ConfigurationError("invalid setting --threads: must be at least 1")
+    if threads > 1 and worker_class == "fork":
+        raise ConfigurationError("invalid setting WORKER_THREADS: threads need WORKER_CLASS=simple (fork runs one job per process)")
     app.runner()  # fail fast: MONITOR_TASK must import before any worker starts
     return run_workers(
         app.settings,
         app.redis,
         concurrency=args.concurrency or app.settings.WORKER_CONCURRENCY,
         burst=args.burst,
-        worker_class=args.worker_class or app.settings.WORKER_CLASS,
+        worker_class=worker_class,
+        threads=threads,
     )
 
 
@@ -191,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="start RQ workers on the queue")
     p.add_argument("--concurrency", type=int, help="worker processes (default WORKER_CONCURRENCY)")
     p.add_argument("--worker-class", choices=["simple", "fork"], help="default WORKER_CLASS")
+    p.add_argument("--threads", type=int, help="runs at once in each worker process (default WORKER_THREADS)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
 

@@ -69,3 +69,25 @@ def progress_task(user_id: str, context: RunContext) -> None:
     """Reports two steps of progress; the second lands with the finish (within the throttle)."""
     context.progress(0.5, f"half of {user_id}'s endpoints checked")
     context.progress(1.0, f"all of {user_id}'s endpoints answered")
+
+
+async def async_sleeping_task(user_id: str, context: RunContext) -> None:
+    """The async twin of sleeping_task; logs `user_id thread loop-id pid` to async.log when it starts."""
+    import asyncio
+    import threading
+
+    recording_task(user_id, context)
+    with open(_dir() / "async.log", "a") as log:
+        log.write(f"{user_id} {threading.current_thread().name} {id(asyncio.get_running_loop())} {os.getpid()}\n")
+    started_marker(_dir(), user_id).write_text(str(os.getpid()))
+    await asyncio.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "2")))
+
+
+class AsyncCallableTask:
+    """A task object whose `__call__` is async (the other shape of an async task)."""
+
+    async def __call__(self, user_id: str, context: RunContext) -> None:
+        await async_sleeping_task(user_id, context)
+
+
+async_callable_task = AsyncCallableTask()

@@ -27,6 +27,12 @@ from dispatcher.service import Dispatcher
 WORKER_POOL_SIZE = 2
 
 
+def pool_size_for(threads: int) -> int:
+    """Database connections a worker process keeps: one per run thread (each holds one at a time,
+    for its lease check and its finish) plus the lease keeper's and the timeout watchdog's."""
+    return max(WORKER_POOL_SIZE, threads + 2)
+
+
 @dataclass
 class WorkerContext:
     settings: Settings
@@ -35,8 +41,8 @@ class WorkerContext:
     pid: int = field(default_factory=os.getpid)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WorkerContext:
-        engine = create_db_engine(settings.DATABASE_URL, pool_size=WORKER_POOL_SIZE)
+    def from_settings(cls, settings: Settings, *, threads: int = 1) -> WorkerContext:
+        engine = create_db_engine(settings.DATABASE_URL, pool_size=pool_size_for(threads))
         return cls(settings, engine, clock_for_dialect(engine.dialect.name))
 
     @cached_property
@@ -68,20 +74,21 @@ _lock = threading.Lock()
 _context: WorkerContext | None = None
 
 
-def get_context() -> WorkerContext:
-    """This process's context, built on first use; after a fork, the child disowns the pool."""
+def get_context(*, threads: int = 1) -> WorkerContext:
+    """This process's context, built on first use (`threads`: the runs it will execute at once, which
+    size its connection pool); after a fork, the child disowns the pool."""
     global _context
     with _lock:
         if _context is None:
-            _context = WorkerContext.from_settings(load_settings())
+            _context = WorkerContext.from_settings(load_settings(), threads=threads)
         elif _context.pid != os.getpid():
             _context.after_fork()
         return _context
 
 
-def get_runner(worker_name: str | None = None) -> Runner:
-    runner = get_context().runner
-    if worker_name:
+def get_runner(worker_name: str | None = None, *, threads: int = 1) -> Runner:
+    runner = get_context(threads=threads).runner
+    if worker_name and runner.worker_name != worker_name:
         runner.worker_name = worker_name
     return runner
 

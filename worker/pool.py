@@ -11,36 +11,23 @@ the WorkerPool's children are the same classes.
 from __future__ import annotations
 
 import logging
-from types import FrameType
 
 from redis import Redis
 from rq import Queue, SimpleWorker, Worker
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
-from core import shutdown
 from core.settings import Settings
 from worker import context, jobs
 from worker.outages import RidingOutRedis
+from worker.stops import NotesStopRequests
+from worker.threaded import ThreadedWorker
 
 logger = logging.getLogger(__name__)
 
 # RQ resolves job functions by their import path; importing the module here means forked workers
 # and fork-per-job children inherit it instead of importing it per job.
 JOB_MODULE = jobs.__name__
-
-
-class NotesStopRequests(BaseWorker):
-    """Notes RQ's stop requests (core.shutdown) before RQ handles them: a task's own SystemExit is
-    then told apart from the operator's Ctrl-C or SIGTERM."""
-
-    def request_stop(self, signum: int, frame: FrameType | None) -> None:
-        shutdown.request()
-        super().request_stop(signum, frame)
-
-    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
-        shutdown.request()
-        super().request_force_stop(signum, frame)
 
 
 class NotingSimpleWorker(RidingOutRedis, NotesStopRequests, SimpleWorker):
@@ -55,13 +42,15 @@ class NotingWorker(RidingOutRedis, NotesStopRequests, Worker):
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}
 
 
-def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str) -> int:
+def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burst: bool, worker_class: str, threads: int = 1) -> int:
     cls = WORKER_CLASSES[worker_class]
+    if threads > 1:  # N runs at once in each process
+        cls = ThreadedWorker.with_threads(threads)
     # Build the run context (settings, engine, task) here, once: forked workers and fork-per-job
     # children inherit it instead of building it per job (77 ms of each fork-class job,
     # docs/performance.md). No connection is opened yet, and the context disowns the inherited
     # pool after a fork.
-    context.get_runner()
+    context.get_runner(threads=threads)
     if concurrency == 1:
         # One process: no pool parent in between (what PM2 instances and systemd units want).
         rq_worker = cls([Queue(settings.QUEUE_NAME, connection=connection)], connection=connection)

@@ -315,6 +315,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def parse_rq_time(value: bytes | None) -> datetime | None:
+    if not value:
+        return None
+    text = value.decode()
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
 def elapsed(t0: float) -> float:
     return time.perf_counter() - t0
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
 """Benchmark 4: worker overhead of our job vs bare RQ no-op jobs, per worker class; worker RSS.
 
-For each worker class (rq.SimpleWorker = `simple`, fork-per-job rq.Worker = `fork`):
+For each worker class (rq.SimpleWorker = `simple`, fork-per-job rq.Worker = `fork`, our
+worker.threaded.ThreadedWorker with one thread = `threaded`, started by threaded_worker.py):
   ours: JOBS due schedules dispatched by our dispatcher, run by `monitor-scheduler worker` with
         MONITOR_TASK=worker.tasks:noop_task (lease check, heartbeat thread, fenced finish + history);
   bare: JOBS plain RQ jobs of the same no-op function (worker.tasks.noop_task), same worker command,
-        class and concurrency.
+        class and concurrency (for `threaded`: bare RQ's SimpleWorker, the reference).
 The queue is filled first, then the workers start; throughput is JOBS / (last job's ended_at -
 first job's started_at) from RQ's own job hashes, so process start-up is not counted. Rounds
 alternate which side goes first; medians. After the last job the pool idles for 2 s and the RSS of
 each worker process and of the pool (parent + workers) is read from /proc.
 
-    python scripts/bench/worker_overhead.py                 # simple: 5,000 jobs x3 rounds; fork: 1,000 jobs x1; 2 workers
+    python scripts/bench/worker_overhead.py                 # simple, threaded: 5,000 jobs x3 rounds; fork: 1,000 jobs x1; 2 workers
     python scripts/bench/worker_overhead.py --smoke
 """
 
@@ -22,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,18 +34,6 @@ from rq.job import Job  # noqa: E402
 
 from dispatcher.service import Dispatcher  # noqa: E402
 from core.clock import DatabaseClock  # noqa: E402
-
-
-def parse_rq_time(value: bytes | None) -> datetime | None:
-    if not value:
-        return None
-    text = value.decode()
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-    return None
 
 
 def fill_ours(engine, settings, redis_conn: Redis) -> int:
@@ -63,7 +51,7 @@ def fill_bare(redis_conn: Redis, jobs: int) -> int:
     return jobs
 
 
-def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float) -> dict:  # type: ignore[type-arg]
+def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float, threads: int = 1) -> dict:  # type: ignore[type-arg]
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="worker.tasks:noop_task",
         LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000",
@@ -71,8 +59,12 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
     queue = Queue(common.QUEUE, connection=redis_conn)
     finished_key, failed_key = queue.finished_job_registry.key, queue.failed_job_registry.key
     t0 = time.perf_counter()
+    if worker_class == "threaded":
+        command = [common.PYTHON, str(common.BENCH_DIR / "threaded_worker.py"), str(concurrency), str(threads)]
+    else:
+        command = [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class]
     proc = subprocess.Popen(
-        [common.PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", str(concurrency), "--worker-class", worker_class],
+        command,
         env=env, cwd=str(common.REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -104,8 +96,8 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
         for job_id in ids:
             pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
         stamps = pipe.execute()
-    starts = [parse_rq_time(s) for s, _ in stamps]
-    ends = [parse_rq_time(e) for _, e in stamps]
+    starts = [common.parse_rq_time(s) for s, _ in stamps]
+    ends = [common.parse_rq_time(e) for _, e in stamps]
     starts = [s for s in starts if s]
     ends = [e for e in ends if e]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else wall
@@ -120,7 +112,8 @@ def main() -> int:
     parser = common.base_parser(__doc__.splitlines()[1])
     parser.add_argument("--jobs", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--classes", default="simple,fork")
+    parser.add_argument("--classes", default="simple,threaded,fork")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process of the `threaded` class (default 1)")
     parser.add_argument("--fork-repeat", type=int, default=None, help="rounds for the fork class (default 1: it is slow)")
     parser.add_argument("--fork-jobs", type=int, default=1_000, help="jobs per side for the fork class (default 1,000: a fork per job is slow)")
     args = parser.parse_args()
@@ -140,8 +133,8 @@ def main() -> int:
         redis_conn = Redis.from_url(srv.redis_url)
         for worker_class in args.classes.split(","):
             results[worker_class] = {"ours": [], "bare": []}
-            rounds = repeat if worker_class == "simple" else fork_repeat
-            jobs = args.jobs if worker_class == "simple" else min(args.jobs, args.fork_jobs)
+            rounds = fork_repeat if worker_class == "fork" else repeat
+            jobs = min(args.jobs, args.fork_jobs) if worker_class == "fork" else args.jobs
             for round_ in range(rounds):
                 order = ["ours", "bare"] if round_ % 2 == 0 else ["bare", "ours"]
                 for which in order:
@@ -149,8 +142,9 @@ def main() -> int:
                     common.reset_claimed(srv.mariadb, url, total=args.jobs, due=args.jobs, base=base)
                     filled = fill_ours(engine, settings.model_copy(update={"DISPATCH_BATCH_SIZE": jobs}), redis_conn) if which == "ours" else fill_bare(redis_conn, jobs)
                     assert filled == jobs, filled
-                    r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=worker_class,
-                                    concurrency=args.concurrency, timeout=120 if args.smoke else 900)
+                    side_class = "simple" if (worker_class, which) == ("threaded", "bare") else worker_class
+                    r = run_workers(url, srv.redis_url, redis_conn, jobs=jobs, worker_class=side_class,
+                                    concurrency=args.concurrency, timeout=120 if args.smoke else 900, threads=args.threads)
                     assert r["failed"] == 0 and r["jobs"] == jobs, r
                     if which == "ours":
                         ran = srv.mariadb.execute("SELECT COUNT(*) FROM UserMonitorRun WHERE status = 'succeeded'", database=url.rsplit("/", 1)[1])[0][0]
@@ -161,7 +155,7 @@ def main() -> int:
         engine.dispose()
         srv.mariadb.drop_database(url.rsplit("/", 1)[1])
 
-    out: dict[str, object] = {"smoke": args.smoke, "jobs": args.jobs, "concurrency": args.concurrency, "repeat": repeat, "versions": versions}
+    out: dict[str, object] = {"smoke": args.smoke, "jobs": args.jobs, "concurrency": args.concurrency, "threads": args.threads, "repeat": repeat, "versions": versions}
     for worker_class, sides in results.items():
         ours_rate = common.median([r["rate"] for r in sides["ours"]])
         bare_rate = common.median([r["rate"] for r in sides["bare"]])

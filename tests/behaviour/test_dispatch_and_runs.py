@@ -17,7 +17,7 @@ from core.exceptions import LeaseHeld, UnknownUser
 from core.domain import RunStatus, Trigger
 from tests.conftest import T0, Backend
 from core import shutdown
-from core.executor import Runner
+from core.executor import Runner, RunResult
 
 
 def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):
@@ -340,3 +340,91 @@ def test_a_real_shutdown_request_still_stops_the_process_after_the_run_is_record
     for user_id in ("user-000001", "user-000002"):
         rest = backend.schedule(user_id)
         assert rest.locked_by is None and rest.next_run_at <= T0, "due again at once, not after a TTL"
+
+
+def test_a_run_timed_out_from_another_thread_is_failed_and_its_late_result_refused(backend: Backend) -> None:
+    import threading
+
+    backend.add_schedules(1, interval=5)
+    cfg = backend.settings()
+    [run] = claim(backend, token="tok-A")
+    started, release = threading.Event(), threading.Event()
+
+    def hanging_task(user_id, context):
+        started.set()
+        release.wait(30)
+
+    runner = Runner(backend.engine, cfg, backend.clock, hanging_task)
+    late: dict[str, RunResult] = {}
+    thread = threading.Thread(target=lambda: late.update(result=runner.execute(run)))
+    thread.start()
+    assert started.wait(10)
+
+    timed_out = runner.time_out(run, elapsed=601.0)
+
+    assert timed_out is not None and timed_out.status is RunStatus.FAILED and timed_out.applied
+    row = backend.schedule("user-000000")
+    assert (row.last_status, row.locked_by) == ("failed", None), "the user moves on"
+    assert "timed out" in (row.last_error or "")
+    assert runner.time_out(run, elapsed=602.0) is None, "a run is timed out once"
+
+    release.set()
+    thread.join(10)
+
+    assert late["result"].status is RunStatus.STALE
+    assert backend.schedule("user-000000") == row, "the late result changes nothing"
+    assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]
+
+
+def test_timing_out_a_run_whose_task_returned_does_nothing(backend: Backend) -> None:
+    backend.add_schedules(1, interval=5)
+    [run] = claim(backend, token="tok-A")
+    runner = Runner(backend.engine, backend.settings(), backend.clock, lambda u, c: None)
+    assert runner.execute(run).status is RunStatus.SUCCEEDED
+
+    assert runner.time_out(run, elapsed=601.0) is None
+    assert [r.status for r in backend.runs("user-000000")] == ["succeeded"]
+
+
+def test_an_async_task_runs_to_completion_in_a_sync_pass(backend: Backend) -> None:
+    import asyncio
+
+    backend.add_schedules(3, due_at=T0 - timedelta(minutes=1))
+    ran: list[str] = []
+
+    async def async_task(user_id, context):
+        await asyncio.sleep(0.01)
+        ran.append(user_id)
+
+    dispatcher, _, _ = make_dispatcher(backend, task=async_task)
+    summary = dispatcher.tick()
+
+    assert summary.claimed == 3 and sorted(ran) == ["user-000000", "user-000001", "user-000002"]
+    assert {r.status for r in backend.runs()} == {"succeeded"}
+
+
+def test_an_async_run_timed_out_is_cancelled_and_ends_stale(backend: Backend) -> None:
+    import asyncio
+    import threading
+
+    backend.add_schedules(1, interval=5)
+    [run] = claim(backend, token="tok-A")
+    started = threading.Event()
+
+    async def hanging_task(user_id, context):
+        started.set()
+        await asyncio.sleep(3600)
+
+    runner = Runner(backend.engine, backend.settings(), backend.clock, hanging_task)
+    late: dict[str, RunResult] = {}
+    thread = threading.Thread(target=lambda: late.update(result=runner.execute(run)))
+    thread.start()
+    assert started.wait(10)
+
+    timed_out = runner.time_out(run, elapsed=601.0)
+    thread.join(10)
+
+    assert timed_out is not None and timed_out.status is RunStatus.FAILED
+    assert not thread.is_alive(), "the task was cancelled, not left running"
+    assert late["result"].status is RunStatus.STALE
+    assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]

@@ -46,14 +46,13 @@ def real_now(backend: Backend):
 
 
 def worker_env(backend: Backend, redis_url: str, test_dir: Path, task: str, **extra: str) -> dict[str, str]:
-    return cli_env(
-        DATABASE_URL=backend.url, REDIS_URL=redis_url, MONITOR_TASK=task, MONITOR_TEST_DIR=str(test_dir),
-        DISPATCH_LOCK_TTL="3000", JOB_TIMEOUT="60", **extra,
-    )
+    values = {"DISPATCH_LOCK_TTL": "3000", "JOB_TIMEOUT": "60", **extra}
+    return cli_env(DATABASE_URL=backend.url, REDIS_URL=redis_url, MONITOR_TASK=task, MONITOR_TEST_DIR=str(test_dir), **values)
 
 
-def dispatch_once(backend: Backend, redis_url: str, **overrides: str):
-    settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, DISPATCH_LOCK_TTL=3000, JOB_TIMEOUT=60, **overrides)
+def dispatch_once(backend: Backend, redis_url: str, **overrides: object):
+    values: dict[str, object] = {"DISPATCH_LOCK_TTL": 3000, "JOB_TIMEOUT": 60, **overrides}
+    settings = load_settings(env_file=None, DATABASE_URL=backend.url, REDIS_URL=redis_url, **values)
     app = App.from_settings(settings)
     try:
         return app.dispatcher(Mode.QUEUE).tick()

@@ -23,11 +23,12 @@ EXPECTED: dict[str, list[str]] = {
     "scale_free": ["small_table_s", "big_table_s", "table_ratio", "last_first_claim_ratio", "batches"],
     "peers": ["rq_scheduler_s", "apscheduler_s", "rq_scheduler_ratio", "apscheduler_ratio"],
     "worker_overhead": ["simple.ours_jobs_per_s", "simple.bare_jobs_per_s", "simple.ratio", "simple.worker_rss_mb", "simple.pool_rss_mb",
-                        "fork.ours_jobs_per_s", "fork.bare_jobs_per_s", "fork.ratio"],
+                        "fork.ours_jobs_per_s", "fork.bare_jobs_per_s", "fork.ratio", "threaded.ours_jobs_per_s", "threaded.ratio"],
     "lag": ["runs", "expected_runs", "p99_s"],
     "sqlite_sync": ["runs_per_s"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
     "overload": ["ratio", "succeeded_in_window", "capacity_runs", "runs_per_user_max"],
+    "threads_vs_processes": ["threads_jobs_per_s", "processes_jobs_per_s", "rate_ratio", "threads_rss_mb", "processes_rss_mb", "big_rss_mb", "recorded_runs"],
 }
 
 
