@@ -61,7 +61,7 @@ def session_principal(request: Request) -> Principal | None:
     logged-out, revoked or expired session is nobody, whatever the (still validly signed) cookie says."""
     cached = getattr(request.state, "principal", _NOT_LOADED)
     if cached is not _NOT_LOADED:
-        return cached  # type: ignore[return-value]
+        return cached if isinstance(cached, Principal) else None
     secret = session_secret(request)
     found = None if secret is None else session_store(get_web(request)).load(secret)
     principal = None if found is None else Principal(found.user_id, found.is_admin)
