@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
 
 from core.capacity import Sample
 from core.domain import RunRecord, truncate_error
@@ -47,15 +47,19 @@ def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
         conn.execute(_INSERT_RUN, values)
 
 
-def prune_runs(conn: Connection, *, finished_before: datetime, batch: int = 5000) -> int:
-    """Delete one batch of history older than the cutoff; the caller loops until it returns 0."""
-    ids = conn.execute(
-        select(runs.c.id).where(runs.c.finishedAt < finished_before).order_by(runs.c.finishedAt).limit(batch)
-    ).scalars().all()
+def _delete_oldest(conn: Connection, table: Table, time_column: Column[datetime], *, before: datetime, batch: int) -> int:
+    """Delete one batch of `table`'s rows older than `before` (oldest first, over the time column's
+    index); the caller loops until it returns 0, so no transaction holds many locks."""
+    ids = conn.execute(select(table.c.id).where(time_column < before).order_by(time_column).limit(batch)).scalars().all()
     if not ids:
         return 0
-    conn.execute(delete(runs).where(runs.c.id.in_(bindparam("prune_ids", expanding=True))), {"prune_ids": ids})
+    conn.execute(delete(table).where(table.c.id.in_(bindparam("prune_ids", expanding=True))), {"prune_ids": ids})
     return len(ids)
+
+
+def prune_runs(conn: Connection, *, finished_before: datetime, batch: int = 5000) -> int:
+    """One batch of run history older than the cutoff."""
+    return _delete_oldest(conn, runs, runs.c.finishedAt, before=finished_before, batch=batch)
 
 
 def insert_schedule(conn: Connection, *, user_id: str, enabled: bool, interval_minutes: int, next_run_at: datetime, now: datetime) -> None:
@@ -103,12 +107,5 @@ def insert_sample(conn: Connection, sample: Sample) -> None:
 
 
 def prune_samples(conn: Connection, *, taken_before: datetime, batch: int = 5000) -> int:
-    """Delete one batch of capacity samples older than the cutoff (over the `at` index); the
-    caller loops until it returns 0."""
-    ids = conn.execute(
-        select(samples.c.id).where(samples.c.at < taken_before).order_by(samples.c.at).limit(batch)
-    ).scalars().all()
-    if not ids:
-        return 0
-    conn.execute(delete(samples).where(samples.c.id.in_(bindparam("prune_ids", expanding=True))), {"prune_ids": ids})
-    return len(ids)
+    """One batch of capacity samples older than the cutoff."""
+    return _delete_oldest(conn, samples, samples.c.at, before=taken_before, batch=batch)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import lease, queries, writes
@@ -276,24 +276,22 @@ class SchedulerService:
 
     def prune_history(self, days: int | None = None) -> tuple[int, datetime]:
         """Delete history older than `days` (HISTORY_RETENTION_DAYS) in short transactions."""
-        with self.engine.connect() as conn:
-            cutoff = self.clock.now(conn) - timedelta(days=days or self.settings.HISTORY_RETENTION_DAYS)
-        total = 0
-        while True:
-            with self.engine.begin() as conn:
-                deleted = writes.prune_runs(conn, finished_before=cutoff, batch=PRUNE_BATCH)
-            total += deleted
-            if deleted == 0:
-                return total, cutoff
+        return self._prune(lambda conn, cutoff: writes.prune_runs(conn, finished_before=cutoff, batch=PRUNE_BATCH),
+                           days or self.settings.HISTORY_RETENTION_DAYS)
 
     def prune_samples(self) -> tuple[int, datetime]:
         """Delete capacity samples older than CAPACITY_SAMPLE_RETENTION days, in short transactions."""
+        return self._prune(lambda conn, cutoff: writes.prune_samples(conn, taken_before=cutoff, batch=PRUNE_BATCH),
+                           self.settings.CAPACITY_SAMPLE_RETENTION)
+
+    def _prune(self, delete_batch: Callable[[Connection, datetime], int], days: int) -> tuple[int, datetime]:
+        """Batches of `delete_batch` until one deletes nothing, each its own short transaction."""
         with self.engine.connect() as conn:
-            cutoff = self.clock.now(conn) - timedelta(days=self.settings.CAPACITY_SAMPLE_RETENTION)
+            cutoff = self.clock.now(conn) - timedelta(days=days)
         total = 0
         while True:
             with self.engine.begin() as conn:
-                deleted = writes.prune_samples(conn, taken_before=cutoff, batch=PRUNE_BATCH)
+                deleted = delete_batch(conn, cutoff)
             total += deleted
             if deleted == 0:
                 return total, cutoff

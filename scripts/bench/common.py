@@ -17,12 +17,15 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -283,6 +286,32 @@ def settings_for(url: str, redis_url: str | None, **overrides: object):
     }
     values.update(overrides)
     return load_settings(env_file=None, **values)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """SIGTERM to the process group (warm: a running job finishes and is recorded), SIGKILL if it
+    is still there after `timeout` s."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def finished_job_times(redis_conn: Any, finished_key: str) -> list[tuple[datetime | None, datetime | None]]:
+    """(started_at, ended_at) of every job in a finished registry, read in one pipeline."""
+    from rq.job import Job
+
+    ids = [m.decode() for m in redis_conn.zrange(finished_key, 0, -1)]
+    with redis_conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
+        stamps = pipe.execute()
+    return [(parse_rq_time(start), parse_rq_time(end)) for start, end in stamps]
 
 
 def child_env(**values: str) -> dict[str, str]:

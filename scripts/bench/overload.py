@@ -15,8 +15,6 @@ Targets: >= 0.95 of capacity, 0 lost, 0 skipped, max - min <= 1.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,17 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (warm: the running job finishes and is recorded), SIGKILL after 30 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def main() -> int:
@@ -86,7 +73,7 @@ def main() -> int:
                 time.sleep(0.5)
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                common.stop_process(proc)
             redis.close()
         statuses = dict(srv.mariadb.execute("SELECT status, COUNT(*) FROM UserMonitorRun GROUP BY status", database=database))
         in_window = srv.mariadb.execute(

@@ -18,7 +18,6 @@ Targets: threads throughput >= 0.95x the pool's with <= 1/10 of its memory; BIG=
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
-from rq.job import Job  # noqa: E402
 
 from core.clock import DatabaseClock  # noqa: E402
 from dispatcher.service import Dispatcher  # noqa: E402
@@ -72,23 +70,13 @@ def run_side(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, processe
                 raise RuntimeError(f"only {done}/{jobs} jobs done after {timeout}s")
             time.sleep(0.2)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        common.stop_process(proc, timeout=60)
     failed = redis_conn.zcard(failed_key)
-    ids = [m.decode() for m in redis_conn.zrange(finished_key, 0, -1)]
-    with redis_conn.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
-        stamps = pipe.execute()
-    starts = [s for s in (common.parse_rq_time(a) for a, _ in stamps) if s]
-    ends = [e for e in (common.parse_rq_time(b) for _, b in stamps) if e]
+    times = common.finished_job_times(redis_conn, finished_key)
+    starts = [start for start, _ in times if start]
+    ends = [end for _, end in times if end]
     span = (max(ends) - min(starts)).total_seconds()
-    return {"jobs": len(ids), "failed": int(failed), "span_s": span, "rate": len(ids) / span, "peak_rss_mb": peak_rss, "processes": peak_processes}
+    return {"jobs": len(times), "failed": int(failed), "span_s": span, "rate": len(times) / span, "peak_rss_mb": peak_rss, "processes": peak_processes}
 
 
 def main() -> int:

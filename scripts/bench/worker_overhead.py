@@ -19,7 +19,6 @@ each worker process and of the pool (parent + workers) is read from /proc.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
-from rq.job import Job  # noqa: E402
 
 from dispatcher.service import Dispatcher  # noqa: E402
 from core.clock import DatabaseClock  # noqa: E402
@@ -83,27 +81,15 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
         pids = [proc.pid] + common.children_of(proc.pid)
         rss = {pid: common.rss_mb(pid) for pid in pids}
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        common.stop_process(proc)
     failed = redis_conn.zcard(failed_key)
-    ids = [m.decode() for m in redis_conn.zrange(finished_key, 0, -1)]
-    with redis_conn.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hmget(Job.key_for(job_id), "started_at", "ended_at")
-        stamps = pipe.execute()
-    starts = [common.parse_rq_time(s) for s, _ in stamps]
-    ends = [common.parse_rq_time(e) for _, e in stamps]
-    starts = [s for s in starts if s]
-    ends = [e for e in ends if e]
+    times = common.finished_job_times(redis_conn, finished_key)
+    starts = [start for start, _ in times if start]
+    ends = [end for _, end in times if end]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else wall
     workers = [pid for pid in pids if pid != proc.pid] if concurrency > 1 else [proc.pid]
     return {
-        "jobs": len(ids), "failed": int(failed), "span_s": span, "rate": len(ids) / span if span else 0.0, "wall_s": wall,
+        "jobs": len(times), "failed": int(failed), "span_s": span, "rate": len(times) / span if span else 0.0, "wall_s": wall,
         "worker_rss_mb": max(rss[p] for p in workers), "pool_rss_mb": sum(rss.values()), "processes": len(pids),
     }
 
