@@ -25,8 +25,7 @@ from core import domain, queries
 from core.clock import FixedClock
 from core.db import create_db_engine
 from core.settings import Settings, load_settings
-from scripts.bench import seeding
-from tests import servers
+from tests import seeding, servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 5, 12, 0, 0)

@@ -6,7 +6,7 @@ directory and the repository root on sys.path itself).
   table and its indexes; every figure in docs/performance.md was measured with it).
 - seed_schedules(): N schedules, D of them due (or due as an SQL expression says), written by the
   server itself with INSERT ... SELECT from MariaDB's sequence engine (1M rows in seconds).
-- new_database(): a fresh migrated MariaDB database (seeding.py, shared with the tests, does it).
+- new_database(): a fresh migrated MariaDB database (tests/seeding.py, shared with the tests, does it).
 - reset_claimed(): puts claimed rows back exactly as seeded, so a pass can be repeated.
 - emit(): the plain figure lines, then one final JSON line (what the smoke test parses).
 """
@@ -33,7 +33,7 @@ REPO_ROOT = BENCH_DIR.parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import seeding  # noqa: E402
+from tests import seeding  # noqa: E402
 from tests import servers as test_servers  # noqa: E402
 
 PYTHON = sys.executable

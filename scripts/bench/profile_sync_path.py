@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import seeding  # noqa: E402
+from tests import seeding  # noqa: E402
 from dispatcher.service import Mode  # noqa: E402
 from monitor_scheduler.wiring import App  # noqa: E402
 from core.settings import load_settings  # noqa: E402

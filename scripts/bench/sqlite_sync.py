@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-import seeding  # noqa: E402
+from tests import seeding  # noqa: E402
 from sqlalchemy import delete, update  # noqa: E402
 
 from dispatcher.service import Mode  # noqa: E402

@@ -1,9 +1,11 @@
 """Test data for the test suite and the benchmarks: migrated databases and schedule rows.
 
-One home for both, so a schema change is made once: the benchmarks import it as `seeding` (their
-directory is on sys.path), the tests as `scripts.bench.seeding`. It writes through the project's
-own migrations and `repository.insert_schedules`, never its own SQL. (Bulk seeding of a million rows
-on MariaDB stays in common.py: that is the server's INSERT ... SELECT, not rows from Python.)
+One home for both, so a schema change is made once: the tests and the benchmarks (scripts/bench/)
+import it as `tests.seeding`, like tests/servers.py (one module name, so mypy can check it; it was
+`seeding` to the benchmarks and `scripts.bench.seeding` to the tests, one file under two names).
+It writes through the project's own migrations and `writes.insert_schedules`, never its own SQL.
+(Bulk seeding of a million rows on MariaDB stays in scripts/bench/common.py: that is the server's
+INSERT ... SELECT, not rows from Python.)
 """
 
 from __future__ import annotations
