@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -36,12 +37,21 @@ if str(REPO_ROOT) not in sys.path:
 from tests import seeding  # noqa: E402
 from tests import servers as test_servers  # noqa: E402
 
+if TYPE_CHECKING:
+    # Annotations only: the application is imported where it is used, as before.
+    from sqlalchemy import Engine
+
+    from core.settings import Settings
+
 PYTHON = sys.executable
 BUFFER_POOL = os.environ.get("BENCH_INNODB_BUFFER_POOL", "1G")
 # An external Redis (TEST_REDIS_URL) is shared with the test suite: the benchmarks use their own
 # database index on it and flush only that one.
 EXTERNAL_REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "9"))
 QUEUE = "bench-monitor"
+
+# A MariaDB handle of tests/servers.py: one this process started, or TEST_MYSQL_URL's.
+MariaDB: TypeAlias = test_servers.MariaDBServer | test_servers.ExternalMariaDB
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -62,7 +72,7 @@ def figure(name: str, value: object, unit: str = "") -> None:
     print(f"{name}: {value}{(' ' + unit) if unit else ''}", flush=True)
 
 
-def emit(bench: str, data: dict) -> None:  # type: ignore[type-arg]
+def emit(bench: str, data: dict[str, Any]) -> None:
     print(json.dumps({"bench": bench, **data}, sort_keys=True, default=str), flush=True)
 
 
@@ -82,7 +92,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 class Servers:
-    def __init__(self, mariadb, redis_url: str) -> None:
+    def __init__(self, mariadb: MariaDB, redis_url: str) -> None:
         self.mariadb = mariadb
         self.redis_url = redis_url
 
@@ -118,28 +128,25 @@ def _hiredis_version() -> str:
 
 
 @contextlib.contextmanager
-def servers(need_mariadb: bool = True, need_redis: bool = True):
-    started = []
+def servers() -> Iterator[Servers]:
+    started: list[test_servers.MariaDBServer | test_servers.RedisServer] = []
     base = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        mariadb = None
-        if need_mariadb:
-            mariadb = test_servers.mariadb_from_env()
-            if mariadb is None:
-                t0 = time.monotonic()
-                mariadb = test_servers.start_mariadb(base / "mariadb", extra_args=[f"--innodb-buffer-pool-size={BUFFER_POOL}"])
-                started.append(mariadb)
-                log(f"started MariaDB on port {mariadb.port} in {time.monotonic() - t0:.1f}s")
-        redis_url = ""
-        if need_redis:
-            external = test_servers.redis_from_env()
-            if external is not None:
-                parts = urlsplit(external.url)
-                redis_url = urlunsplit(parts._replace(path=f"/{EXTERNAL_REDIS_DB}"))
-            else:
-                server = test_servers.start_redis(base / "redis")
-                started.append(server)
-                redis_url = server.url
+        mariadb: MariaDB | None = test_servers.mariadb_from_env()
+        if mariadb is None:
+            t0 = time.monotonic()
+            own_mariadb = test_servers.start_mariadb(base / "mariadb", extra_args=[f"--innodb-buffer-pool-size={BUFFER_POOL}"])
+            started.append(own_mariadb)
+            log(f"started MariaDB on port {own_mariadb.port} in {time.monotonic() - t0:.1f}s")
+            mariadb = own_mariadb
+        external = test_servers.redis_from_env()
+        if external is not None:
+            parts = urlsplit(external.url)
+            redis_url = urlunsplit(parts._replace(path=f"/{EXTERNAL_REDIS_DB}"))
+        else:
+            own_redis = test_servers.start_redis(base / "redis")
+            started.append(own_redis)
+            redis_url = own_redis.url
         yield Servers(mariadb, redis_url)
     finally:
         for server in reversed(started):
@@ -154,18 +161,18 @@ def flush_redis(url: str) -> None:
     conn.close()
 
 
-def new_database(mariadb, prefix: str) -> str:
+def new_database(mariadb: MariaDB, prefix: str) -> str:
     """A fresh, migrated database; returns its URL."""
     return seeding.new_mariadb_database(mariadb, f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}")
 
 
-def sqlalchemy_engine(url: str):
+def sqlalchemy_engine(url: str) -> Engine:
     from core.db import create_db_engine
 
     return create_db_engine(url)
 
 
-def db_now(engine) -> datetime:
+def db_now(engine: Engine) -> datetime:
     from core.clock import DatabaseClock
 
     with engine.connect() as conn:
@@ -203,7 +210,7 @@ def _due_expr(total: int, due: int) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def _cursor_at(mariadb, url: str, base: datetime):
+def _cursor_at(mariadb: MariaDB, url: str, base: datetime) -> Iterator[tuple[Any, Any]]:
     """(connection, cursor) on `url`'s database, in UTC, with @base = `base`; not autocommitting."""
     conn = mariadb.connect(database=url.rsplit("/", 1)[1].split("?")[0], autocommit=False)
     try:
@@ -216,7 +223,7 @@ def _cursor_at(mariadb, url: str, base: datetime):
 
 
 def seed_schedules(
-    mariadb, url: str, *, total: int, due: int = 0, base: datetime, interval: int = 5, chunk: int = 200_000, next_run: str | None = None
+    mariadb: MariaDB, url: str, *, total: int, due: int = 0, base: datetime, interval: int = 5, chunk: int = 200_000, next_run: str | None = None
 ) -> float:
     """Insert `total` schedules `user-0000001`..., `due` of them due at `base` (or each with the
     nextRunAt that the SQL `next_run` gives over `seq` and `@base`); returns the seconds it took."""
@@ -237,7 +244,7 @@ def seed_schedules(
     return time.perf_counter() - t0
 
 
-def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) -> float:
+def reset_claimed(mariadb: MariaDB, url: str, *, total: int, due: int, base: datetime) -> float:
     """Undo a pass: every leased row gets back its seeded nextRunAt and no lease."""
     _, next_run = _due_expr(total, due)
     next_run = next_run.replace("seq", "CAST(SUBSTRING(userId, 6) AS UNSIGNED)")
@@ -253,7 +260,7 @@ def reset_claimed(mariadb, url: str, *, total: int, due: int, base: datetime) ->
     return time.perf_counter() - t0
 
 
-def count_due(mariadb, url: str, base: datetime) -> int:
+def count_due(mariadb: MariaDB, url: str, base: datetime) -> int:
     database = url.rsplit("/", 1)[1].split("?")[0]
     return int(
         mariadb.execute(
@@ -265,14 +272,14 @@ def count_due(mariadb, url: str, base: datetime) -> int:
     )
 
 
-def warm(mariadb, url: str) -> None:
+def warm(mariadb: MariaDB, url: str) -> None:
     """Read the table and its due index once so every timed pass starts from the same warm cache."""
     database = url.rsplit("/", 1)[1].split("?")[0]
     mariadb.execute("SELECT COUNT(*), MAX(updatedAt) FROM UserMonitorSchedule", database=database)
     mariadb.execute("SELECT COUNT(*) FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) WHERE enabled = 1", database=database)
 
 
-def settings_for(url: str, redis_url: str | None, **overrides: object):
+def settings_for(url: str, redis_url: str | None, **overrides: object) -> Settings:
     from core.settings import load_settings
 
     values: dict[str, object] = {
