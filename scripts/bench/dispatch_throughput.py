@@ -22,8 +22,10 @@ import common  # noqa: E402
 import passes  # noqa: E402
 from redis import Redis  # noqa: E402
 
+from dispatcher.enqueue import RqEnqueuer  # noqa: E402
 
-def load_enqueuer(path: str | None):
+
+def load_enqueuer(path: str | None) -> type[RqEnqueuer] | None:
     if not path:
         return None
     module, _, name = path.partition(":")

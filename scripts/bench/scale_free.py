@@ -24,7 +24,7 @@ import passes  # noqa: E402
 from redis import Redis  # noqa: E402
 
 
-def run_table(srv, total: int, due: int, chunk: int, repeat: int) -> list[passes.PassResult]:
+def run_table(srv: common.Servers, total: int, due: int, chunk: int, repeat: int) -> list[passes.PassResult]:
     url = common.new_database(srv.mariadb, f"bench_scale{total}")
     engine = common.sqlalchemy_engine(url)
     base = common.db_now(engine)
