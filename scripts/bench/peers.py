@@ -36,7 +36,7 @@ from redis import Redis  # noqa: E402
 JOB_FUNC = "worker.tasks.noop_task"
 
 
-def time_ours(srv, users: int, chunk: int, repeat: int) -> list[float]:
+def time_ours(srv: common.Servers, users: int, chunk: int, repeat: int) -> list[float]:
     url = common.new_database(srv.mariadb, f"bench_peers_ours{users}")
     engine = common.sqlalchemy_engine(url)
     base = common.db_now(engine)
@@ -91,7 +91,7 @@ def time_rq_scheduler(redis_url: str, users: int) -> tuple[float, float]:
     return seconds, register_s
 
 
-def time_apscheduler(srv, users: int) -> tuple[float, float]:
+def time_apscheduler(srv: common.Servers, users: int) -> tuple[float, float]:
     from apscheduler.events import EVENT_JOB_SUBMITTED
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.job import Job
@@ -134,7 +134,7 @@ def time_apscheduler(srv, users: int) -> tuple[float, float]:
     done = threading.Event()
     lock = threading.Lock()
 
-    def on_submitted(event) -> None:
+    def on_submitted(event: object) -> None:
         nonlocal submitted
         with lock:
             submitted += 1
