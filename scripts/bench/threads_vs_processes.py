@@ -29,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
 
 from core.clock import DatabaseClock  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from dispatcher.service import Dispatcher  # noqa: E402
 
 
-def fill(engine, settings, redis_conn: Redis, jobs: int) -> int:
+def fill(engine: Engine, settings: Settings, redis_conn: Redis, jobs: int) -> int:
     dispatcher = Dispatcher.for_queue(settings.model_copy(update={"DISPATCH_BATCH_SIZE": jobs}), engine, DatabaseClock(), redis_conn)
     return dispatcher.tick().enqueued
 

@@ -23,18 +23,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
 
 from dispatcher.service import Dispatcher  # noqa: E402
 from core.clock import DatabaseClock  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 
-def fill_ours(engine, settings, redis_conn: Redis) -> int:
+def fill_ours(engine: Engine, settings: Settings, redis_conn: Redis) -> int:
     dispatcher = Dispatcher.for_queue(settings, engine, DatabaseClock(), redis_conn)
     return dispatcher.tick().enqueued
 
@@ -49,7 +52,7 @@ def fill_bare(redis_conn: Redis, jobs: int) -> int:
     return jobs
 
 
-def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float, threads: int = 1) -> dict:  # type: ignore[type-arg]
+def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worker_class: str, concurrency: int, timeout: float, threads: int = 1) -> dict[str, Any]:
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="worker.tasks:noop_task",
         LOG_LEVEL="WARNING", DISPATCH_LOCK_TTL="900000",
@@ -72,7 +75,7 @@ def run_workers(url: str, redis_url: str, redis_conn: Redis, *, jobs: int, worke
             if done >= jobs:
                 break
             if proc.poll() is not None:
-                raise RuntimeError(f"workers exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"workers exited {proc.returncode}: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done}/{jobs} jobs done after {timeout}s")
             time.sleep(0.1)
@@ -108,7 +111,7 @@ def main() -> int:
     repeat = args.repeat or (1 if args.smoke else 3)
     fork_repeat = args.fork_repeat or 1
 
-    results: dict[str, dict[str, list[dict]]] = {}  # type: ignore[type-arg]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with common.servers() as srv:
         versions = srv.versions()
         url = common.new_database(srv.mariadb, "bench_worker")
