@@ -264,8 +264,8 @@ def main() -> int:
         parts = line.split()
         if len(parts) != 6:
             continue
-        kind, user, slot, attempt, pid, at = parts
-        key = (user, norm_slot(slot), int(attempt), int(pid))
+        kind, user, slot, attempt, pid_text, at = parts
+        key = (user, norm_slot(slot), int(attempt), int(pid_text))
         (starts if kind == "S" else ends)[key] = float(at)
 
     killed_pids = {pid for proc in procs for pid in proc.pids}  # every incarnation but the last was killed

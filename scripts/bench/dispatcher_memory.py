@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
 
-def run_measured(url: str, redis_url: str, chunk: int) -> tuple[dict, float, float]:  # type: ignore[type-arg]
+def run_measured(url: str, redis_url: str, chunk: int) -> tuple[dict[str, Any], float, float]:
     """Run the CLI pass and return (summary, wall seconds, peak RSS MB) via os.wait4."""
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, DISPATCH_BATCH_SIZE="10000000",

@@ -74,7 +74,7 @@ def main() -> int:
             while time.monotonic() < deadline:
                 for proc in procs:
                     if proc.poll() is not None:
-                        raise RuntimeError(f"{proc.args} exited {proc.returncode}")
+                        raise RuntimeError(f"{proc.args!r} exited {proc.returncode}")
                 time.sleep(0.5)
         finally:
             for proc in reversed(procs):

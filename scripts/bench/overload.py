@@ -54,9 +54,15 @@ def main() -> int:
             JOB_TIMEOUT="600", LOG_LEVEL="WARNING",
         )
         cli = [common.PYTHON, "-m", "monitor_scheduler.cli"]
-        popen = {"env": env, "cwd": str(common.REPO_ROOT), "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
-        procs = [subprocess.Popen([*cli, "worker", "--concurrency", "1"], **popen) for _ in range(args.workers)]  # type: ignore[call-overload]
-        procs.append(subprocess.Popen([*cli, "dispatch", "--loop", "--every", args.period, "--mode", "queue"], **popen))  # type: ignore[call-overload]
+
+        def start_cli(*arguments: str) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [*cli, *arguments],
+                env=env, cwd=str(common.REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+
+        procs = [start_cli("worker", "--concurrency", "1") for _ in range(args.workers)]
+        procs.append(start_cli("dispatch", "--loop", "--every", args.period, "--mode", "queue"))
         from redis import Redis
         from rq import Queue
 
