@@ -1,5 +1,7 @@
 """Text that reaches a person from a source we do not control (a task's progress message, a task's
-error, a remote endpoint's answer), made safe to store and to print: the one cleaning rule.
+error, a remote endpoint's answer), made safe to store and to print: the one cleaning rule, for
+progress messages (core.tasks), run errors (core.executor, worker.webhook) and the command line's
+output of errors stored before the rule (monitor_scheduler.console).
 
 - control characters (C0, DEL, C1 such as U+009B, the terminal's CSI) and line/paragraph
   separators become spaces: a terminal or a log line shows them as a gap, never acts on them;
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import unicodedata
 from itertools import islice
+
+from core.domain import ERROR_TEXT_LIMIT
 
 SPACE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # tabs, newlines, C0/C1, separators: a space
 DROPPED_CATEGORIES = frozenset({"Cf", "Cs"})  # bidi overrides, zero-width, BOM, lone surrogates
@@ -49,3 +53,8 @@ def clean_text(text: str, limit: int) -> str:
 
 def _cut(cleaned: str, limit: int) -> str:
     return cleaned[: limit - 1].rstrip() + ELLIPSIS
+
+
+def clean_error(text: str) -> str:
+    """A run's error text as stored and printed: cleaned, at most ERROR_TEXT_LIMIT characters."""
+    return clean_text(text, ERROR_TEXT_LIMIT)

@@ -121,7 +121,7 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.service.get_schedule(args.user))
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error,
+         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
          "progressMessage": r.progress_message}
         for r in app.service.history(args.user, limit=args.runs)
     ]

@@ -134,6 +134,20 @@ def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) 
     assert row.locked_by is None
 
 
+def test_a_failing_tasks_error_is_stored_without_terminal_or_bidi_controls(backend: Backend) -> None:
+    backend.add_schedules(1)
+
+    def hostile(user_id, context):
+        raise RuntimeError("remote said \x9b2J\x1b[31mred\u202egnp.exe\u200b\nsecond line")
+
+    dispatcher, _, _ = make_dispatcher(backend, task=hostile)
+    dispatcher.tick()
+
+    expected = "RuntimeError: remote said  2J [31mredgnp.exe second line"
+    assert backend.schedule("user-000000").last_error == expected
+    assert backend.runs("user-000000")[-1].error == expected
+
+
 def test_a_stale_worker_cannot_overwrite_the_newer_run(backend: Backend) -> None:
     backend.add_schedules(1, interval=5)
     cfg = backend.settings()

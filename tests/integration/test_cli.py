@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import domain, lease, queries
+from core import domain, lease, queries, writes
 from core.db import create_db_engine
+from schema.models import schedules
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 
 
@@ -238,3 +239,25 @@ def test_schedule_show_prints_the_state_and_progress_and_history_keeps_the_last_
         engine.dispose()
     shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
     assert (shown["state"], shown["progress"], shown["progressMessage"]) == ("queued", None, None)
+
+
+def test_schedule_show_cleans_errors_stored_before_errors_were_cleaned(workdir: Path) -> None:
+    assert run(workdir, "migrate").returncode == 0
+    assert run(workdir, "schedule", "set", "alice").returncode == 0
+    raw = "boom \x9b2J\x1b[31m\u202egnp.exe"
+    engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
+    try:
+        with engine.begin() as conn:  # rows as an older version stored them: the error verbatim
+            conn.execute(schedules.update().where(schedules.c.userId == "alice").values(lastError=raw))
+            now = datetime.now(UTC).replace(tzinfo=None)
+            writes.insert_runs(conn, [domain.RunRecord(
+                user_id="alice", trigger="schedule", slot=now, attempt=1, lease_token="t", status="failed", error=raw,
+                skipped_slots=0, enqueued_at=None, started_at=now, finished_at=now, duration_ms=1, worker="w",
+            )])
+    finally:
+        engine.dispose()
+    shown = run(workdir, "schedule", "show", "alice")
+    assert shown.returncode == 0
+    assert "\x9b" not in shown.stdout and "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+    data = json.loads(shown.stdout)
+    assert data["lastError"] == data["recentRuns"][0]["error"] == "boom  2J [31mgnp.exe"
