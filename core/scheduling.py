@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 MIN_INTERVAL_MINUTES = 1
 MAX_INTERVAL_MINUTES = 1440
 MAX_USER_ID_LENGTH = 64
+MIN_RETENTION_DAYS = 1  # `prune --days 0` (or less) would delete the run that just finished
+MAX_RETENTION_DAYS = 36_500  # a hundred years; far beyond it the cutoff date is out of range
 
 
 @dataclass(frozen=True)

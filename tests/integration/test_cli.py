@@ -127,6 +127,43 @@ def test_unlock_and_prune_commands(workdir: Path) -> None:
     assert run(workdir, "unlock").returncode == 2, "--expired is required: say what you unlock"
 
 
+def _runs_in_history(workdir: Path) -> int:
+    engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
+    try:
+        with engine.connect() as conn:
+            return len(queries.recent_runs(conn, user_id=None, limit=1000))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("days", ["-1", "0", "36501", "abc", "1.5"])
+def test_prune_refuses_days_outside_the_range_and_deletes_nothing(workdir: Path, days: str) -> None:
+    run(workdir, "migrate")
+    run(workdir, "schedule", "set", "alice")
+    assert run(workdir, "dispatch").returncode == 0
+    assert _runs_in_history(workdir) == 1
+    result = run(workdir, "prune", f"--days={days}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--days" in result.stderr and "from 1 to 36500" in result.stderr
+    assert _runs_in_history(workdir) == 1, "not even the run that just finished is deleted"
+    assert run(workdir, "prune", "--days=1").stdout.startswith("pruned 0 run(s)")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("schedule", "list", "--limit", "-2"), "--limit"), (("schedule", "list", "--limit", "0"), "--limit"),
+     (("schedule", "list", "--offset", "-1"), "--offset"), (("schedule", "show", "alice", "--runs", "-1"), "--runs"),
+     (("schedule", "show", "alice", "--runs", "0"), "--runs"), (("worker", "--concurrency", "-1"), "--concurrency")],
+)
+def test_negative_or_zero_paging_exits_2_naming_the_option_and_its_range(workdir: Path, args: tuple[str, ...], says: str) -> None:
+    run(workdir, "migrate")
+    run(workdir, "schedule", "set", "alice")
+    result = run(workdir, *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {says}: must be a whole number from" in result.stderr
+    assert result.stdout == ""
+
+
 def _cron_env(workdir: Path, **extra: str) -> dict[str, str]:
     """What cron gives a job: almost nothing. Settings come from crontab variables."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "SHELL": "/bin/sh", "DATABASE_URL": f"sqlite:///{workdir / 'cli.db'}",

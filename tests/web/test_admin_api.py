@@ -168,3 +168,15 @@ def test_overview_in_queue_mode_reads_rq_registries(queue_web: WebHarness, redis
     assert body["queue"] == {"mode": "queue", "reachable": True, "queueLength": 3, "workers": 0,
                              "failedJobs": 0, "startedJobs": 0, "error": None}
     assert body["dispatcher"]["lastPass"]["enqueued"] == 3
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{ADMIN}/schedules?limit=-2", f"{ADMIN}/schedules?limit=0", f"{ADMIN}/schedules?offset=-1",
+     f"{ADMIN}/runs?userId=user-000000&limit=-1", f"{ADMIN}/runs?userId=user-000000&limit=0",
+     f"{ADMIN}/schedules/user-000000/runs?limit=-1", "/api/schedules/me/runs?limit=-1", "/api/schedules/me/runs?limit=0"],
+)
+def test_negative_or_zero_paging_is_422(web: WebHarness, path: str) -> None:
+    """The API's side of the CLI's paging ranges (schedule list --limit/--offset, show --runs)."""
+    web.backend.add_schedules(1)
+    assert web.client.get(path, headers=web.auth("user-000000", admin=True)).status_code == 422
