@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core import shutdown
 from core.domain import ScheduleFilter
-from core.exceptions import ConfigurationError, DispatchFailed, MonitorSchedulerError
+from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, MonitorSchedulerError
 from core.logs import configure_logging
 from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from core.settings import Settings, load_settings
@@ -196,6 +196,22 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+MAX_LINK_TTL_SECONDS = 7 * 24 * 3600
+"""A one-time link valid for a week at most: long enough for any mail, short enough that an old
+inbox holds no live links (and an absurd --ttl can never mint a token whose expiry no date holds)."""
+
+
+def link_ttl(text: str) -> int:
+    """An argparse `type=` for login-link --ttl: a duration from 1s to 168h (7 days), in seconds."""
+    try:
+        seconds = parse_duration(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 1 <= seconds <= MAX_LINK_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be from 1s to 168h (7 days), got {text!r}")
+    return int(seconds)
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
@@ -285,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login-link", help="print a one-time sign-in URL for a user")
     p.add_argument("user", help="the user id the link signs in as")
     p.add_argument("--admin", action="store_true", help="the link grants admin rights")
-    p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
+    p.add_argument("--ttl", type=link_ttl, default="15m",
+                   help="how long the link stays valid: 30s, 15m, 2h; from 1s to 168h (7 days), default 15m")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
 
     p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)")

@@ -132,3 +132,13 @@ def test_a_token_for_alice_with_a_trailing_space_reaches_nobody(web: WebHarness)
         response = web.client.request(method, ME, json=body, headers=web.auth("alice "))
         assert response.status_code == 401 and "whitespace" in response.json()["message"]
     assert web.client.get(ME, headers=web.auth("alice")).json()["intervalMinutes"] == 5
+
+
+@pytest.mark.parametrize("exp", [253_402_300_800, 10**20, 1e300], ids=["year 10000", "10**20", "1e300"])
+def test_a_token_expiring_after_the_year_9999_is_401_at_login_and_as_bearer(web: WebHarness, exp: float) -> None:
+    """A host may mint such a token (or login-link --ttl did): refused, never an OverflowError (500)."""
+    link_token = web.token("alice", jti=secrets.token_hex(8), exp=exp)
+    response = TestClient(web.api, follow_redirects=False).get(f"/login?token={link_token}")
+    assert response.status_code == 401
+    bearer = web.client.get(ME, headers={"Authorization": f"Bearer {web.token('alice', exp=exp)}"})
+    assert bearer.status_code == 401 and "exp" in bearer.json()["message"]
