@@ -64,7 +64,8 @@ def test_a_bad_interval_exits_2_names_the_limits_and_writes_nothing(workdir: Pat
     assert schedule_rows(workdir) == []
 
 
-@pytest.mark.parametrize("bad,says", [("alice ", "whitespace"), (" ", "whitespace"), ("ev\u202eil", "U+202E"), ("c1\x9b", "U+009B")])
+@pytest.mark.parametrize("bad,says", [("alice ", "whitespace"), (" ", "whitespace"), ("ev\u202eil", "U+202E"), ("c1\x9b", "U+009B"),
+                                      ("jose\u0301", "NFC form"), ("\u3164", "U+3164"), ("alice\u2800", "U+2800")])
 def test_a_bad_user_id_exits_2_says_why_and_writes_nothing(workdir: Path, bad: str, says: str) -> None:
     run(workdir, "migrate")
     result = run(workdir, "schedule", "set", bad, "--interval=9")

@@ -142,3 +142,12 @@ def test_a_token_expiring_after_the_year_9999_is_401_at_login_and_as_bearer(web:
     assert response.status_code == 401
     bearer = web.client.get(ME, headers={"Authorization": f"Bearer {web.token('alice', exp=exp)}"})
     assert bearer.status_code == 401 and "exp" in bearer.json()["message"]
+
+
+@pytest.mark.parametrize(("sub", "says"), [("jose\u0301", "NFC form"), ("alice\u3164", "U+3164"), ("\u115f", "U+115F")])
+def test_a_token_whose_sub_is_not_nfc_or_invisible_signs_in_nobody(web: WebHarness, sub: str, says: str) -> None:
+    bearer = web.client.get(ME, headers={"Authorization": f"Bearer {web.token(sub)}"})
+    assert bearer.status_code == 401 and says in bearer.json()["message"]
+    browser = TestClient(web.api, follow_redirects=False)
+    assert browser.get(web.sign_in_link(sub)).status_code == 401
+    assert browser.get("/settings").status_code == 401
