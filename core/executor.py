@@ -49,6 +49,7 @@ from core.progress import ProgressPolicy, Report, RunProgress
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
 from core.tasks import EventLoopThread, RunContext, Task, load_task
+from core.text import clean_error
 from core.writes import insert_runs
 
 logger = logging.getLogger(__name__)
@@ -391,4 +392,6 @@ class Runner:
 
 
 def _error_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip() or type(exc).__name__
+    """The exception as lastError and history show it: the task (or a remote answer it quotes)
+    chooses this text, so terminal and bidi control characters are cleaned out before it is stored."""
+    return clean_error("".join(traceback.format_exception_only(type(exc), exc))) or type(exc).__name__

@@ -11,11 +11,13 @@ whatever it returns that is awaitable is run to completion on the process's one 
 A long task may call `context.progress(fraction, message)` as often as it likes: the executor
 binds a reporter that stores it (throttled, fenced on the run's lease) for the settings page, the
 admin overview, the API and `schedule show`. The rules, decided here once:
-- `fraction` is a real number; outside 0..1 it is clamped (a task whose estimate overshoots still
-  reports); NaN, infinities and non-numbers (bool included) are refused;
-- `message` is text (None is ""; anything else goes through `str()`); control characters and
-  line/paragraph separators become spaces, format characters (bidi overrides, zero-width) and
-  lone surrogates are dropped, the ends are stripped and it is cut to 255 characters;
+- `fraction` is a real number (int, float, Fraction, Decimal); outside 0..1 it is clamped (a task
+  whose estimate overshoots still reports); NaN, infinities, numbers beyond float's range and
+  non-numbers (bool included) are refused;
+- `message` is text (None is ""; anything else goes through `str()`), cleaned by core.text's rule:
+  control characters and line/paragraph separators become spaces, format characters (bidi
+  overrides, zero-width) and lone surrogates are dropped, the ends are stripped and it is cut to
+  255 characters (cut while it is cleaned: a huge message costs no more than a short one);
 - a refused call is logged and ignored, and a reporter that fails is logged: progress never fails
   a run. A context built without a reporter (a task author's test) validates and does nothing else.
 """
@@ -29,24 +31,22 @@ import logging
 import math
 import os
 import threading
-import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from numbers import Real
 from typing import Any, cast
 
 from core.exceptions import TaskImportError
 from core.settings import Settings
+from core.text import clean_text
 
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE_LIMIT = 255
 """Characters of a progress message kept (the VARCHAR(255) columns of the schedule and history)."""
-
-_SPACE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})  # tabs, newlines, C0/C1, separators: a space
-_DROPPED_CATEGORIES = frozenset({"Cf", "Cs"})  # bidi overrides, zero-width, BOM, lone surrogates
 
 ProgressReporter = Callable[[float, str], None]
 """Receives progress already checked by `clean_progress`: a fraction in 0..1 and clean text."""
@@ -58,27 +58,23 @@ def _no_reporter(fraction: float, message: str) -> None:
 
 def clean_progress(fraction: object, message: object = "") -> tuple[float, str]:
     """The stored form of a progress report; ValueError for a fraction that is no finite number."""
-    if isinstance(fraction, bool) or not isinstance(fraction, Real):
+    if isinstance(fraction, bool) or not isinstance(fraction, Real | Decimal):
         raise ValueError(f"progress fraction must be a number from 0 to 1, got {type(fraction).__name__}")
-    value = float(fraction)
+    try:
+        value = float(fraction)
+    except OverflowError:  # an int or Fraction beyond float's range (10**400): far outside 0..1
+        raise ValueError(f"progress fraction out of range: must be a number from 0 to 1, got a {type(fraction).__name__} beyond float range") from None
+    except ValueError:  # Decimal("sNaN") will not convert
+        raise ValueError(f"progress fraction must be a number from 0 to 1, got {type(fraction).__name__} {fraction}") from None
     if not math.isfinite(value):
         raise ValueError(f"progress fraction must be a number from 0 to 1, got {value}")
     return min(1.0, max(0.0, value)), clean_message(message)
 
 
 def clean_message(message: object) -> str:
+    """A progress message as stored: text, cleaned and cut by the one rule (core.text.clean_text)."""
     text = "" if message is None else message if isinstance(message, str) else str(message)
-    kept = []
-    for ch in text:
-        category = unicodedata.category(ch)
-        if category in _SPACE_CATEGORIES:
-            kept.append(" ")
-        elif category not in _DROPPED_CATEGORIES:
-            kept.append(ch)
-    text = "".join(kept).strip()
-    if len(text) > PROGRESS_MESSAGE_LIMIT:
-        text = text[: PROGRESS_MESSAGE_LIMIT - 1].rstrip() + "…"
-    return text
+    return clean_text(text, PROGRESS_MESSAGE_LIMIT)
 
 
 @dataclass(frozen=True)

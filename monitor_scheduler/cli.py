@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import logging
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -20,8 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core import shutdown
 from core.domain import ScheduleFilter
-from core.exceptions import ConfigurationError, DispatchFailed, MonitorSchedulerError
+from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, MonitorSchedulerError
 from core.logs import configure_logging
+from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from dispatcher.service import Mode
@@ -121,7 +123,7 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.service.get_schedule(args.user))
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": r.error,
+         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
          "progressMessage": r.progress_message}
         for r in app.service.history(args.user, limit=args.runs)
     ]
@@ -173,6 +175,43 @@ def cmd_prune(app: App, args: argparse.Namespace) -> int:
 
 # --- parser ---------------------------------------------------------------------------------------
 
+MAX_LIST_LIMIT = 10_000
+MAX_OFFSET = 10_000_000  # as the admin API's
+MAX_HISTORY_RUNS = 10_000
+MAX_WORKER_PROCESSES = 256  # as WORKER_CONCURRENCY
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() would read "٥" and "1_0")
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type=` for a whole number from `low` to `high`: anything else is argparse's
+    exit 2, with the option's name and the range in the message, before anything is touched."""
+
+    def parse(text: str) -> int:
+        stripped = text.strip()
+        value = int(stripped) if _WHOLE_NUMBER.fullmatch(stripped) else None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+MAX_LINK_TTL_SECONDS = 7 * 24 * 3600
+"""A one-time link valid for a week at most: long enough for any mail, short enough that an old
+inbox holds no live links (and an absurd --ttl can never mint a token whose expiry no date holds)."""
+
+
+def link_ttl(text: str) -> int:
+    """An argparse `type=` for login-link --ttl: a duration from 1s to 168h (7 days), in seconds."""
+    try:
+        seconds = parse_duration(text)
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 1 <= seconds <= MAX_LINK_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be from 1s to 168h (7 days), got {text!r}")
+    return int(seconds)
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
@@ -196,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dispatch)
 
     p = sub.add_parser("worker", help="start RQ workers on the queue")
-    p.add_argument("--concurrency", type=int, help="worker processes (default WORKER_CONCURRENCY)")
+    p.add_argument("--concurrency", type=whole_number(1, MAX_WORKER_PROCESSES), metavar="N",
+                   help=f"worker processes, 1-{MAX_WORKER_PROCESSES} (default WORKER_CONCURRENCY)")
     p.add_argument("--worker-class", choices=["simple", "fork"], help="default WORKER_CLASS")
     p.add_argument("--threads", type=int, help="runs at once in each worker process (default WORKER_THREADS)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -212,15 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schedule_set, enabled=None)
     p = sched.add_parser("show", help="one user's schedule and recent runs")
     p.add_argument("user")
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=whole_number(1, MAX_HISTORY_RUNS), default=10, metavar="N",
+                   help=f"recent runs shown, 1-{MAX_HISTORY_RUNS} (default 10)")
     p.set_defaults(func=cmd_schedule_show)
     p = sched.add_parser("list", help="list schedules")
     filters = p.add_mutually_exclusive_group()
     for f in ScheduleFilter:
         filters.add_argument(f"--{f.value}", action="store_true")
     p.add_argument("--search", help="user id contains")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--limit", type=whole_number(1, MAX_LIST_LIMIT), default=100, metavar="N",
+                   help=f"schedules shown, 1-{MAX_LIST_LIMIT} (default 100)")
+    p.add_argument("--offset", type=whole_number(0, MAX_OFFSET), default=0, metavar="N",
+                   help=f"schedules skipped first, 0-{MAX_OFFSET} (default 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_schedule_list)
 
@@ -236,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_unlock)
 
     p = sub.add_parser("prune", help="delete run history older than HISTORY_RETENTION_DAYS and capacity samples older than CAPACITY_SAMPLE_RETENTION")
-    p.add_argument("--days", type=int, help="override HISTORY_RETENTION_DAYS")
+    p.add_argument("--days", type=whole_number(MIN_RETENTION_DAYS, MAX_RETENTION_DAYS), metavar="N",
+                   help=f"keep N days of history, {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} (default HISTORY_RETENTION_DAYS)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("demo", help="seed demo users and dispatch them in sync mode (the embedded default)")
@@ -257,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login-link", help="print a one-time sign-in URL for a user")
     p.add_argument("user", help="the user id the link signs in as")
     p.add_argument("--admin", action="store_true", help="the link grants admin rights")
-    p.add_argument("--ttl", default="15m", help="how long the link stays valid: 30s, 15m, 2h (default 15m)")
+    p.add_argument("--ttl", type=link_ttl, default="15m",
+                   help="how long the link stays valid: 30s, 15m, 2h; from 1s to 168h (7 days), default 15m")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
 
     p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)")

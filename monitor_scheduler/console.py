@@ -12,6 +12,7 @@ from types import FrameType
 from core import shutdown
 from core.clock import utc_text
 from core.domain import DispatchSummary, Schedule
+from core.text import clean_error
 from dispatcher.loop import DispatchLoop
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 def fmt(moment: datetime | None) -> str:
     return utc_text(moment, sep=" ")
+
+
+def printable_error(error: str | None) -> str | None:
+    """An error as a terminal may show it: rows stored before errors were cleaned may hold terminal
+    and bidi control characters (a task's or a remote server's text)."""
+    return None if error is None else clean_error(error)
 
 
 def schedule_dict(schedule: Schedule) -> dict[str, object]:
@@ -29,7 +36,7 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
         "nextRunAt": fmt(schedule.next_run_at),
         "lastRunAt": fmt(schedule.last_run_at),
         "lastStatus": schedule.last_status,
-        "lastError": schedule.last_error,
+        "lastError": printable_error(schedule.last_error),
         "lockedUntil": fmt(schedule.locked_until),
         "lockedBy": schedule.locked_by,
         "state": schedule.state.value,

@@ -18,7 +18,7 @@ import uvicorn
 from core.exceptions import ConfigurationError, InvalidInput
 from core.scheduling import validate_user_id
 from core.settings import Settings
-from dispatcher.loop import DispatchLoop, parse_duration
+from dispatcher.loop import DispatchLoop
 from dispatcher.service import Mode
 from monitor_scheduler.demo import DEMO_USERS
 from monitor_scheduler.wiring import App
@@ -46,9 +46,7 @@ def cmd_login_link(app: App, args: argparse.Namespace) -> int:
         user_id = validate_user_id(args.user)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    ttl = int(parse_duration(args.ttl))
-    if ttl < 1:
-        raise InvalidInput("--ttl must be at least 1s")
+    ttl: int = args.ttl  # seconds, in range: checked by the parser (cli.link_ttl)
     print(sign_in_url(app.settings.WEB_BASE_URL, app.settings.SECRET_KEY.get_secret_value(), user_id, admin=args.admin, ttl_seconds=ttl))
     return 0
 

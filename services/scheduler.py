@@ -35,6 +35,8 @@ from core.domain import DispatchSummary, RunRecord, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, QueueUnavailable, UnknownUser
 from core.health import HealthReport, evaluate, measure_load
 from core.scheduling import (
+    MAX_RETENTION_DAYS,
+    MIN_RETENTION_DAYS,
     rescheduled_after_change,
     validate_interval,
     validate_user_id,
@@ -276,8 +278,10 @@ class SchedulerService:
 
     def prune_history(self, days: int | None = None) -> tuple[int, datetime]:
         """Delete history older than `days` (HISTORY_RETENTION_DAYS) in short transactions."""
+        if days is not None and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:  # 0 or less: everything
+            raise InvalidInput(f"days must be from {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, got {days}")
         return self._prune(lambda conn, cutoff: writes.prune_runs(conn, finished_before=cutoff, batch=PRUNE_BATCH),
-                           days or self.settings.HISTORY_RETENTION_DAYS)
+                           self.settings.HISTORY_RETENTION_DAYS if days is None else days)
 
     def prune_samples(self) -> tuple[int, datetime]:
         """Delete capacity samples older than CAPACITY_SAMPLE_RETENTION days, in short transactions."""

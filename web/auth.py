@@ -1,6 +1,6 @@
 """Who the caller is: signed, expiring JWTs (HS256 with SECRET_KEY), minted by the host application.
 
-Claims: `sub` (the user id, required), `exp` (required, checked), `admin` (boolean, default false),
+Claims: `sub` (the user id, required), `exp` (required, checked, before the year 9999), `admin` (boolean, default false),
 and for one-time sign-in links a `jti` that the server remembers as used. A token with a `jti` is a
 sign-in link's and is accepted at /login only, never as a Bearer API credential.
 
@@ -16,6 +16,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import jwt
@@ -25,6 +26,8 @@ from services.sessions import CLOCK_LEEWAY_SECONDS, SessionService
 
 ALGORITHM = "HS256"
 DEFAULT_LINK_TTL_SECONDS = 15 * 60
+MAX_EXP = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp())
+"""The latest `exp` accepted: a year of margin below datetime's limit (leeway, time zones)."""
 
 
 class AuthError(Exception):
@@ -56,6 +59,11 @@ def decode_token(secret: str, token: str) -> tuple[Principal, dict[str, object]]
         raise AuthError("token expired") from None
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {exc}") from None
+    expires = claims["exp"]
+    if isinstance(expires, bool) or not isinstance(expires, int | float) or not expires <= MAX_EXP:
+        # PyJWT only checks that `exp` has not passed; beyond year 9999 no date (used-token row,
+        # session) can hold it: refused here, not an OverflowError later.
+        raise AuthError("invalid token: 'exp' must be a number of seconds before the year 9999")
     admin = claims.get("admin", False)
     if not isinstance(admin, bool):
         raise AuthError("invalid token: 'admin' must be a boolean")

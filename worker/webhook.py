@@ -4,7 +4,7 @@
 to MONITOR_WEBHOOK_URL. The header `X-Monitor-Signature: t=<unix seconds>,v1=<hex>` carries
 HMAC-SHA256(MONITOR_WEBHOOK_SECRET, "<t>.<raw body>"): the receiver recomputes it, compares in
 constant time, and rejects old timestamps (replay). A non-2xx answer or a timeout fails the run,
-with the status and the start of the response in lastError.
+with the status and the start of the response, cleaned (core.text), in lastError.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from core.clock import utc_text
 from core.exceptions import ConfigurationError
 from core.settings import Settings
+from core.text import clean_text
 from worker.tasks import RunContext
 
 logger = logging.getLogger(__name__)
@@ -75,8 +76,9 @@ class WebhookTask:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read(RESPONSE_EXCERPT)
         except urllib.error.HTTPError as exc:
-            excerpt = exc.read(RESPONSE_EXCERPT).decode("utf-8", errors="replace")
+            # The remote server chooses these bytes: no terminal or bidi control reaches lastError.
+            excerpt = clean_text(exc.read(RESPONSE_EXCERPT).decode("utf-8", errors="replace"), RESPONSE_EXCERPT)
             raise WebhookFailed(f"webhook answered HTTP {exc.code}: {excerpt}") from None
         except (TimeoutError, urllib.error.URLError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = clean_text(str(getattr(exc, "reason", exc)), RESPONSE_EXCERPT)
             raise WebhookFailed(f"webhook failed: {reason}") from None

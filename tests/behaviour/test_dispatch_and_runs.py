@@ -13,11 +13,12 @@ import pytest
 from dispatcher.service import DispatchPolicy, Dispatcher
 from dispatcher.sinks import InlineSink
 from core import domain, lease, queries, writes
-from core.exceptions import LeaseHeld, UnknownUser
+from core.exceptions import InvalidInput, LeaseHeld, UnknownUser
 from core.domain import RunStatus, Trigger
 from tests.conftest import T0, Backend
 from core import shutdown
 from core.executor import Runner, RunResult
+from monitor_scheduler.wiring import App
 
 
 def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):
@@ -132,6 +133,20 @@ def test_a_failing_task_is_recorded_and_the_schedule_moves_on(backend: Backend) 
     assert row.last_error.startswith("ValueError: xxx") and len(row.last_error) <= domain.ERROR_TEXT_LIMIT
     assert row.next_run_at == T0 + timedelta(minutes=10)
     assert row.locked_by is None
+
+
+def test_a_failing_tasks_error_is_stored_without_terminal_or_bidi_controls(backend: Backend) -> None:
+    backend.add_schedules(1)
+
+    def hostile(user_id, context):
+        raise RuntimeError("remote said \x9b2J\x1b[31mred\u202egnp.exe\u200b\nsecond line")
+
+    dispatcher, _, _ = make_dispatcher(backend, task=hostile)
+    dispatcher.tick()
+
+    expected = "RuntimeError: remote said  2J [31mredgnp.exe second line"
+    assert backend.schedule("user-000000").last_error == expected
+    assert backend.runs("user-000000")[-1].error == expected
 
 
 def test_a_stale_worker_cannot_overwrite_the_newer_run(backend: Backend) -> None:
@@ -249,6 +264,20 @@ def test_prune_deletes_only_history_older_than_the_cutoff(backend: Backend) -> N
         assert writes.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30), batch=1) == 1
         assert writes.prune_runs(conn, finished_before=backend.clock.moment - timedelta(days=30)) == 0
     assert [r.trigger for r in backend.runs()] == ["manual"]
+
+
+@pytest.mark.parametrize("days", [-1, 0, 36_501])
+def test_the_service_refuses_a_retention_outside_the_range_and_deletes_nothing(backend: Backend, days: int) -> None:
+    """Whoever calls it (not only the CLI, whose --days is checked first): 0 is not the default and
+    -1 is not "everything"."""
+    backend.add_schedules(1)
+    dispatcher, _, _ = make_dispatcher(backend)
+    dispatcher.tick()
+    service = App(backend.settings(), backend.engine, backend.clock).service
+    with pytest.raises(InvalidInput, match="days must be from 1 to 36500"):
+        service.prune_history(days)
+    assert len(backend.runs()) == 1
+    assert service.prune_history(1)[0] == 0
 
 
 def test_the_heartbeat_keeps_the_lease_of_a_long_run(backend: Backend) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from core import domain, lease, queries
+from core import domain, lease, queries, writes
 from core.db import create_db_engine
+from schema.models import schedules
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 
 
@@ -63,7 +64,8 @@ def test_a_bad_interval_exits_2_names_the_limits_and_writes_nothing(workdir: Pat
     assert schedule_rows(workdir) == []
 
 
-@pytest.mark.parametrize("bad,says", [("alice ", "whitespace"), (" ", "whitespace"), ("ev\u202eil", "U+202E"), ("c1\x9b", "U+009B")])
+@pytest.mark.parametrize("bad,says", [("alice ", "whitespace"), (" ", "whitespace"), ("ev\u202eil", "U+202E"), ("c1\x9b", "U+009B"),
+                                      ("jose\u0301", "NFC form"), ("\u3164", "U+3164"), ("alice\u2800", "U+2800")])
 def test_a_bad_user_id_exits_2_says_why_and_writes_nothing(workdir: Path, bad: str, says: str) -> None:
     run(workdir, "migrate")
     result = run(workdir, "schedule", "set", bad, "--interval=9")
@@ -124,6 +126,43 @@ def test_unlock_and_prune_commands(workdir: Path) -> None:
     assert run(workdir, "unlock", "--expired").stdout.startswith("unlocked 0")
     assert run(workdir, "prune").stdout.startswith("pruned 0")
     assert run(workdir, "unlock").returncode == 2, "--expired is required: say what you unlock"
+
+
+def _runs_in_history(workdir: Path) -> int:
+    engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
+    try:
+        with engine.connect() as conn:
+            return len(queries.recent_runs(conn, user_id=None, limit=1000))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("days", ["-1", "0", "36501", "abc", "1.5"])
+def test_prune_refuses_days_outside_the_range_and_deletes_nothing(workdir: Path, days: str) -> None:
+    run(workdir, "migrate")
+    run(workdir, "schedule", "set", "alice")
+    assert run(workdir, "dispatch").returncode == 0
+    assert _runs_in_history(workdir) == 1
+    result = run(workdir, "prune", f"--days={days}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--days" in result.stderr and "from 1 to 36500" in result.stderr
+    assert _runs_in_history(workdir) == 1, "not even the run that just finished is deleted"
+    assert run(workdir, "prune", "--days=1").stdout.startswith("pruned 0 run(s)")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(("schedule", "list", "--limit", "-2"), "--limit"), (("schedule", "list", "--limit", "0"), "--limit"),
+     (("schedule", "list", "--offset", "-1"), "--offset"), (("schedule", "show", "alice", "--runs", "-1"), "--runs"),
+     (("schedule", "show", "alice", "--runs", "0"), "--runs"), (("worker", "--concurrency", "-1"), "--concurrency")],
+)
+def test_negative_or_zero_paging_exits_2_naming_the_option_and_its_range(workdir: Path, args: tuple[str, ...], says: str) -> None:
+    run(workdir, "migrate")
+    run(workdir, "schedule", "set", "alice")
+    result = run(workdir, *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {says}: must be a whole number from" in result.stderr
+    assert result.stdout == ""
 
 
 def _cron_env(workdir: Path, **extra: str) -> dict[str, str]:
@@ -238,3 +277,25 @@ def test_schedule_show_prints_the_state_and_progress_and_history_keeps_the_last_
         engine.dispose()
     shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
     assert (shown["state"], shown["progress"], shown["progressMessage"]) == ("queued", None, None)
+
+
+def test_schedule_show_cleans_errors_stored_before_errors_were_cleaned(workdir: Path) -> None:
+    assert run(workdir, "migrate").returncode == 0
+    assert run(workdir, "schedule", "set", "alice").returncode == 0
+    raw = "boom \x9b2J\x1b[31m\u202egnp.exe"
+    engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")
+    try:
+        with engine.begin() as conn:  # rows as an older version stored them: the error verbatim
+            conn.execute(schedules.update().where(schedules.c.userId == "alice").values(lastError=raw))
+            now = datetime.now(UTC).replace(tzinfo=None)
+            writes.insert_runs(conn, [domain.RunRecord(
+                user_id="alice", trigger="schedule", slot=now, attempt=1, lease_token="t", status="failed", error=raw,
+                skipped_slots=0, enqueued_at=None, started_at=now, finished_at=now, duration_ms=1, worker="w",
+            )])
+    finally:
+        engine.dispose()
+    shown = run(workdir, "schedule", "show", "alice")
+    assert shown.returncode == 0
+    assert "\x9b" not in shown.stdout and "\x1b" not in shown.stdout and "\u202e" not in shown.stdout
+    data = json.loads(shown.stdout)
+    assert data["lastError"] == data["recentRuns"][0]["error"] == "boom  2J [31mgnp.exe"

@@ -14,8 +14,8 @@ from dispatcher.service import Dispatcher
 from core.exceptions import ConfigurationError
 from tests.conftest import Backend
 from core.executor import Runner
-from core.tasks import load_task
-from worker.webhook import SIGNATURE_HEADER, verify
+from core.tasks import RunContext, load_task
+from worker.webhook import SIGNATURE_HEADER, WebhookFailed, WebhookTask, verify
 
 SECRET = "whsec-test"
 
@@ -84,6 +84,16 @@ def test_a_non_2xx_answer_fails_the_run_with_status_and_excerpt(sqlite_backend: 
     assert "HTTP 503" in row.last_error and "maintenance until noon" in row.last_error
     assert len(row.last_error) < 400, "an excerpt, not the whole answer"
     assert row.locked_by is None and row.next_run_at > sqlite_backend.clock.moment, "the schedule moves on"
+
+
+def test_the_remote_answer_is_cleaned_before_it_becomes_the_error(sqlite_backend: Backend, receiver) -> None:
+    """The remote server chooses the excerpt: its terminal and bidi controls never reach lastError."""
+    state, url = receiver
+    state.status, state.body = 500, "down\x1b]0;owned\x07 \u009b2J\u202eevil".encode()
+    task = WebhookTask(url, SECRET.encode(), timeout=5)
+    with pytest.raises(WebhookFailed) as failed:
+        task("user-000000", RunContext(slot=sqlite_backend.clock.moment, trigger="sync", attempt=1))
+    assert str(failed.value) == "webhook answered HTTP 500: down ]0;owned   2Jevil"
 
 
 def test_a_timeout_fails_the_run(sqlite_backend: Backend, receiver) -> None:

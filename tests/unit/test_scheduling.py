@@ -105,5 +105,32 @@ def test_interval_errors_are_the_same_clear_message_for_every_bad_text() -> None
 
 
 def test_user_ids_may_be_any_text_up_to_64_characters() -> None:
-    for uid in ["a", "ü" * 64, "user@example.com", "a b/c?d=e", "日本語", "Zoë O'Brien", "🦊fox"]:
+    for uid in ["a", "ü" * 64, "user@example.com", "a b/c?d=e", "日本語", "Zoë O'Brien", "🦊fox", "한글", "ㄱ", "ﾊﾝｶｸ"]:
         assert validate_user_id(uid) == uid
+
+
+NFD_JOSE = "jose\u0301"  # "josé" typed decomposed: e + COMBINING ACUTE ACCENT
+
+
+def test_user_ids_must_be_in_nfc_form_and_are_not_normalized() -> None:
+    """NFC and NFD "josé" look identical everywhere: they must not be two schedules. The NFD one is
+    refused, not mapped onto the NFC one (which may be somebody else's)."""
+    assert validate_user_id("jos\u00e9") == "jos\u00e9"
+    with pytest.raises(ValueError, match="NFC form"):
+        validate_user_id(NFD_JOSE)
+    with pytest.raises(ValueError, match="NFC form"):
+        validate_user_id("\u212b")  # ANGSTROM SIGN: its NFC form is Å (U+00C5)
+
+
+INVISIBLE = [
+    "\u3164", "\u115f", "\u1160", "\u2800", "\u034f", "\uffa0", "\u17b4", "\u17b5", "\ufe00", "\ufe0f",
+    "\U000e0100", "\U000e01ef", "\u180b", "\u180f", "\U000e0020", "\U000e007f", "\u2065",
+]
+
+
+@pytest.mark.parametrize("ch", INVISIBLE, ids=[f"U+{ord(c):04X}" for c in INVISIBLE])
+@pytest.mark.parametrize("where", ["alone", "at the end", "inside"])
+def test_user_ids_refuse_default_ignorable_and_filler_characters(ch: str, where: str) -> None:
+    candidate = {"alone": ch, "at the end": "alice" + ch, "inside": "al" + ch + "ice"}[where]
+    with pytest.raises(ValueError, match=f"U\\+{ord(ch):04X}"):
+        validate_user_id(candidate)

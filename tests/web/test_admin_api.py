@@ -168,3 +168,26 @@ def test_overview_in_queue_mode_reads_rq_registries(queue_web: WebHarness, redis
     assert body["queue"] == {"mode": "queue", "reachable": True, "queueLength": 3, "workers": 0,
                              "failedJobs": 0, "startedJobs": 0, "error": None}
     assert body["dispatcher"]["lastPass"]["enqueued"] == 3
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{ADMIN}/schedules?limit=-2", f"{ADMIN}/schedules?limit=0", f"{ADMIN}/schedules?offset=-1",
+     f"{ADMIN}/runs?userId=user-000000&limit=-1", f"{ADMIN}/runs?userId=user-000000&limit=0",
+     f"{ADMIN}/schedules/user-000000/runs?limit=-1", "/api/schedules/me/runs?limit=-1", "/api/schedules/me/runs?limit=0"],
+)
+def test_negative_or_zero_paging_is_422(web: WebHarness, path: str) -> None:
+    """The API's side of the CLI's paging ranges (schedule list --limit/--offset, show --runs)."""
+    web.backend.add_schedules(1)
+    assert web.client.get(path, headers=web.auth("user-000000", admin=True)).status_code == 422
+
+
+@pytest.mark.parametrize(("bad", "says"), [("jose\u0301", "NFC form"), ("alice\u3164", "U+3164"), ("\u2800", "U+2800")])
+def test_the_api_refuses_non_nfc_and_invisible_user_ids(web: WebHarness, bad: str, says: str) -> None:
+    """The same rule as the CLI's (core.scheduling.validate_user_id), whatever the route."""
+    web.backend.add_schedules(1)
+    headers = web.auth("root", admin=True)
+    response = web.client.patch(f"{ADMIN}/schedule", params={"userId": bad}, json={"intervalMinutes": 9}, headers=headers)
+    assert response.status_code == 422 and says in response.text
+    cron = web.cron({"userId": bad})
+    assert cron.status_code == 422 and says in cron.text

@@ -135,6 +135,20 @@ def test_login_link_signs_in_once_with_the_admin_flag(sqlite_backend: Backend, t
     assert harness.client.get(f"{url.path}?{url.query}").status_code == 401
 
 
+@pytest.mark.parametrize("ttl", ["100000000000h", "169h", "0s", "-5m", "soon"])
+def test_login_link_refuses_a_ttl_beyond_seven_days_or_below_one_second(sqlite_url: str, tmp_path: Path, ttl: str) -> None:
+    result = run_cli("login-link", "alice", f"--ttl={ttl}", cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY=SECRET_KEY)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --ttl" in result.stderr and result.stdout == ""
+    if ttl.endswith("h"):
+        assert "from 1s to 168h (7 days)" in result.stderr
+
+
+def test_login_link_accepts_seven_days(sqlite_url: str, tmp_path: Path) -> None:
+    result = run_cli("login-link", "alice", "--ttl", "168h", cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY=SECRET_KEY)
+    assert result.returncode == 0 and "/login?token=" in result.stdout
+
+
 def test_login_link_rejects_a_bad_user_id(sqlite_url: str, tmp_path: Path) -> None:
     result = run_cli("login-link", "x" * 65, cwd=tmp_path, DATABASE_URL=sqlite_url, SECRET_KEY=SECRET_KEY)
     assert result.returncode == 2 and "at most 64" in result.stderr

@@ -187,3 +187,12 @@ def test_an_admin_form_with_a_bad_filter_is_refused_before_anything_happens(web:
     assert response.status_code == 422 and "unknown filter" in response.text
     assert web.backend.schedule(user) == before
     assert web.backend.runs(user) == []
+
+
+def test_the_admin_form_refuses_a_non_nfc_user_id(web: WebHarness) -> None:
+    web.backend.add_schedules(1, prefix="jos\u00e9")
+    admin = web.browser_client("root", admin=True)
+    response = admin.post("/admin/schedules/update", data={"csrf_token": web.csrf(admin, "/admin"), "user_id": "jose\u0301-000000", "interval": "9"})
+    assert response.status_code == 303
+    assert "NFC form" in admin.get("/admin").text
+    assert web.backend.schedule("jos\u00e9-000000").interval_minutes == 5

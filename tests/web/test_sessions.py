@@ -132,3 +132,105 @@ def test_a_token_for_alice_with_a_trailing_space_reaches_nobody(web: WebHarness)
         response = web.client.request(method, ME, json=body, headers=web.auth("alice "))
         assert response.status_code == 401 and "whitespace" in response.json()["message"]
     assert web.client.get(ME, headers=web.auth("alice")).json()["intervalMinutes"] == 5
+
+
+@pytest.mark.parametrize("exp", [253_402_300_800, 10**20, 1e300], ids=["year 10000", "10**20", "1e300"])
+def test_a_token_expiring_after_the_year_9999_is_401_at_login_and_as_bearer(web: WebHarness, exp: float) -> None:
+    """A host may mint such a token (or login-link --ttl did): refused, never an OverflowError (500)."""
+    link_token = web.token("alice", jti=secrets.token_hex(8), exp=exp)
+    response = TestClient(web.api, follow_redirects=False).get(f"/login?token={link_token}")
+    assert response.status_code == 401
+    bearer = web.client.get(ME, headers={"Authorization": f"Bearer {web.token('alice', exp=exp)}"})
+    assert bearer.status_code == 401 and "exp" in bearer.json()["message"]
+
+
+@pytest.mark.parametrize(("sub", "says"), [("jose\u0301", "NFC form"), ("alice\u3164", "U+3164"), ("\u115f", "U+115F")])
+def test_a_token_whose_sub_is_not_nfc_or_invisible_signs_in_nobody(web: WebHarness, sub: str, says: str) -> None:
+    bearer = web.client.get(ME, headers={"Authorization": f"Bearer {web.token(sub)}"})
+    assert bearer.status_code == 401 and says in bearer.json()["message"]
+    browser = TestClient(web.api, follow_redirects=False)
+    assert browser.get(web.sign_in_link(sub)).status_code == 401
+    assert browser.get("/settings").status_code == 401
+
+
+# --- a sign-in link opened in someone else's session (issue 15 item 6) ---------------------------
+
+
+def _hidden(html: str, name: str) -> str:
+    marker = f'name="{name}" value="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def _link_still_unused(web: WebHarness, link: str) -> bool:
+    return TestClient(web.api, follow_redirects=False).get(link).status_code == 303
+
+
+def test_a_link_for_another_user_asks_before_switching_and_uses_nothing(web: WebHarness) -> None:
+    admin = web.browser_client("root", admin=True)
+    link = web.sign_in_link("alice")
+
+    page = admin.get(link)
+
+    assert page.status_code == 200 and "set-cookie" not in page.headers
+    assert 'id="current-user">root<' in page.text and 'id="wanted-user">alice<' in page.text
+    assert '<form method="post" action="/login"' in page.text and 'id="stay"' in page.text
+    assert admin.get("/admin").status_code == 200, "still root, still an admin"
+    assert _link_still_unused(web, link), "showing the question did not use up the one-time link"
+
+
+def test_switching_is_a_post_with_the_csrf_token_and_ends_the_old_session(web: WebHarness) -> None:
+    admin = web.browser_client("root", admin=True)
+    old_cookie = dict(admin.cookies)
+    page = admin.get(web.sign_in_link("alice")).text
+
+    switched = admin.post("/login", data={"csrf_token": _hidden(page, "csrf_token"), "token": _hidden(page, "token")})
+
+    assert (switched.status_code, switched.headers["location"]) == (303, "/settings")
+    assert admin.get("/admin").status_code == 403, "now alice, no admin rights"
+    assert 'id="signed-in-as">alice' in admin.get("/settings").text
+    assert TestClient(web.api, follow_redirects=False, cookies=old_cookie).get("/admin").status_code == 401, "root's session ended"
+    assert admin.post("/login", data={"csrf_token": web.csrf(admin), "token": _hidden(page, "token")}).status_code == 401, "used once"
+
+
+@pytest.mark.parametrize("csrf", [None, "forged"])
+def test_a_switch_without_the_sessions_csrf_token_changes_nothing(web: WebHarness, csrf: str | None) -> None:
+    """A cross-site form cannot post the switch: it lacks the session's CSRF token."""
+    admin = web.browser_client("root", admin=True)
+    link = web.sign_in_link("alice")
+    token = link.split("token=", 1)[1]
+    data = {"token": token} | ({} if csrf is None else {"csrf_token": csrf})
+    assert admin.post("/login", data=data).status_code == 403
+    assert admin.get("/admin").status_code == 200
+    assert _link_still_unused(web, link)
+
+
+def test_head_in_a_live_session_neither_asks_nor_uses_the_link(web: WebHarness) -> None:
+    admin = web.browser_client("root", admin=True)
+    link = web.sign_in_link("alice")
+    assert admin.head(link).status_code == 200
+    assert admin.get("/admin").status_code == 200
+    assert _link_still_unused(web, link)
+
+
+def test_the_users_own_link_and_no_session_sign_in_as_before(web: WebHarness) -> None:
+    alice = web.browser_client("alice")
+    again = alice.get(web.sign_in_link("alice", admin=True))
+    assert (again.status_code, again.headers["location"]) == (303, "/admin"), "the same user: no question"
+    fresh = TestClient(web.api, follow_redirects=False)
+    assert fresh.get(web.sign_in_link("bob")).status_code == 303, "no session: no question"
+
+
+def test_a_bad_link_in_a_live_session_is_refused_and_keeps_the_session(web: WebHarness) -> None:
+    admin = web.browser_client("root", admin=True)
+    expired = "/login?token=" + web.token("alice", ttl=-120, jti=secrets.token_hex(4))
+    assert admin.get(expired).status_code == 401
+    assert admin.get("/admin").status_code == 200
+
+
+def test_the_question_escapes_both_user_ids(web: WebHarness) -> None:
+    evil = '<img src=x onerror="alert(1)">'
+    admin = web.browser_client("root", admin=True)
+    page = admin.get(web.sign_in_link(evil)).text
+    assert evil not in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page

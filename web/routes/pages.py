@@ -1,4 +1,5 @@
-"""HTML pages: sign-in by link, the user's /settings, the /admin overview, and their form posts.
+"""HTML pages: sign-in by link (asking first in another user's live session), the user's
+/settings, the /admin overview, and their form posts.
 
 Form posts carry the session's CSRF token and answer with a redirect (post/redirect/get), except
 a rejected settings form, which is shown again with the error next to the field and status 422.
@@ -22,7 +23,7 @@ from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
 from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
-from web.auth import AuthError, consume_sign_in_token
+from web.auth import AuthError, Principal, consume_sign_in_token, decode_token
 from web.chart import build_chart
 from services.scheduler import CHART_HOURS
 from web.deps import (
@@ -114,6 +115,29 @@ def login(request: Request, web: Web, token: Annotated[str, Query(max_length=409
     if is_head(request.scope):
         # A mail client's link scanner probing with HEAD must not use up the one-time link.
         return render(request, "signed_out.html", message="Open this link in a browser to sign in.")
+    current = session_principal(request)
+    if current is not None:
+        # Someone is signed in here: a link (possibly from another site: the Lax cookie comes
+        # along) must not silently swap them for another user. The token is only read, not used;
+        # a bad one is refused below exactly as without a session.
+        try:
+            wanted: Principal | None = decode_token(web.token_key, token)[0]
+        except AuthError:
+            wanted = None
+        if wanted is not None and wanted.user_id != current.user_id:
+            logger.info("sign-in link for user=%s opened in a session of user=%s: asking first", wanted.user_id, current.user_id)
+            return render(request, "switch_user.html", current=current, wanted=wanted, token=token)
+    return _sign_in_with(request, web, token)
+
+
+@router.post("/login", dependencies=[FormCsrf])
+def switch_user(request: Request, web: Web, token: Annotated[str, Form(max_length=4096)]) -> Response:
+    """The answer to the question `GET /login` asked: switch to the link's user. The session's own
+    CSRF token proves the form is this site's; the one-time token is used here, not before."""
+    return _sign_in_with(request, web, token)
+
+
+def _sign_in_with(request: Request, web: Web, token: str) -> Response:
     try:
         principal = consume_sign_in_token(web.token_key, token, session_store(web))
     except AuthError as exc:
