@@ -21,6 +21,13 @@ class Trigger(StrEnum):
     SYNC = "sync"
 
 
+class Mode(StrEnum):
+    """How a pass delivers its runs: onto the RQ queue, or through the executor in the process."""
+
+    QUEUE = "queue"
+    SYNC = "sync"
+
+
 class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.domain import Mode
 from core.exceptions import ConfigurationError
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 
@@ -176,6 +177,12 @@ class Settings(BaseSettings):
     @property
     def queue_mode_available(self) -> bool:
         return self.REDIS_URL is not None
+
+    @property
+    def default_mode(self) -> Mode:
+        """The mode of a pass or run-now that names none: queue when REDIS_URL is set, else sync
+        (the one rule the CLI, the web and the services share)."""
+        return Mode.QUEUE if self.queue_mode_available else Mode.SYNC
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from redis import Redis
 from sqlalchemy import Connection, Engine
@@ -24,7 +23,7 @@ from core import health, lease, queries, writes
 from core.capacity import Sample
 from core.clock import Clock, utc_text
 from core.db import run_transaction
-from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
+from core.domain import ClaimedRun, DispatchSummary, Mode, Schedule, Trigger
 from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, UnknownUser
 from core.executor import Runner
 from core.settings import Settings
@@ -38,11 +37,6 @@ START_GRACE_MS = 10_000
 # the table stays bounded without a cron line; `monitor-scheduler prune` does the rest.
 SAMPLE_PRUNE_EVERY = 100
 SAMPLE_PRUNE_BATCH = 1000
-
-
-class Mode(StrEnum):
-    QUEUE = "queue"
-    SYNC = "sync"
 
 
 @dataclass(frozen=True)
@@ -184,14 +178,12 @@ class Dispatcher:
                 writes.prune_samples(conn, taken_before=sample.at - self.policy.sample_retention, batch=SAMPLE_PRUNE_BATCH)
 
     def _sample(self) -> Sample:
-        capacity = self.sink.capacity()
+        available = self.sink.capacity()
         with self.engine.connect() as conn:
-            now = self.clock.now(conn)
-            load = health.measure_load(
-                conn, now=now, window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds
-            )
-        counts = load.counts
-        return Sample(at=now, due=counts.due, queued=counts.queued, running=counts.running, demand=load.demand, capacity=capacity)
+            return health.capacity_report(
+                conn, now=self.clock.now(conn), available=available,
+                window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds,
+            ).sample()
 
     # --- one user, now ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""`create_app(wiring)`: the FastAPI application around the service layer (the entry layer's App
-satisfies `services.scheduler.Wiring`).
+"""`create_app(services)`: the FastAPI application around the service layer (services.facade.Services,
+the same object the CLI calls).
 
 Errors are translated here, once: the project's exceptions and HTTP errors become JSON
 `{"message": ...}` under /api (and for the health checks) and a small HTML page elsewhere; an
@@ -32,8 +32,8 @@ from core.exceptions import (
     UnknownUser,
 )
 from core.settings import Settings
-from services.scheduler import SchedulerService, Wiring
-from services.sessions import SESSION_TTL, SessionService
+from services.facade import Services
+from services.sessions import SESSION_TTL
 from web.auth import derived_key
 from web.deps import MalformedBody
 from web.errors import is_operator, lease_held_text
@@ -84,9 +84,9 @@ def resolve_secret(settings: Settings, dev: bool) -> str:
     return secrets.token_urlsafe(32)
 
 
-def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
-    key = resolve_secret(wiring.settings, dev)
-    web = WebState(SchedulerService(wiring), SessionService(wiring.engine, wiring.clock), token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
+def create_app(services: Services, *, dev: bool = False) -> FastAPI:
+    key = resolve_secret(services.settings, dev)
+    web = WebState(services, token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
     api = FastAPI(
         title="monitor-scheduler",
         version="0.1.0",
@@ -102,7 +102,7 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
         session_cookie=SESSION_COOKIE,
         max_age=int(SESSION_TTL.total_seconds()),  # the WebSession row's expiresAt decides; the cookie just goes too
         same_site="lax",
-        https_only=wiring.settings.WEB_BASE_URL.startswith("https://"),
+        https_only=services.settings.WEB_BASE_URL.startswith("https://"),
     )
     api.middleware("http")(_security_headers)
     api.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
