@@ -83,6 +83,7 @@ class Schedule:
     progress: float | None = None  # the current (or, once idle, the last) run's reported progress, 0..1
     progress_message: str | None = None
     progress_at: datetime | None = None  # when that progress was stored
+    manual_run_at: datetime | None = None  # when the user's own "Run now" last claimed a run (the cooldown)
 
     def is_running(self, now: datetime) -> bool:
         return self.locked_by is not None and self.locked_until is not None and self.locked_until > now

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     SECRET_KEY: SecretStr | None = Field(
         default=None, description="HMAC key for sign-in tokens and session cookies. Unset: the web refuses to start (unless --dev)."
     )
+    RUN_NOW_COOLDOWN: int = Field(
+        default=60, ge=0, le=86_400,
+        description="Seconds a user waits between two \"Run now\" requests (settings page, /api/schedules/me/run); 0: no limit. Admins and the CLI are exempt.",
+    )
     WEB_BASE_URL: str = Field(default="http://127.0.0.1:10111", description="Public base URL of the web app, for sign-in links.")
 
     @field_validator("DATABASE_URL")

@@ -30,10 +30,18 @@ class Runs:
         self.dispatcher = dispatcher
         self.schedules = schedules
 
-    def run_now(self, user_id: str, mode: Mode | None = None) -> tuple[DispatchSummary, Snapshot]:
+    def run_now(self, user_id: str, mode: Mode | None = None, *, cooldown: bool = False) -> tuple[DispatchSummary, Snapshot]:
         """Direct mode (default: Settings.default_mode), then the schedule as it is after the run
-        was queued or ran. Raises UnknownUser/LeaseHeld."""
-        summary = self.dispatcher(mode or self.settings.default_mode).run_user_now(user_id)
+        was queued or ran. Raises UnknownUser/LeaseHeld, and with `cooldown` RunNowTooSoon.
+
+        `cooldown`: a user's own request ("Run now" on the settings page or the API), admitted
+        once per RUN_NOW_COOLDOWN seconds. Operators (the CLI, the admin page and API, the cron
+        endpoint) are exempt: they act on purpose, and the lease still keeps a second run from
+        starting beside a live one."""
+        seconds = self.settings.RUN_NOW_COOLDOWN if cooldown else 0
+        summary = self.dispatcher(mode or self.settings.default_mode).run_user_now(
+            user_id, cooldown=timedelta(seconds=seconds) if seconds else None,
+        )
         return summary, self.schedules.read(user_id)
 
     def dispatch_pass(self, mode: Mode | None = None) -> DispatchSummary:

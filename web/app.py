@@ -29,6 +29,7 @@ from core.exceptions import (
     LeaseHeld,
     MonitorSchedulerError,
     QueueUnavailable,
+    RunNowTooSoon,
     UnknownUser,
 )
 from core.settings import Settings
@@ -59,13 +60,14 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     (InvalidInput, 422),
     (UnknownUser, 404),
     (LeaseHeld, 409),
+    (RunNowTooSoon, 429),
     (QueueUnavailable, 503),
     # A setting this request needs is missing (queue mode without REDIS_URL, say): the server
     # cannot serve it as configured. One mapping, at the edge, for every such check below.
     (ConfigurationError, 503),
 )
 _PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 413: "Too large",
-                422: "Invalid input", 503: "Unavailable"}
+                422: "Invalid input", 429: "Too soon", 503: "Unavailable"}
 
 
 def resolve_secret(settings: Settings, dev: bool) -> str:
@@ -195,7 +197,9 @@ def _install_error_handlers(api: FastAPI) -> None:
             message = lease_held_text(exc, operator=is_operator(request))  # the token is for operators only
         else:
             message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
-        return _error(request, status_code, message)
+        # RFC 9110: a 429 may say when to come back; Retry-After in seconds.
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RunNowTooSoon) else None
+        return _error(request, status_code, message, headers=headers)
 
     @api.exception_handler(MalformedBody)
     async def malformed_body(request: Request, exc: MalformedBody) -> Response:

@@ -35,9 +35,10 @@ def update_mine(
     return ScheduleOut.of(snapshot.schedule, snapshot.now)
 
 
-@router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 503), summary="Run my monitor now")
+@router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 429, 503), summary="Run my monitor now",
+             description="At most once per RUN_NOW_COOLDOWN seconds (default 60): sooner is 429 with a Retry-After header (seconds).")
 def run_mine(web: Web, user: CurrentUser) -> RunNowOut:
-    summary, snapshot = web.services.runs.run_now(user.user_id)
+    summary, snapshot = web.services.runs.run_now(user.user_id, cooldown=True)
     assert snapshot.schedule is not None
     return RunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=ScheduleOut.of(snapshot.schedule, snapshot.now))
 

@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from core.clock import utc_text
-from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
+from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, RunNowTooSoon, UnknownUser
 from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, consume_sign_in_token
@@ -158,6 +158,7 @@ def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int
         form_interval=form_interval if form_interval is not None else (schedule.interval_minutes if schedule else web.settings.DEFAULT_INTERVAL_MINUTES),
         form_enabled=form_enabled if form_enabled is not None else (schedule.enabled if schedule else True),
         mode=web.settings.default_mode.value,
+        cooldown=web.settings.RUN_NOW_COOLDOWN,
     )
 
 
@@ -187,8 +188,9 @@ def run_mine(request: Request, web: Web, user: PageUser) -> Response:
 
 
 def _run_and_flash(request: Request, web: Web, user_id: str, *, operator: bool) -> None:
+    """A user's own "Run now" obeys RUN_NOW_COOLDOWN; an admin's (operator) does not."""
     try:
-        summary, _ = web.services.runs.run_now(user_id)
+        summary, _ = web.services.runs.run_now(user_id, cooldown=not operator)
     except MonitorSchedulerError as exc:
         flash(request, "error", _run_error_text(exc, operator=operator))
         return
@@ -200,6 +202,9 @@ def _run_error_text(exc: MonitorSchedulerError, *, operator: bool) -> str:
         return lease_held_text(exc, operator=operator)
     if isinstance(exc, UnknownUser):
         return "There is no schedule to run yet: save your settings first."
+    if isinstance(exc, RunNowTooSoon):
+        return (f"You asked for a run less than {exc.cooldown} seconds ago: \"Run now\" works once every "
+                f"{exc.cooldown} seconds. Try again in {exc.retry_after} seconds.")
     return str(exc)
 
 
