@@ -126,3 +126,8 @@ class CapacityReport:
     @property
     def overloaded_seconds(self) -> float | None:
         return None if self.overloaded_since is None else max(0.0, (self.now - self.overloaded_since).total_seconds())
+
+    def sample(self) -> Sample:
+        """The SchedulerSample row of these figures (what a dispatch pass writes at its end)."""
+        counts = self.load.counts
+        return Sample(at=self.now, due=counts.due, queued=counts.queued, running=counts.running, demand=self.load.demand, capacity=self.capacity)

@@ -21,6 +21,13 @@ class Trigger(StrEnum):
     SYNC = "sync"
 
 
+class Mode(StrEnum):
+    """How a pass delivers its runs: onto the RQ queue, or through the executor in the process."""
+
+    QUEUE = "queue"
+    SYNC = "sync"
+
+
 class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -76,6 +83,7 @@ class Schedule:
     progress: float | None = None  # the current (or, once idle, the last) run's reported progress, 0..1
     progress_message: str | None = None
     progress_at: datetime | None = None  # when that progress was stored
+    manual_run_at: datetime | None = None  # when the user's own "Run now" last claimed a run (the cooldown)
 
     def is_running(self, now: datetime) -> bool:
         return self.locked_by is not None and self.locked_until is not None and self.locked_until > now

@@ -46,6 +46,17 @@ class LeaseHeld(MonitorSchedulerError):
         self.queued = queued  # the run waits in the queue (not started yet)
 
 
+class RunNowTooSoon(MonitorSchedulerError):
+    """A user asked for a manual run again within RUN_NOW_COOLDOWN; `retry_after` is in seconds."""
+
+    exit_code = 3  # like LeaseHeld: not now (the CLI's runs are exempt and never see it)
+
+    def __init__(self, message: str, *, retry_after: int, cooldown: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # whole seconds until the next request is admitted (at least 1)
+        self.cooldown = cooldown  # RUN_NOW_COOLDOWN, seconds
+
+
 class QueueUnavailable(MonitorSchedulerError):
     """Redis could not be reached or failed while jobs were being enqueued."""
 

@@ -51,6 +51,18 @@ def _period(moment: datetime) -> int:
     return int((moment - datetime(1970, 1, 1)) / DEMAND_PERIOD)
 
 
+def capacity_report(
+    conn: Connection, *, now: datetime, available: int | None, window_minutes: int, default_run_seconds: float
+) -> capacity.CapacityReport:
+    """The capacity figures, computed here only: the load now (`measure_load`), the runs at once
+    the workers offer (`available`, read by the caller from RQ or the sync rule: None is unknown)
+    and since when demand has stayed above capacity (from the samples). The admin page, the API,
+    /metrics and `check` read it through services.status; a dispatch pass stores its `sample()`."""
+    newest = queries.latest_sample(conn)
+    load = _load(conn, now=now, window_minutes=window_minutes, default_run_seconds=default_run_seconds, newest=newest)
+    return capacity.CapacityReport(now=now, load=load, capacity=available, overloaded_since=queries.overload_started(conn, newest))
+
+
 def measure_load(
     conn: Connection, *, now: datetime, window_minutes: int, default_run_seconds: float, reuse: bool = True
 ) -> capacity.Load:
@@ -59,10 +71,14 @@ def measure_load(
     the window count at the window's average over all users, or `default_run_seconds`,
     CAPACITY_DEFAULT_RUN_SECONDS, when nothing ran). The demand comes from the newest sample when
     that was taken in the current DEMAND_PERIOD (and `reuse`), else it is measured."""
+    newest = queries.latest_sample(conn) if reuse else None
+    return _load(conn, now=now, window_minutes=window_minutes, default_run_seconds=default_run_seconds, newest=newest)
+
+
+def _load(conn: Connection, *, now: datetime, window_minutes: int, default_run_seconds: float, newest: capacity.Sample | None) -> capacity.Load:
     since = now - timedelta(minutes=window_minutes)
     average = queries.average_run_seconds(conn, since=since)
     default = default_run_seconds if average is None else average
-    newest = queries.latest_sample(conn) if reuse else None
     if newest is not None and _period(newest.at) == _period(now):
         demand = newest.demand
     else:

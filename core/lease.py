@@ -27,6 +27,7 @@ from sqlalchemy import (
     Connection,
     Select,
     Update,
+    and_,
     bindparam,
     case,
     func,
@@ -198,23 +199,33 @@ def take_over(
 
 
 def claim_user(
-    conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger
+    conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger,
+    cooldown: timedelta | None = None,
 ) -> ClaimedRun | None:
-    """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or leased.
+    """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or leased,
+    or, with `cooldown` (a user's own "Run now"), when the user's last such run was claimed less
+    than `cooldown` ago; such a claim notes its time in manualRunAt, in the same UPDATE.
 
     The run's slot is `now`: a manual run restarts the user's cadence from the moment it ran.
     """
+    admitted = lease_is_free(now)
+    noted: dict[str, datetime] = {}
+    if cooldown is not None:
+        # A condition of the claim itself, not a read before it: of two racing requests, one is admitted.
+        admitted = and_(admitted, or_(s.manualRunAt.is_(None), s.manualRunAt <= now - cooldown))
+        noted = {"manualRunAt": now}
     row = conn.execute(
         select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
-        .where(s.userId == user_id, lease_is_free(now))
+        .where(s.userId == user_id, admitted)
         .with_for_update()
     ).first()
     if row is None:
         return None
     conn.execute(
         update(schedules)
-        .where(s.userId == user_id, lease_is_free(now))
-        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now, **{c.name: v for c, v in _NOT_STARTED})
+        .where(s.userId == user_id, admitted)
+        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now,
+                **noted, **{c.name: v for c, v in _NOT_STARTED})
     )
     if row.lockedBy is not None:
         _record_lost(conn, [row], now=now)

@@ -51,6 +51,7 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         progress=None if row.progress is None else round(row.progress, 4),
         progress_message=row.progressMessage,
         progress_at=row.progressAt,
+        manual_run_at=row.manualRunAt,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.domain import Mode
 from core.exceptions import ConfigurationError
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 
@@ -101,6 +102,10 @@ class Settings(BaseSettings):
     SECRET_KEY: SecretStr | None = Field(
         default=None, description="HMAC key for sign-in tokens and session cookies. Unset: the web refuses to start (unless --dev)."
     )
+    RUN_NOW_COOLDOWN: int = Field(
+        default=60, ge=0, le=86_400,
+        description="Seconds a user waits between two \"Run now\" requests (settings page, /api/schedules/me/run); 0: no limit. Admins and the CLI are exempt.",
+    )
     WEB_BASE_URL: str = Field(default="http://127.0.0.1:10111", description="Public base URL of the web app, for sign-in links.")
 
     @field_validator("DATABASE_URL")
@@ -176,6 +181,12 @@ class Settings(BaseSettings):
     @property
     def queue_mode_available(self) -> bool:
         return self.REDIS_URL is not None
+
+    @property
+    def default_mode(self) -> Mode:
+        """The mode of a pass or run-now that names none: queue when REDIS_URL is set, else sync
+        (the one rule the CLI, the web and the services share)."""
+        return Mode.QUEUE if self.queue_mode_available else Mode.SYNC
 
 
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from redis import Redis
 from sqlalchemy import Connection, Engine
@@ -24,8 +24,8 @@ from core import health, lease, queries, writes
 from core.capacity import Sample
 from core.clock import Clock, utc_text
 from core.db import run_transaction
-from core.domain import ClaimedRun, DispatchSummary, Schedule, Trigger
-from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, UnknownUser
+from core.domain import ClaimedRun, DispatchSummary, Mode, Schedule, Trigger
+from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, RunNowTooSoon, UnknownUser
 from core.executor import Runner
 from core.settings import Settings
 from dispatcher.enqueue import RqEnqueuer
@@ -38,11 +38,6 @@ START_GRACE_MS = 10_000
 # the table stays bounded without a cron line; `monitor-scheduler prune` does the rest.
 SAMPLE_PRUNE_EVERY = 100
 SAMPLE_PRUNE_BATCH = 1000
-
-
-class Mode(StrEnum):
-    QUEUE = "queue"
-    SYNC = "sync"
 
 
 @dataclass(frozen=True)
@@ -184,19 +179,18 @@ class Dispatcher:
                 writes.prune_samples(conn, taken_before=sample.at - self.policy.sample_retention, batch=SAMPLE_PRUNE_BATCH)
 
     def _sample(self) -> Sample:
-        capacity = self.sink.capacity()
+        available = self.sink.capacity()
         with self.engine.connect() as conn:
-            now = self.clock.now(conn)
-            load = health.measure_load(
-                conn, now=now, window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds
-            )
-        counts = load.counts
-        return Sample(at=now, due=counts.due, queued=counts.queued, running=counts.running, demand=load.demand, capacity=capacity)
+            return health.capacity_report(
+                conn, now=self.clock.now(conn), available=available,
+                window_minutes=self.policy.capacity_window_minutes, default_run_seconds=self.policy.default_run_seconds,
+            ).sample()
 
     # --- one user, now ---------------------------------------------------------------------------
 
-    def run_user_now(self, user_id: str, now: datetime | None = None) -> DispatchSummary:
-        """Direct mode: run `user_id` now whatever its nextRunAt, never beside a live run of it."""
+    def run_user_now(self, user_id: str, now: datetime | None = None, *, cooldown: timedelta | None = None) -> DispatchSummary:
+        """Direct mode: run `user_id` now whatever its nextRunAt, never beside a live run of it;
+        with `cooldown`, not within `cooldown` of its last manual run either (RunNowTooSoon)."""
         started = time.perf_counter()
         self.sink.begin_pass()  # queue: fail fast, before the lease is taken
         token = lease.new_lease_token()
@@ -208,12 +202,14 @@ class Dispatcher:
         with self.engine.begin() as conn:
             claimed = lease.claim_user(
                 conn, user_id=user_id, now=now, token=token,
-                lease_until=lease.lease_until(now, self.policy.lease_ms), trigger=Trigger.MANUAL,
+                lease_until=lease.lease_until(now, self.policy.lease_ms), trigger=Trigger.MANUAL, cooldown=cooldown,
             )
             existing = queries.get_schedule(conn, user_id) if claimed is None else None
         if claimed is None:
             if existing is None:
                 raise UnknownUser(f"no schedule for user {user_id!r}")
+            if cooldown is not None and (existing.locked_until is None or existing.locked_until <= now):
+                raise _too_soon(existing, now, cooldown)  # the lease was free: the cooldown refused it
             raise LeaseHeld(
                 f"user {user_id!r} is running (lease held by {existing.locked_by} until {utc_text(existing.locked_until, sep=' ')})",
                 until=existing.locked_until,
@@ -256,3 +252,13 @@ class Dispatcher:
             for token, user_ids in by_token.items():
                 released += lease.release_leases(conn, user_ids=user_ids, token=token)
         return released
+
+
+def _too_soon(schedule: Schedule, now: datetime, cooldown: timedelta) -> RunNowTooSoon:
+    last = schedule.manual_run_at or now
+    retry_after = max(1, math.ceil((last + cooldown - now).total_seconds()))
+    seconds = int(cooldown.total_seconds())
+    return RunNowTooSoon(
+        f"user {schedule.user_id!r} asked for a run less than {seconds}s ago (RUN_NOW_COOLDOWN): try again in {retry_after}s",
+        retry_after=retry_after, cooldown=seconds,
+    )

@@ -15,10 +15,9 @@ from typing import Protocol
 
 from core.capacity import SYNC_CAPACITY
 from core.domain import ClaimedRun, DispatchSummary, Trigger
-from core.exceptions import QueueUnavailable
 from core.executor import Runner
 from dispatcher.enqueue import RqEnqueuer
-from dispatcher.workers import worker_capacity
+from dispatcher.workers import available_capacity
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +90,7 @@ class QueueSink:
 
     def capacity(self) -> int | None:
         """The live RQ workers' threads; unknown (None) when Redis fails after a successful pass."""
-        try:
-            return worker_capacity(self.enqueuer.queue)
-        except QueueUnavailable as exc:
-            logger.warning("capacity unknown: %s", exc)
-            return None
+        return available_capacity(self.enqueuer.queue)
 
 
 class InlineSink:

@@ -1,5 +1,5 @@
 """`monitor-scheduler`: the operators' command line (entry layer: parses and formats; every
-operation is a call into services.scheduler.SchedulerService).
+operation is a call into the service layer, services.facade.Services).
 
 Exit codes: 0 done; 1 the pass or command failed (for example Redis went away); 2 bad input,
 bad setting or unknown user (nothing written); 3 the user is running (lease held).
@@ -20,13 +20,12 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import shutdown
-from core.domain import ScheduleFilter
+from core.domain import Mode, ScheduleFilter
 from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, MonitorSchedulerError
 from core.logs import configure_logging
 from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
-from dispatcher.service import Mode
 from monitor_scheduler import console
 from monitor_scheduler.wiring import App
 from worker.pool import run_workers
@@ -42,14 +41,14 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT = 0, 1, 2
 def cmd_dispatch(app: App, args: argparse.Namespace) -> int:
     if args.via_http:  # before anything local is built: this host may have no REDIS_URL at all
         return _dispatch_via_http(app.settings, args)
-    mode = Mode(args.mode) if args.mode else app.default_mode()
+    mode = Mode(args.mode) if args.mode else app.settings.default_mode
     if args.loop:
         return _dispatch_loop(app, mode, args)
     try:
         if args.user is not None:
-            summary, _ = app.service.run_now(args.user, mode)
+            summary, _ = app.services.runs.run_now(args.user, mode)
         else:
-            summary = app.service.dispatch_pass(mode)
+            summary = app.services.runs.dispatch_pass(mode)
     except DispatchFailed as exc:
         console.print_summary(exc.summary, args.json)  # what the pass did before it failed
         raise
@@ -87,7 +86,7 @@ def _dispatch_via_http(settings: Settings, args: argparse.Namespace) -> int:
 
 def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
     app.dispatcher(mode)  # fail fast on a bad setting (REDIS_URL, MONITOR_TASK) before looping
-    loop = DispatchLoop(lambda: console.print_summary(app.service.dispatch_pass(mode), args.json), parse_duration(args.every))
+    loop = DispatchLoop(lambda: console.print_summary(app.services.runs.dispatch_pass(mode), args.json), parse_duration(args.every))
     console.stop_on_signals(loop)
     logger.info("dispatcher loop: mode=%s every=%ss", mode.value, loop.every)
     loop.run()
@@ -113,19 +112,19 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
-    change = app.service.set_schedule(args.user, interval=args.interval, enabled=args.enabled)
+    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled)
     verb = "created" if change.created else "updated"
     print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule)))
     return EXIT_OK
 
 
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
-    data = console.schedule_dict(app.service.get_schedule(args.user))
+    data = console.schedule_dict(app.services.schedules.get(args.user))
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
          "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
          "progressMessage": r.progress_message}
-        for r in app.service.history(args.user, limit=args.runs)
+        for r in app.services.runs.history(args.user, limit=args.runs)
     ]
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -133,7 +132,7 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
 
 def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     which = next((f for f in ScheduleFilter if getattr(args, f.value)), None)
-    page = app.service.list_page(which=which, search=args.search, limit=args.limit, offset=args.offset)
+    page = app.services.schedules.list_page(which=which, search=args.search, limit=args.limit, offset=args.offset)
     if args.json:
         print(json.dumps([console.schedule_dict(r) for r in page.rows], ensure_ascii=False))
     else:
@@ -143,8 +142,8 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
 
 def cmd_check(app: App, args: argparse.Namespace) -> int:
     """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
-    report = app.service.health()
-    capacity = app.service.capacity()
+    report = app.services.status.health()
+    capacity = app.services.status.capacity()
     age = report.last_pass_age_seconds
     wait = capacity.expected_wait_seconds
     facts = (
@@ -160,15 +159,15 @@ def cmd_check(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(app: App, args: argparse.Namespace) -> int:
-    released = app.service.unlock_expired()
+    released = app.services.runs.unlock_expired()
     print(f"unlocked {len(released)} expired lease(s)" + (": " + ", ".join(released[:20]) if released else ""))
     return EXIT_OK
 
 
 def cmd_prune(app: App, args: argparse.Namespace) -> int:
-    total, cutoff = app.service.prune_history(args.days)
+    total, cutoff = app.services.runs.prune_history(args.days)
     print(f"pruned {total} run(s) finished before {console.fmt(cutoff)}")
-    total, cutoff = app.service.prune_samples()
+    total, cutoff = app.services.runs.prune_samples()
     print(f"pruned {total} capacity sample(s) taken before {console.fmt(cutoff)}")
     return EXIT_OK
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.domain import Mode
 from dispatcher.loop import DispatchLoop, parse_duration
-from dispatcher.service import Mode
 from monitor_scheduler import console
 from monitor_scheduler.wiring import App
 from schema.migrate import upgrade
@@ -17,14 +17,14 @@ DEMO_USERS: tuple[tuple[str, int], ...] = (("demo-alice", 1), ("demo-bob", 2), (
 def cmd_demo(app: App, args: argparse.Namespace) -> int:
     """Migrate, seed demo users and dispatch them in sync mode: the embedded default end to end."""
     upgrade(app.engine)
-    users = app.service.seed_demo_users(DEMO_USERS)
+    users = app.services.schedules.seed_demo_users(DEMO_USERS)
     print(f"seeded demo users {', '.join(users)} in {app.settings.DATABASE_URL}")
 
     def one_pass() -> None:
-        summary = app.service.dispatch_pass(Mode.SYNC)
+        summary = app.services.runs.dispatch_pass(Mode.SYNC)
         if summary.claimed or not args.loop:
             print(summary.line())
-            console.print_schedules(app.service.list_page(which=None, search=None, limit=100, offset=0).rows)
+            console.print_schedules(app.services.schedules.list_page(which=None, search=None, limit=100, offset=0).rows)
             print(flush=True)
 
     if not args.loop:

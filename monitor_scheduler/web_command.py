@@ -15,15 +15,14 @@ import threading
 
 import uvicorn
 
+from core.domain import Mode
 from core.exceptions import ConfigurationError, InvalidInput
 from core.scheduling import validate_user_id
 from core.settings import Settings
 from dispatcher.loop import DispatchLoop
-from dispatcher.service import Mode
 from monitor_scheduler.demo import DEMO_USERS
 from monitor_scheduler.wiring import App
 from schema.migrate import upgrade
-from services.sessions import SessionService
 from web.app import create_app
 from web.auth import sign_in_url
 from web.state import WebState
@@ -56,16 +55,16 @@ def cmd_sign_out(app: App, args: argparse.Namespace) -> int:
         user_id = validate_user_id(args.user)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    ended = SessionService(app.engine, app.clock).revoke_user(user_id, admin_only=args.admin_only)
+    ended = app.services.sessions.revoke_user(user_id, admin_only=args.admin_only)
     print(f"ended {ended} {'admin ' if args.admin_only else ''}session(s) of {user_id!r}")
     return 0
 
 
 def cmd_web(app: App, args: argparse.Namespace) -> int:
-    api = create_app(app, dev=args.dev or args.embedded)  # refuses without SECRET_KEY unless dev
+    api = create_app(app.services, dev=args.dev or args.embedded)  # refuses without SECRET_KEY unless dev
     web: WebState = api.state.web
     stop = threading.Event()
-    loop_thread = _start_embedded(web, args, stop) if args.embedded else None
+    loop_thread = _start_embedded(app, web, args, stop) if args.embedded else None
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     server = uvicorn.Server(uvicorn.Config(api, host=args.host, port=args.port, log_config=None, server_header=False))
     try:
@@ -85,18 +84,18 @@ def base_url(settings: Settings, host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def _start_embedded(web: WebState, args: argparse.Namespace, stop: threading.Event) -> threading.Thread:
-    service = web.service
-    upgrade(service.engine)
-    users = service.seed_demo_users(DEMO_USERS)
-    loop = DispatchLoop(lambda: service.dispatch_pass(Mode.SYNC), EMBEDDED_DISPATCH_EVERY, stop=stop)
+def _start_embedded(app: App, web: WebState, args: argparse.Namespace, stop: threading.Event) -> threading.Thread:
+    services = app.services
+    upgrade(app.engine)
+    users = services.schedules.seed_demo_users(DEMO_USERS)
+    loop = DispatchLoop(lambda: services.runs.dispatch_pass(Mode.SYNC), EMBEDDED_DISPATCH_EVERY, stop=stop)
     thread = threading.Thread(target=loop.run, name="embedded-dispatcher", daemon=True)
     thread.start()
-    url = base_url(service.settings, args.host, args.port)
+    url = base_url(services.settings, args.host, args.port)
     admin_link = sign_in_url(url, web.token_key, DEMO_ADMIN, admin=True, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
     user_link = sign_in_url(url, web.token_key, DEMO_USER, admin=False, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
     print(
-        f"\nmonitor-scheduler (embedded): database {service.settings.DATABASE_URL}, sync-mode dispatcher every "
+        f"\nmonitor-scheduler (embedded): database {services.settings.DATABASE_URL}, sync-mode dispatcher every "
         f"{EMBEDDED_DISPATCH_EVERY:.0f} s, demo users {', '.join(users)}\n"
         f"  sign in as the demo admin ({DEMO_ADMIN}): {admin_link}\n"
         f"  sign in as a demo user   ({DEMO_USER}): {user_link}\n"

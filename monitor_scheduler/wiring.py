@@ -19,8 +19,9 @@ from core.db import create_db_engine
 from core.exceptions import ConfigurationError
 from core.executor import Runner
 from core.settings import Settings
-from dispatcher.service import Dispatcher, Mode
-from services.scheduler import SchedulerService
+from core.domain import Mode
+from dispatcher.service import Dispatcher
+from services.facade import Services
 
 
 @dataclass
@@ -43,11 +44,8 @@ class App:
         return Redis.from_url(self.settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=30)
 
     @cached_property
-    def service(self) -> SchedulerService:
-        return SchedulerService(self)
-
-    def default_mode(self) -> Mode:
-        return Mode.QUEUE if self.settings.queue_mode_available else Mode.SYNC
+    def services(self) -> Services:
+        return Services(self)
 
     def runner(self) -> Runner:
         return Runner.from_settings(self.settings, self.engine, self.clock)

@@ -93,6 +93,9 @@ schedules = Table(
     Column("progress", Float, nullable=True),
     Column("progressMessage", MessageType, nullable=True),
     Column("progressAt", Millis, nullable=True),
+    # When the user's own "Run now" last claimed a run (migration 0005): the cooldown's clock,
+    # written by that claim (core.lease.claim_user); operators' runs leave it alone.
+    Column("manualRunAt", Millis, nullable=True),
     CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
     # The due query is `enabled = 1 AND nextRunAt <= now ORDER BY nextRunAt`: an index range scan in
     # ORDER BY order, so SKIP LOCKED locks only the rows it returns (no filesort).

@@ -139,3 +139,9 @@ CREATE INDEX `ix_SchedulerSample_at` ON `SchedulerSample` (at);
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `manualRunAt` DATETIME(3);
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+

@@ -1,1 +1,1 @@
-"""The application services: every operation the CLI and the web offer, each owning its transaction and clock read."""
+"""The application services by topic (schedules, runs, status, sessions, metrics), held together by services.facade.Services: every operation the CLI and the web offer, each owning its transaction and clock read."""

@@ -11,25 +11,16 @@ not with rate().
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from redis import Redis
-from redis.exceptions import RedisError
-from rq import Queue
-from sqlalchemy import Engine
 
 from core import queries
-from core.capacity import SYNC_CAPACITY, Load, expected_wait_seconds
-from core.clock import Clock, epoch_ms
-from core.exceptions import QueueUnavailable
-from core.health import measure_load
-from dispatcher.workers import worker_capacity
-
-logger = logging.getLogger(__name__)
+from core.capacity import CapacityReport
+from core.clock import epoch_ms
+from services.status import QueueHealth, Status
 
 PREFIX = "monitor_scheduler"
 RUN_WINDOW = timedelta(minutes=5)
@@ -37,28 +28,22 @@ DURATION_BUCKETS_MS = (10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60
 
 
 class SchedulerCollector(Collector):
-    def __init__(
-        self, engine: Engine, clock: Clock, *, redis: Redis | None = None, queue_name: str = "monitor-user-tasks",
-        capacity_window_minutes: int = 60, default_run_seconds: float = 10.0,
-    ) -> None:
-        self.engine, self.clock, self.redis, self.queue_name = engine, clock, redis, queue_name
-        self.capacity_window_minutes, self.default_run_seconds = capacity_window_minutes, default_run_seconds
+    """The capacity figures and the queue statistics come from `status`, as the admin page's do."""
+
+    def __init__(self, status: Status) -> None:
+        self.status = status
 
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
-        available = self._available()
-        with self.engine.connect() as conn:
-            now = self.clock.now(conn)
+        yield from self._capacity(self.status.capacity())
+        with self.status.engine.connect() as conn:
+            now = self.status.clock.now(conn)
             since = now - RUN_WINDOW
-            yield from self._capacity(
-                measure_load(conn, now=now, window_minutes=self.capacity_window_minutes, default_run_seconds=self.default_run_seconds),
-                available,
-            )
             yield self._runs(queries.run_counts_since(conn, since=since))
             yield self._durations(*queries.duration_buckets_since(conn, since=since, bounds_ms=DURATION_BUCKETS_MS))
             yield from self._backlog(queries.count_due(conn, now=now), queries.oldest_due(conn, now=now), now)
             yield GaugeMetricFamily(f"{PREFIX}_expired_leases", "Leases expired and not yet recovered (runs lost, due again)", value=queries.count_expired_leases(conn, now=now))
             yield from self._last_pass(*queries.last_dispatch_pass(conn))
-        yield from self._queue()
+        yield from self._queue(self.status.queue_health())
 
     def _runs(self, counts: list[tuple[str, str, int]]) -> GaugeMetricFamily:
         family = GaugeMetricFamily(
@@ -82,28 +67,19 @@ class SchedulerCollector(Collector):
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         yield GaugeMetricFamily(f"{PREFIX}_scheduling_lag_seconds", "Age of the oldest due schedule", value=lag)
 
-    def _available(self) -> int | None:
-        """The live workers' threads (sync mode: the dispatcher, one at a time); None: Redis failed."""
-        if self.redis is None:
-            return SYNC_CAPACITY
-        try:
-            return worker_capacity(Queue(self.queue_name, connection=self.redis))
-        except QueueUnavailable as exc:
-            logger.warning("metrics: workers unknown: %s", exc)
-            return None
-
-    def _capacity(self, load: Load, available: int | None) -> Iterator[GaugeMetricFamily]:
+    def _capacity(self, report: CapacityReport) -> Iterator[GaugeMetricFamily]:
+        counts = report.load.counts
         yield GaugeMetricFamily(
-            f"{PREFIX}_capacity_needed", "Runs at once the enabled schedules need: sum of average run seconds / interval seconds", value=load.demand,
+            f"{PREFIX}_capacity_needed", "Runs at once the enabled schedules need: sum of average run seconds / interval seconds", value=report.needed,
         )
-        if available is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_capacity_available", "Runs the live workers execute at once (workers x threads; 1 in sync mode)", value=available)
-        yield GaugeMetricFamily(f"{PREFIX}_backlog", "Runs waiting for a worker: due plus queued", value=load.counts.backlog)
+        if report.capacity is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_capacity_available", "Runs the live workers execute at once (workers x threads; 1 in sync mode)", value=report.capacity)
+        yield GaugeMetricFamily(f"{PREFIX}_backlog", "Runs waiting for a worker: due plus queued", value=report.backlog)
         family = GaugeMetricFamily(f"{PREFIX}_runs", "Schedules by where their run is", labels=["state"])
-        for state, count in (("due", load.counts.due), ("queued", load.counts.queued), ("running", load.counts.running)):
+        for state, count in (("due", counts.due), ("queued", counts.queued), ("running", counts.running)):
             family.add_metric([state], count)
         yield family
-        wait = expected_wait_seconds(load.counts.backlog, load.average_run_seconds, available)
+        wait = report.expected_wait_seconds
         if wait is not None:
             yield GaugeMetricFamily(f"{PREFIX}_expected_wait_seconds", "Backlog x average run seconds / capacity (absent when no worker is live)", value=wait)
 
@@ -116,16 +92,10 @@ class SchedulerCollector(Collector):
         for key in ("claimed", "enqueued", "released", "skipped_backpressure"):
             yield GaugeMetricFamily(f"{PREFIX}_last_dispatch_pass_{key}", f"Users {key.replace('_', ' ')} by the last successful dispatch pass", value=summary.get(key, 0))
 
-    def _queue(self) -> Iterator[GaugeMetricFamily]:
-        if self.redis is None:
+    def _queue(self, queue: QueueHealth) -> Iterator[GaugeMetricFamily]:
+        if queue.mode == "sync":
             return
-        try:
-            queue = Queue(self.queue_name, connection=self.redis)
-            depth, failed = queue.count, queue.failed_job_registry.count
-        except RedisError as exc:
-            logger.warning("metrics: Redis unreachable: %s", exc)
-            yield GaugeMetricFamily(f"{PREFIX}_queue_up", "1 when Redis answered the scrape", value=0)
-            return
-        yield GaugeMetricFamily(f"{PREFIX}_queue_up", "1 when Redis answered the scrape", value=1)
-        yield GaugeMetricFamily(f"{PREFIX}_queue_depth", "Jobs waiting in the RQ queue", value=depth)
-        yield GaugeMetricFamily(f"{PREFIX}_queue_failed_jobs", "Jobs in RQ's failed registry", value=failed)
+        yield GaugeMetricFamily(f"{PREFIX}_queue_up", "1 when Redis answered the scrape", value=1 if queue.reachable else 0)
+        if queue.reachable:
+            yield GaugeMetricFamily(f"{PREFIX}_queue_depth", "Jobs waiting in the RQ queue", value=queue.queue_length or 0)
+            yield GaugeMetricFamily(f"{PREFIX}_queue_failed_jobs", "Jobs in RQ's failed registry", value=queue.failed_jobs or 0)

@@ -1,5 +1,5 @@
-"""`create_app(wiring)`: the FastAPI application around the service layer (the entry layer's App
-satisfies `services.scheduler.Wiring`).
+"""`create_app(services)`: the FastAPI application around the service layer (services.facade.Services,
+the same object the CLI calls).
 
 Errors are translated here, once: the project's exceptions and HTTP errors become JSON
 `{"message": ...}` under /api (and for the health checks) and a small HTML page elsewhere; an
@@ -29,11 +29,12 @@ from core.exceptions import (
     LeaseHeld,
     MonitorSchedulerError,
     QueueUnavailable,
+    RunNowTooSoon,
     UnknownUser,
 )
 from core.settings import Settings
-from services.scheduler import SchedulerService, Wiring
-from services.sessions import SESSION_TTL, SessionService
+from services.facade import Services
+from services.sessions import SESSION_TTL
 from web.auth import derived_key
 from web.deps import MalformedBody
 from web.errors import is_operator, lease_held_text
@@ -59,13 +60,14 @@ _STATUS_FOR_ERROR: tuple[tuple[type[MonitorSchedulerError], int], ...] = (
     (InvalidInput, 422),
     (UnknownUser, 404),
     (LeaseHeld, 409),
+    (RunNowTooSoon, 429),
     (QueueUnavailable, 503),
     # A setting this request needs is missing (queue mode without REDIS_URL, say): the server
     # cannot serve it as configured. One mapping, at the edge, for every such check below.
     (ConfigurationError, 503),
 )
 _PAGE_TITLES = {400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 409: "Busy", 413: "Too large",
-                422: "Invalid input", 503: "Unavailable"}
+                422: "Invalid input", 429: "Too soon", 503: "Unavailable"}
 
 
 def resolve_secret(settings: Settings, dev: bool) -> str:
@@ -84,9 +86,9 @@ def resolve_secret(settings: Settings, dev: bool) -> str:
     return secrets.token_urlsafe(32)
 
 
-def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
-    key = resolve_secret(wiring.settings, dev)
-    web = WebState(SchedulerService(wiring), SessionService(wiring.engine, wiring.clock), token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
+def create_app(services: Services, *, dev: bool = False) -> FastAPI:
+    key = resolve_secret(services.settings, dev)
+    web = WebState(services, token_key=key, session_key=derived_key(key, "monitor-scheduler session cookie"), dev=dev)
     api = FastAPI(
         title="monitor-scheduler",
         version="0.1.0",
@@ -102,7 +104,7 @@ def create_app(wiring: Wiring, *, dev: bool = False) -> FastAPI:
         session_cookie=SESSION_COOKIE,
         max_age=int(SESSION_TTL.total_seconds()),  # the WebSession row's expiresAt decides; the cookie just goes too
         same_site="lax",
-        https_only=wiring.settings.WEB_BASE_URL.startswith("https://"),
+        https_only=services.settings.WEB_BASE_URL.startswith("https://"),
     )
     api.middleware("http")(_security_headers)
     api.add_middleware(HeadAsGet)  # outermost: everything inside sees a GET
@@ -195,7 +197,9 @@ def _install_error_handlers(api: FastAPI) -> None:
             message = lease_held_text(exc, operator=is_operator(request))  # the token is for operators only
         else:
             message = "internal error" if status_code == 500 else str(exc)  # 503s say what is unavailable
-        return _error(request, status_code, message)
+        # RFC 9110: a 429 may say when to come back; Retry-After in seconds.
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RunNowTooSoon) else None
+        return _error(request, status_code, message, headers=headers)
 
     @api.exception_handler(MalformedBody)
     async def malformed_body(request: Request, exc: MalformedBody) -> Response:

@@ -273,7 +273,7 @@ def test_the_service_refuses_a_retention_outside_the_range_and_deletes_nothing(b
     backend.add_schedules(1)
     dispatcher, _, _ = make_dispatcher(backend)
     dispatcher.tick()
-    service = App(backend.settings(), backend.engine, backend.clock).service
+    service = App(backend.settings(), backend.engine, backend.clock).services.runs
     with pytest.raises(InvalidInput, match="days must be from 1 to 36500"):
         service.prune_history(days)
     assert len(backend.runs()) == 1

@@ -6,16 +6,18 @@ from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
 from dispatcher.service import Dispatcher
 from services.metrics import SchedulerCollector
+from services.status import Status
 from tests.conftest import Backend
 from core.executor import Runner
 
 
-def scrape(backend: Backend, **kwargs) -> dict[tuple[str, tuple], float]:
+def scrape(backend: Backend, *, redis: Redis | None = None, **settings: object) -> dict[tuple[str, tuple], float]:
     registry = CollectorRegistry()
-    registry.register(SchedulerCollector(backend.engine, backend.clock, **kwargs))
+    registry.register(SchedulerCollector(Status(backend.settings(**settings), backend.engine, backend.clock, redis)))
     samples = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:

@@ -9,13 +9,17 @@ import pytest
 from dispatcher.service import Dispatcher
 from core import queries, writes
 from core.exceptions import InvalidInput, UnknownUser
-from services.scheduler import get_schedule, set_schedule
+from services.schedules import Schedules
 from tests.conftest import T0, Backend
 from core.executor import Runner
 
 
+def schedules(backend: Backend) -> Schedules:
+    return Schedules(backend.engine, backend.clock, default_interval=5)
+
+
 def change(backend: Backend, user_id: str = "alice", **kwargs):
-    return set_schedule(backend.engine, backend.clock, user_id=user_id, default_interval=5, **kwargs)
+    return schedules(backend).set(user_id, **kwargs)
 
 
 def run_once(backend: Backend) -> None:
@@ -34,7 +38,7 @@ def test_a_bad_interval_writes_nothing(backend: Backend, bad) -> None:
     with pytest.raises(InvalidInput, match="between 1 and 1440"):
         change(backend, interval=bad)
     with pytest.raises(UnknownUser):
-        get_schedule(backend.engine, "alice")
+        schedules(backend).get("alice")
     change(backend, interval=30)
     with pytest.raises(InvalidInput):
         change(backend, interval=bad)

@@ -9,7 +9,7 @@ from pathlib import Path
 from redis import Redis
 from rq import Queue
 
-from dispatcher.service import Mode
+from core.domain import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
 from tests.conftest import PYTHON, Backend, cli_env

@@ -28,7 +28,7 @@ from core import domain
 from core.clock import FixedClock
 from core.db import create_db_engine
 from core.settings import load_settings
-from dispatcher.service import Mode
+from core.domain import Mode
 from monitor_scheduler.wiring import App
 from schema.migrate import upgrade
 from tests import restart, servers

@@ -80,9 +80,9 @@ def test_metrics_report_queue_depth_and_failed_jobs_from_redis(mysql_now_backend
 
     mysql_now_backend.add_schedules(4)
     assert dispatch_once(mysql_now_backend, redis_url).enqueued == 4
-    m = scrape(mysql_now_backend, redis=redis_conn, queue_name=QUEUE)
+    m = scrape(mysql_now_backend, redis=redis_conn, QUEUE_NAME=QUEUE)
     assert m[("monitor_scheduler_queue_depth", ())] == 4
     assert m[("monitor_scheduler_queue_failed_jobs", ())] == 0
     assert m[("monitor_scheduler_queue_up", ())] == 1
-    dead = scrape(mysql_now_backend, redis=Redis.from_url("redis://127.0.0.1:1/0"), queue_name=QUEUE)
+    dead = scrape(mysql_now_backend, redis=Redis.from_url("redis://127.0.0.1:1/0"), QUEUE_NAME=QUEUE)
     assert dead[("monitor_scheduler_queue_up", ())] == 0, "a dead Redis shows in the scrape instead of failing it"

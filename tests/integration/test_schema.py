@@ -268,6 +268,9 @@ def test_a_plain_sql_insert_on_sqlite_reads_back_as_datetimes_and_runs(sqlite_ba
     assert sqlite_backend.schedule("host-made").last_status == "succeeded"
 
 
+HEAD = "0005"  # the newest migration (0005: manualRunAt, the "Run now" cooldown)
+
+
 @pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
 def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request: pytest.FixtureRequest, tmp_path) -> None:
     from schema.migrate import current_revision, downgrade, upgrade
@@ -283,13 +286,13 @@ def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request:
         upgrade(engine, "0002")
         with engine.begin() as conn:
             writes.insert_schedule(conn, user_id="alice", enabled=True, interval_minutes=7, next_run_at=T0, now=T0)
-        upgrade(engine)  # through 0003 and 0004
-        assert current_revision(engine) == "0004"
+        upgrade(engine)  # through 0003 and every later migration
+        assert current_revision(engine) == HEAD
         with engine.connect() as conn:
             alice = queries.get_schedule(conn, "alice")
         assert alice is not None and alice.interval_minutes == 7
         downgrade(engine, "0002")
         upgrade(engine)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == HEAD
     finally:
         engine.dispose()

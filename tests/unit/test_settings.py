@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.domain import Mode
 from core.exceptions import ConfigurationError
 from core.settings import load_settings
 
@@ -32,6 +33,9 @@ def test_both_mysql_url_spellings_work(url: str) -> None:
         ("REDIS_URL", "http://x"),
         ("MONITOR_TASK", "no_colon"),
         ("JOB_TIMEOUT", "0"),
+        ("RUN_NOW_COOLDOWN", "-1"),
+        ("RUN_NOW_COOLDOWN", "one minute"),
+        ("RUN_NOW_COOLDOWN", "86401"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -63,3 +67,13 @@ def test_short_secrets_are_named(name: str, short: str, long: str) -> None:
         f"invalid setting {name}: must be at least {len(long)} characters (a long random value)"
     ]
     assert load_settings(env_file=None, **{name: long}).weak_secrets() == []
+
+
+def test_run_now_cooldown_defaults_to_a_minute_and_zero_turns_it_off() -> None:
+    assert load_settings(env_file=None).RUN_NOW_COOLDOWN == 60
+    assert load_settings(env_file=None, RUN_NOW_COOLDOWN="0").RUN_NOW_COOLDOWN == 0
+
+
+def test_the_default_mode_is_queue_with_redis_and_sync_without() -> None:
+    assert load_settings(env_file=None).default_mode is Mode.SYNC
+    assert load_settings(env_file=None, REDIS_URL="redis://127.0.0.1:6379/0").default_mode is Mode.QUEUE

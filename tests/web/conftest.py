@@ -72,7 +72,7 @@ def make_harness(backend: Backend, **overrides: object) -> WebHarness:
     values: dict[str, object] = {"SECRET_KEY": SECRET_KEY, "CRON_SECRET": CRON_SECRET}
     values.update(overrides)
     app = App(backend.settings(**values), backend.engine, backend.clock)
-    api = create_app(app)
+    api = create_app(app.services)
     return WebHarness(backend, app, api, TestClient(api, follow_redirects=False))
 
 

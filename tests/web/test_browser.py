@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from dispatcher.service import Mode
 from core import domain, queries
-from services import scheduler as schedule_service
+from core.domain import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
@@ -63,11 +62,10 @@ class LiveServer:
         return sign_in_url(self.url, self.web.token_key, user_id, admin=admin, ttl_seconds=300)
 
     def seed(self, user_id: str, *, interval: int = 5, enabled: bool = True) -> None:
-        schedule_service.set_schedule(self.app.engine, self.app.clock, user_id=user_id, interval=interval,
-                                      enabled=enabled, default_interval=5)
+        self.web.services.schedules.set(user_id, interval=interval, enabled=enabled)
 
     def run_once(self, user_id: str) -> None:
-        self.web.service.run_now(user_id, Mode.SYNC)
+        self.web.services.runs.run_now(user_id, Mode.SYNC)
 
     def schedule(self, user_id: str) -> domain.Schedule:
         with self.app.engine.connect() as conn:
@@ -82,7 +80,7 @@ def serve(database_url: str, **overrides: str) -> Iterator[LiveServer]:
     settings = load_settings(env_file=None, DATABASE_URL=database_url, REDIS_URL=overrides.pop("REDIS_URL", ""),
                              MONITOR_TASK=TASK, SECRET_KEY=SECRET_KEY, WEB_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
     app = App.from_settings(settings)
-    api = create_app(app)
+    api = create_app(app.services)
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)
     thread.start()

@@ -107,3 +107,24 @@ def test_queue_mode_capacity_is_live_workers_times_their_threads(queue_web: WebH
     with queue_web.backend.engine.connect() as conn:
         sample = queries.latest_sample(conn)
     assert sample is not None and sample.capacity == 5
+
+
+def test_the_api_the_metrics_and_the_passs_sample_show_the_same_figures(web: WebHarness) -> None:
+    # Given users with a run history and others due later, and a sync pass that ran the due ones,
+    web.backend.add_schedules(3, interval=1)
+    for i in range(3):
+        history(web, f"user-{i:06d}", 12)
+    web.backend.add_schedules(2, prefix="later", due_at=web.backend.clock.moment + timedelta(minutes=10))
+    assert web.app.services.runs.dispatch_pass().ran == 3
+    with web.backend.engine.connect() as conn:
+        sample = queries.latest_sample(conn)
+    assert sample is not None
+    # then the admin API and /metrics, asked at the same moment, report what the pass stored:
+    # one computation (core.health.capacity_report) behind all of them.
+    capacity = web.client.get(f"{ADMIN}/overview", headers=web.auth("root", admin=True)).json()["capacity"]
+    m = metrics(web)
+    stored = (sample.due, sample.queued, sample.running, sample.demand, sample.capacity)
+    assert (capacity["due"], capacity["queued"], capacity["running"], capacity["needed"], capacity["available"]) == stored
+    assert (m[("monitor_scheduler_runs", (("state", "due"),))], m[("monitor_scheduler_runs", (("state", "queued"),))],
+            m[("monitor_scheduler_runs", (("state", "running"),))], m[("monitor_scheduler_capacity_needed", ())],
+            m[("monitor_scheduler_capacity_available", ())]) == stored

@@ -77,7 +77,7 @@ def test_readyz_is_503_when_the_database_is_not_migrated(sqlite_backend: Backend
     from web.app import create_app
     from fastapi.testclient import TestClient
 
-    client = TestClient(create_app(App(settings, engine, sqlite_backend.clock)))
+    client = TestClient(create_app(App(settings, engine, sqlite_backend.clock).services))
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json()["database"].startswith("unreachable")
     scheduler = client.get("/healthz/scheduler")
@@ -111,8 +111,8 @@ def test_a_short_cron_secret_stops_the_web_app_unless_dev(sqlite_backend: Backen
 
     app = App(sqlite_backend.settings(SECRET_KEY=SECRET_KEY, CRON_SECRET="c" * 15), sqlite_backend.engine, sqlite_backend.clock)
     with pytest.raises(ConfigurationError, match="CRON_SECRET: must be at least 16 characters"):
-        create_app(app)
-    create_app(app, dev=True)
+        create_app(app.services)
+    create_app(app.services, dev=True)
     assert any("CRON_SECRET" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 

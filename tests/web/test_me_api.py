@@ -10,7 +10,7 @@ from datetime import timedelta
 import jwt
 import pytest
 
-from tests.web.conftest import SECRET_KEY, WebHarness
+from tests.web.conftest import SECRET_KEY, WebHarness, make_harness
 from tests.web.test_cron_api import hold_lease
 
 ME = "/api/schedules/me"
@@ -202,6 +202,55 @@ def test_a_user_is_told_until_when_a_run_holds_the_lease_but_not_who_holds_it(we
 
 def test_run_now_without_a_schedule_is_404(web: WebHarness) -> None:
     assert web.client.post(ME + "/run", headers=web.auth("ghost")).status_code == 404
+
+
+def test_run_now_again_within_the_cooldown_is_429_with_retry_after(web: WebHarness) -> None:
+    # Given alice ran her 1440-minute schedule by hand at T0,
+    [user] = web.backend.add_schedules(1, prefix="alice", interval=1440, due_at=web.backend.clock.moment + timedelta(hours=2))
+    headers = web.auth(user)
+    assert web.client.post(ME + "/run", headers=headers).status_code == 200
+    # when she asks again 15 s later, then 429 says when to come back, and nothing ran;
+    web.backend.clock.advance(seconds=15)
+    again = web.client.post(ME + "/run", headers=headers)
+    assert again.status_code == 429
+    assert again.headers["Retry-After"] == "45"
+    assert again.json()["message"] == f"user {user!r} asked for a run less than 60s ago (RUN_NOW_COOLDOWN): try again in 45s"
+    assert len(web.backend.runs(user)) == 1
+    # 45 s later it runs again.
+    web.backend.clock.advance(seconds=45)
+    assert web.client.post(ME + "/run", headers=headers).status_code == 200
+    assert len(web.backend.runs(user)) == 2
+
+
+def test_twenty_back_to_back_run_now_requests_run_once(web: WebHarness) -> None:
+    [user] = web.backend.add_schedules(1, prefix="alice", interval=1440)
+    headers = web.auth(user)
+    statuses = [web.client.post(ME + "/run", headers=headers).status_code for _ in range(20)]
+    assert statuses == [200] + [429] * 19
+    assert len(web.backend.runs(user)) == 1
+
+
+def test_admins_and_the_cron_endpoint_are_exempt_from_the_cooldown(web: WebHarness) -> None:
+    [user] = web.backend.add_schedules(1, prefix="alice")
+    admin = web.auth("root", admin=True)
+    assert web.client.post(ME + "/run", headers=web.auth(user)).status_code == 200
+    assert web.client.post("/api/admin/runs", params={"userId": user}, headers=admin).status_code == 200
+    assert web.client.post(f"/api/admin/schedules/{user}/run", headers=admin).status_code == 200
+    assert web.cron({"userId": user}).status_code == 200
+    assert len(web.backend.runs(user)) == 4
+    # An admin's own schedule, run from the user's side (/api/schedules/me), is limited like anyone's.
+    [mine] = web.backend.add_schedules(1, prefix="root")
+    own = web.auth(mine, admin=True)
+    assert web.client.post(ME + "/run", headers=own).status_code == 200
+    assert web.client.post(ME + "/run", headers=own).status_code == 429
+
+
+def test_a_zero_cooldown_does_not_limit_run_now(sqlite_backend) -> None:
+    harness = make_harness(sqlite_backend, RUN_NOW_COOLDOWN=0)
+    [user] = sqlite_backend.add_schedules(1, prefix="alice")
+    headers = harness.auth(user)
+    assert [harness.client.post(ME + "/run", headers=headers).status_code for _ in range(3)] == [200, 200, 200]
+    harness.client.close()
 
 
 @pytest.mark.redis

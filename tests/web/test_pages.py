@@ -107,6 +107,26 @@ def test_run_now_from_the_page_and_a_second_one_is_refused(web: WebHarness) -> N
     assert len(web.backend.runs(user)) == 1
 
 
+def test_run_now_again_too_soon_tells_the_user_when_it_works_again(web: WebHarness) -> None:
+    [user] = web.backend.add_schedules(1, prefix="alice")
+    client = web.browser_client(user)
+    csrf = web.csrf(client)
+    assert client.post("/settings/run", data={"csrf_token": csrf}).status_code == 303
+    client.get("/settings")  # shows (and clears) "finished"
+    web.backend.clock.advance(seconds=20)
+    assert client.post("/settings/run", data={"csrf_token": csrf}).status_code == 303
+    page = client.get("/settings").text
+    assert "At most once every 60 seconds." in page
+    assert "You asked for a run less than 60 seconds ago" in page
+    assert "Try again in 40 seconds." in page
+    assert len(web.backend.runs(user)) == 1
+    # The admin page runs the same user at once: operators are exempt.
+    admin = web.browser_client("root", admin=True)
+    admin.post("/admin/schedules/run", data={"csrf_token": web.csrf(admin, "/admin"), "user_id": user})
+    assert f"Run of {user} finished." in admin.get("/admin").text
+    assert len(web.backend.runs(user)) == 2
+
+
 def test_the_settings_page_tells_until_when_a_run_holds_the_lease_but_not_who_holds_it(web: WebHarness) -> None:
     [user] = web.backend.add_schedules(1, prefix="alice")
     hold_lease(web, user)

@@ -17,6 +17,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "A run of this user holds the lease",
         413: "Request body over 64 KiB",
         422: "Invalid input (wrong type, out of range, unknown field)",
+        429: "Run now asked for again within RUN_NOW_COOLDOWN; the Retry-After header says in how many seconds it is admitted",
         503: "Queue, database or configuration not available",
     }
     return {code: {"model": ErrorOut, "description": descriptions[code]} for code in codes}

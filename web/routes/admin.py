@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 
 from core.domain import ScheduleFilter
 from core.scheduling import MAX_USER_ID_LENGTH
-from services.scheduler import HISTORY_LIMIT
+from services.runs import HISTORY_LIMIT
 from web.deps import AdminUser, Web, body_doc, json_body
 from web.errors import mark_operator
 from web.models import (
@@ -75,7 +75,7 @@ def list_schedules(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ScheduleListOut:
-    page = web.service.list_page(which=filter, search=search, limit=limit, offset=offset)
+    page = web.services.schedules.list_page(which=filter, search=search, limit=limit, offset=offset)
     return ScheduleListOut(
         items=[AdminScheduleOut.of(row, page.now) for row in page.rows],
         limit=limit, offset=offset, nextOffset=offset + limit if page.has_more else None,
@@ -84,9 +84,9 @@ def list_schedules(
 
 @router.get("/overview", response_model=OverviewOut, responses=error_responses(401, 403), summary="Queue health and dispatcher status")
 def overview(web: Web, _admin: AdminUser) -> OverviewOut:
-    queue = web.service.queue_health()
-    status_ = web.service.dispatcher_status()
-    capacity = web.service.capacity()
+    queue = web.services.status.queue_health()
+    status_ = web.services.status.dispatcher_status()
+    capacity = web.services.status.capacity()
     counts = capacity.load.counts
     return OverviewOut(
         capacity=CapacityOut(
@@ -111,7 +111,7 @@ def overview(web: Web, _admin: AdminUser) -> OverviewOut:
 
 @router.post("/unlock", response_model=UnlockOut, responses=error_responses(401, 403), summary="Release expired leases")
 def unlock(web: Web, _admin: AdminUser) -> UnlockOut:
-    released = web.service.unlock_expired()
+    released = web.services.runs.unlock_expired()
     return UnlockOut(unlocked=released, count=len(released))
 
 
@@ -119,24 +119,24 @@ def unlock(web: Web, _admin: AdminUser) -> UnlockOut:
 
 
 def _history(web: Web, user_id: str, limit: int) -> list[RunOut]:
-    return [RunOut.of(run) for run in web.service.history(user_id, limit)]
+    return [RunOut.of(run) for run in web.services.runs.history(user_id, limit)]
 
 
 def _run(web: Web, user_id: str) -> AdminRunNowOut:
-    summary, snapshot = web.service.run_now(user_id)
+    summary, snapshot = web.services.runs.run_now(user_id)
     assert snapshot.schedule is not None
     return AdminRunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=AdminScheduleOut.of(snapshot.schedule, snapshot.now))
 
 
 def _read(web: Web, user_id: str) -> AdminScheduleOut:
-    snapshot = web.service.read_schedule(user_id)
+    snapshot = web.services.schedules.read(user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule for user {user_id!r}")
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
 
 
 def _update(web: Web, user_id: str, body: ScheduleUpdate) -> AdminScheduleOut:
-    snapshot = web.service.update_schedule(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
+    snapshot = web.services.schedules.update(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
     assert snapshot.schedule is not None
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
-from dispatcher.service import Mode
+from core.domain import Mode
 from web.auth import same_secret
 from web.deps import Web, body_doc, json_body
 from web.errors import mark_operator
@@ -48,9 +48,9 @@ def one_click_start(
 ) -> SummaryOut:
     """No body or `{}`: one pass (queue mode when REDIS_URL is set, else sync).
     `{"userId": ...}`: direct mode for that user. `{"mode": "sync"}`: a sync pass, no Redis needed."""
-    mode = Mode(body.mode) if body.mode else web.service.default_mode()
+    mode = Mode(body.mode) if body.mode else None  # None: the services' default (Settings.default_mode)
     if body.userId is not None:
-        summary, _snapshot = web.service.run_now(body.userId, mode)
+        summary, _snapshot = web.services.runs.run_now(body.userId, mode)
     else:
-        summary = web.service.dispatch_pass(mode)
+        summary = web.services.runs.dispatch_pass(mode)
     return SummaryOut(**summary.as_dict())

@@ -25,7 +25,7 @@ def healthz() -> HealthOut:
 @router.get("/readyz", response_model=ReadyOut, summary="This process can serve: database reachable; Redis reachable or sync mode",
             responses={503: {"model": ReadyOut, "description": "Not ready"}})
 def readyz(web: Web) -> JSONResponse:
-    ready = web.service.readiness()
+    ready = web.services.status.readiness()
     body = ReadyOut(status="ready" if ready.ready else "unavailable", database=ready.database, redis=ready.redis)
     return JSONResponse(body.model_dump(), status_code=200 if ready.ready else 503)
 
@@ -34,7 +34,7 @@ def readyz(web: Web) -> JSONResponse:
             summary="The dead-man check: a dispatch pass succeeded recently and no due user waits too long",
             responses={503: {"model": SchedulerHealthOut, "description": "Unhealthy: the problems are listed"}})
 def scheduler_health(web: Web) -> JSONResponse:
-    health = web.service.scheduler_health()
+    health = web.services.status.scheduler_health()
     body = SchedulerHealthOut(status="ok" if health.ok else "unhealthy", problems=health.problems,
                               lastPassAgeSeconds=health.last_pass_age_seconds, schedulingLagSeconds=health.scheduling_lag_seconds)
     return JSONResponse(body.model_dump(), status_code=200 if health.ok else 503)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from services.scheduler import HISTORY_LIMIT
+from services.runs import HISTORY_LIMIT
 from web.deps import CurrentUser, Web, body_doc, json_body
 from web.models import RunNowOut, RunOut, ScheduleOut, ScheduleUpdate, SummaryOut
 from web.routes import error_responses
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/schedules/me", tags=["my schedule"])
 
 @router.get("", response_model=ScheduleOut, responses=error_responses(401, 404), summary="My schedule")
 def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
-    snapshot = web.service.read_schedule(user.user_id)
+    snapshot = web.services.schedules.read(user.user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "you have no schedule yet: PATCH one to create it")
     return ScheduleOut.of(snapshot.schedule, snapshot.now)
@@ -30,18 +30,19 @@ def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
 def update_mine(
     web: Web, user: CurrentUser, body: Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
 ) -> ScheduleOut:
-    snapshot = web.service.update_schedule(user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True)
+    snapshot = web.services.schedules.update(user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True)
     assert snapshot.schedule is not None
     return ScheduleOut.of(snapshot.schedule, snapshot.now)
 
 
-@router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 503), summary="Run my monitor now")
+@router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 429, 503), summary="Run my monitor now",
+             description="At most once per RUN_NOW_COOLDOWN seconds (default 60): sooner is 429 with a Retry-After header (seconds).")
 def run_mine(web: Web, user: CurrentUser) -> RunNowOut:
-    summary, snapshot = web.service.run_now(user.user_id)
+    summary, snapshot = web.services.runs.run_now(user.user_id, cooldown=True)
     assert snapshot.schedule is not None
     return RunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=ScheduleOut.of(snapshot.schedule, snapshot.now))
 
 
 @router.get("/runs", response_model=list[RunOut], responses=error_responses(401, 422), summary="My run history, newest first")
 def my_runs(web: Web, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = HISTORY_LIMIT) -> list[RunOut]:
-    return [RunOut.of(run) for run in web.service.history(user.user_id, limit)]
+    return [RunOut.of(run) for run in web.services.runs.history(user.user_id, limit)]

@@ -20,12 +20,12 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
 from core.clock import utc_text
-from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, UnknownUser
+from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, RunNowTooSoon, UnknownUser
 from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
 from web.auth import AuthError, Principal, consume_sign_in_token, decode_token
 from web.chart import build_chart
-from services.scheduler import CHART_HOURS
+from services.status import CHART_HOURS
 from web.deps import (
     SESSION_ID,
     FormCsrf,
@@ -171,17 +171,18 @@ def logout(request: Request, web: Web) -> Response:
 
 def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int = 200, error: str | None = None,
                    form_interval: str | None = None, form_enabled: bool | None = None) -> HTMLResponse:
-    snapshot = web.service.read_schedule(user_id)
+    snapshot = web.services.schedules.read(user_id)
     schedule = snapshot.schedule
     return render(
         request, "settings.html", status_code,
         schedule=schedule,
         now=snapshot.now,
-        runs=web.service.history(user_id) if schedule else [],
+        runs=web.services.runs.history(user_id) if schedule else [],
         error=error,
         form_interval=form_interval if form_interval is not None else (schedule.interval_minutes if schedule else web.settings.DEFAULT_INTERVAL_MINUTES),
         form_enabled=form_enabled if form_enabled is not None else (schedule.enabled if schedule else True),
-        mode=web.service.default_mode().value,
+        mode=web.settings.default_mode.value,
+        cooldown=web.settings.RUN_NOW_COOLDOWN,
     )
 
 
@@ -197,7 +198,7 @@ def save_settings(
     enabled: Annotated[str | None, Form(max_length=8)] = None,
 ) -> Response:
     try:
-        web.service.update_schedule(user.user_id, enabled=enabled is not None, interval=interval, create=True)
+        web.services.schedules.update(user.user_id, enabled=enabled is not None, interval=interval, create=True)
     except InvalidInput as exc:
         return _settings_page(request, web, user.user_id, status_code=422, error=str(exc), form_interval=interval, form_enabled=enabled is not None)
     flash(request, "ok", "Saved.")
@@ -211,8 +212,9 @@ def run_mine(request: Request, web: Web, user: PageUser) -> Response:
 
 
 def _run_and_flash(request: Request, web: Web, user_id: str, *, operator: bool) -> None:
+    """A user's own "Run now" obeys RUN_NOW_COOLDOWN; an admin's (operator) does not."""
     try:
-        summary, _ = web.service.run_now(user_id)
+        summary, _ = web.services.runs.run_now(user_id, cooldown=not operator)
     except MonitorSchedulerError as exc:
         flash(request, "error", _run_error_text(exc, operator=operator))
         return
@@ -224,6 +226,9 @@ def _run_error_text(exc: MonitorSchedulerError, *, operator: bool) -> str:
         return lease_held_text(exc, operator=operator)
     if isinstance(exc, UnknownUser):
         return "There is no schedule to run yet: save your settings first."
+    if isinstance(exc, RunNowTooSoon):
+        return (f"You asked for a run less than {exc.cooldown} seconds ago: \"Run now\" works once every "
+                f"{exc.cooldown} seconds. Try again in {exc.retry_after} seconds.")
     return str(exc)
 
 
@@ -250,15 +255,16 @@ def admin_page(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     which = _parse_filter(filter)
-    rows = web.service.list_page(which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
-    chart_end, samples = web.service.capacity_history(CHART_HOURS)
+    rows = web.services.schedules.list_page(which=which, search=q, limit=ADMIN_PAGE_SIZE, offset=(page - 1) * ADMIN_PAGE_SIZE)
+    overview = web.services.status
+    chart_end, samples = overview.capacity_history(CHART_HOURS)
     return render(
         request, "admin.html",
         rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
         filter=which.value if which else None, q=q or "",
         filters=[f.value for f in ScheduleFilter],
-        queue=web.service.queue_health(), dispatcher=web.service.dispatcher_status(),
-        capacity=web.service.capacity(), chart=build_chart(samples, end=chart_end, hours=CHART_HOURS), chart_hours=CHART_HOURS,
+        queue=overview.queue_health(), dispatcher=overview.dispatcher_status(),
+        capacity=overview.capacity(), chart=build_chart(samples, end=chart_end, hours=CHART_HOURS), chart_hours=CHART_HOURS,
         here=_admin_url(which.value if which else None, q, page),
         prev_url=_admin_url(which.value if which else None, q, page - 1) if page > 1 else None,
         next_url=_admin_url(which.value if which else None, q, page + 1) if rows.has_more else None,
@@ -281,7 +287,7 @@ def admin_update(
 ) -> Response:
     which = _parse_filter(filter)  # every input is checked before anything is changed
     try:
-        web.service.update_schedule(
+        web.services.schedules.update(
             user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
         )
         flash(request, "ok", f"Saved {user_id}.")
@@ -305,6 +311,6 @@ def admin_run(
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])
 def admin_unlock(request: Request, web: Web, _admin: PageAdmin) -> Response:
-    released = web.service.unlock_expired()
+    released = web.services.runs.unlock_expired()
     flash(request, "ok", f"Unlocked {len(released)} expired lease(s)." + (" " + ", ".join(released[:10]) if released else ""))
     return see_other("/admin")
