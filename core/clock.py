@@ -30,13 +30,19 @@ def utc_naive(moment: datetime) -> datetime:
     return to_ms_precision(moment)
 
 
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
 def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch of a naive UTC datetime."""
-    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+    """Milliseconds since the epoch of a naive UTC datetime, in integers: through a float
+    timestamp some times lost a millisecond (2004-02-01 00:00:00.761 gave ...760), so a run's
+    slot came back from its job's arguments one millisecond early."""
+    return (utc_naive(moment) - _EPOCH) // _MS
 
 
 def from_epoch_ms(value: int) -> datetime:
-    return datetime(1970, 1, 1) + timedelta(milliseconds=value)
+    return _EPOCH + value * _MS
 
 
 def utc_text(moment: datetime | None, *, sep: str = "T", empty: str = "-") -> str:

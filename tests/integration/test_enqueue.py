@@ -13,6 +13,7 @@ from rq.job import Job
 from rq.utils import as_text
 
 from dispatcher.enqueue import TIME_FIELDS, RqEnqueuer, job_id_for
+from dispatcher.jobspec import RUN_JOB
 from core.domain import ClaimedRun, Trigger
 
 pytestmark = pytest.mark.redis
@@ -163,6 +164,6 @@ def test_a_batch_lands_in_order_and_reports_the_depth(redis_conn: Redis) -> None
     assert queue.job_ids == [job_id_for(r) for r in batch]
     job = queue.fetch_job(job_id_for(batch[7]))
     assert job is not None and job.enqueued_at is not None
-    assert job.func_name == "worker.jobs.run_user_monitor" and job.args[0] == "user 7 ü/?"
+    assert job.func_name == RUN_JOB and job.args[0] == "user 7 ü/?"
     assert job.get_status() == "queued" and job.timeout == 600
     assert job.created_at <= job.enqueued_at <= job.created_at + timedelta(seconds=60)

@@ -19,12 +19,12 @@ from rq import Queue
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from core.clock import from_epoch_ms
 from core.domain import ClaimedRun, RunStatus, Trigger
 from core.exceptions import LeaseHeld
 from core.executor import Runner
 from core.settings import Settings
 from dispatcher.enqueue import job_id_for
+from dispatcher.jobspec import run_from_job_args
 from dispatcher.service import Dispatcher
 from tests.conftest import Backend
 
@@ -40,9 +40,8 @@ def queue_dispatcher(backend: Backend, redis_url: str, redis_conn: Redis) -> tup
 
 
 def run_of(job_args: Sequence[Any]) -> ClaimedRun:
-    """The run a worker would reconstruct from the job's arguments (worker.jobs.run_user_monitor)."""
-    user_id, slot_ms, attempt, token, trigger, enqueued_ms = job_args
-    return ClaimedRun(user_id, from_epoch_ms(slot_ms), attempt, token, Trigger(trigger), from_epoch_ms(enqueued_ms))
+    """The run a worker reconstructs from the job's arguments."""
+    return run_from_job_args(*job_args)[0]
 
 
 def test_an_expired_lease_whose_job_waits_in_the_queue_keeps_its_place(backend: Backend, redis_url: str, redis_conn: Redis) -> None:
