@@ -80,21 +80,27 @@ def due_rows_query(now: datetime, limit: int) -> Select[Any]:
 _NOT_STARTED = ((s.runStartedAt, None), (s.progress, None), (s.progressMessage, None), (s.progressAt, None))
 
 
-def _take_lease(token: str, lease_until: datetime, now: datetime) -> Update:
-    # The slot/attempt rule, written once (claim_due reads the result back):
+def _take_lease(token: str, lease_until: datetime, now: datetime, *, restart: bool = False) -> Update:
+    # The slot/attempt rule, written once (claim_due and take_over read the result back):
     #   a takeover of an expired lease retries the same slot (attempt + 1);
     #   a row released without running (nextRunAt back at runSlot) retries it too;
-    #   otherwise nextRunAt is a new slot, attempt 1.
+    #   otherwise nextRunAt is a new slot, attempt 1;
+    #   `restart` (a manual run) makes `now` the slot, attempt 1: the user's cadence restarts there.
     # MySQL evaluates SET assignments left to right, each seeing the ones before it; SQLite sees
     # the old row in all of them. Ordering them so that every CASE runs before the columns it reads
     # are overwritten makes both agree.
     retry = or_(s.lockedBy.is_not(None), s.runSlot == s.nextRunAt)
+    slot_and_attempt = (
+        ((s.attempt, literal(1)), (s.runSlot, now)) if restart else (
+            (s.attempt, case((retry, s.attempt + 1), else_=literal(1))),
+            (s.runSlot, case((s.lockedBy.is_not(None), func.coalesce(s.runSlot, s.nextRunAt)), else_=s.nextRunAt)),
+        )
+    )
     return (
         update(schedules)
         .where(s.userId.in_(bindparam("claim_ids", expanding=True)))
         .ordered_values(
-            (s.attempt, case((retry, s.attempt + 1), else_=literal(1))),
-            (s.runSlot, case((s.lockedBy.is_not(None), func.coalesce(s.runSlot, s.nextRunAt)), else_=s.nextRunAt)),
+            *slot_and_attempt,
             (s.lockedBy, token),
             (s.lockedUntil, lease_until),
             (s.nextRunAt, lease_until),
@@ -127,8 +133,8 @@ _CLAIMED_BY = select(s.userId, s.runSlot, s.attempt).where(
 @dataclass(frozen=True)
 class Claim:
     """What one claim transaction took: runs leased to the claimer, and (when asked to park them)
-    runs whose lease had expired, left with their holder's token and a lease extended by one TTL
-    until the caller has asked the queue whether their job still lives (see `take_over`)."""
+    runs whose lease had expired, left with their holder's token until the caller has asked the
+    queue whether their job still lives (see `take_over`)."""
 
     claimed: list[ClaimedRun]
     parked: list[ClaimedRun]
@@ -138,48 +144,64 @@ class Claim:
         return len(self.claimed) + len(self.parked)
 
 
+def _park_expired(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime, extend_until: datetime | None) -> list[ClaimedRun]:
+    """The expired-lease rule's first half, for every claim: an expired lease is not taken over in
+    the claim but parked, its run returned under its holder's token, so the claimer can ask the
+    queue (outside the transaction: no row lock across a network call) whether the job still
+    waits there (it keeps its place) or is gone (`take_over`, fenced on that token). A claim over
+    the due range extends the parked leases to `extend_until`, which moves them out of the range
+    (the next batch of the pass, or another dispatcher, does not ask again); a claim of one user
+    by id leaves the row as it is (None)."""
+    if not rows:
+        return []
+    if extend_until is not None:
+        conn.execute(_EXTEND_EXPIRED, {"parked_ids": [r.userId for r in rows], "until": extend_until, "now": now})
+    return [ClaimedRun(r.userId, r.runSlot or r.nextRunAt, r.attempt, r.lockedBy or "", Trigger.SCHEDULE, now) for r in rows]
+
+
 def claim_due(
     conn: Connection, *, now: datetime, limit: int, token: str, lease_until: datetime, trigger: Trigger, park_expired: bool = False,
 ) -> Claim:
     """Lease up to `limit` due rows, oldest nextRunAt first.
 
     A due row whose lease expired is either taken over at once (recorded as a lost run in the same
-    transaction), or, with `park_expired`, parked: its lease is extended to `lease_until` under its
-    holder's token, so the claimer can ask the queue, outside this transaction, whether the job is
-    still waiting there (it keeps its place) or really gone (`take_over`). A queue that holds
-    jobs longer than a lease therefore never loses them, and the normal path (no expired lease)
-    costs no call to the queue.
+    transaction), or, with `park_expired`, parked (`_park_expired`) with its lease extended to
+    `lease_until`. A queue that holds jobs longer than a lease therefore never loses them, and the
+    normal path (no expired lease) costs no call to the queue.
     """
     rows = conn.execute(due_rows_query(now, limit)).all()
     if not rows:
         return Claim([], [])
-    expired = [r for r in rows if r.lockedBy is not None]
     parked: list[ClaimedRun] = []
-    if park_expired and expired:
-        conn.execute(_EXTEND_EXPIRED, {"parked_ids": [r.userId for r in expired], "until": lease_until, "now": now})
-        parked = [ClaimedRun(r.userId, r.runSlot or r.nextRunAt, r.attempt, r.lockedBy, Trigger.SCHEDULE, now) for r in expired]
+    if park_expired:
+        parked = _park_expired(conn, [r for r in rows if r.lockedBy is not None], now=now, extend_until=lease_until)
         rows = [r for r in rows if r.lockedBy is None]
         if not rows:
             return Claim([], parked)
+    return Claim(_lease(conn, rows, token=token, lease_until=lease_until, trigger=trigger, now=now), parked)
+
+
+def _lease(
+    conn: Connection, rows: Sequence[_LeasedRow], *, token: str, lease_until: datetime, trigger: Trigger, now: datetime, restart: bool = False,
+) -> list[ClaimedRun]:
+    """Lease `rows` (free, or expired and to be taken over: those are recorded lost once) to
+    `token`, and read back the slot and attempt the UPDATE gave each, in the order of `rows`."""
     ids = [r.userId for r in rows]
-    conn.execute(_take_lease(token, lease_until, now), {"claim_ids": ids})
+    conn.execute(_take_lease(token, lease_until, now, restart=restart), {"claim_ids": ids})
     written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
     lost = [r for r in rows if r.lockedBy is not None]
     if lost:
         _record_lost(conn, lost, now=now)
-    claimed = [
-        ClaimedRun(user_id, written[user_id].runSlot, written[user_id].attempt, token, trigger, now)
-        for user_id in ids  # the due query's order: oldest first
-    ]
-    return Claim(claimed, parked)
+    return [ClaimedRun(user_id, written[user_id].runSlot, written[user_id].attempt, token, trigger, now) for user_id in ids]
 
 
 def take_over(
-    conn: Connection, *, parked: Sequence[ClaimedRun], token: str, lease_until: datetime, trigger: Trigger, now: datetime
+    conn: Connection, *, parked: Sequence[ClaimedRun], token: str, lease_until: datetime, trigger: Trigger, now: datetime, restart: bool = False,
 ) -> list[ClaimedRun]:
-    """Take the parked runs whose job is gone from the queue: fenced on the holder's token (a
-    worker that started the job meanwhile renewed the lease and keeps it), recorded as lost once,
-    retried in the same slot (attempt + 1)."""
+    """The expired-lease rule's second half: take the parked runs whose job is gone from the queue,
+    fenced on the holder's token (a lease that changed hands meanwhile is not ours to take),
+    recorded as lost once, retried in the same slot (attempt + 1) or, with `restart` (a manual
+    run), in the slot `now`."""
     if not parked:
         return []
     by_id = {run.user_id: run for run in parked}
@@ -187,23 +209,18 @@ def take_over(
     still_parked = [r for r in rows if r.lockedBy is not None and r.lockedBy == by_id[r.userId].token]
     if not still_parked:
         return []
-    ids = [r.userId for r in still_parked]
-    conn.execute(_take_lease(token, lease_until, now), {"claim_ids": ids})
-    written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
-    _record_lost(conn, still_parked, now=now)
-    return [
-        ClaimedRun(run.user_id, written[run.user_id].runSlot, written[run.user_id].attempt, token, trigger, now)
-        for run in parked if run.user_id in written
-    ]
+    taken = {run.user_id: run for run in _lease(conn, still_parked, token=token, lease_until=lease_until, trigger=trigger, now=now, restart=restart)}
+    return [taken[run.user_id] for run in parked if run.user_id in taken]
 
 
 def claim_user(
-    conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger
-) -> ClaimedRun | None:
-    """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or leased.
-
-    The run's slot is `now`: a manual run restarts the user's cadence from the moment it ran.
-    """
+    conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger, park_expired: bool = False,
+) -> Claim | None:
+    """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or its lease
+    is live. The run's slot is `now`: a manual run restarts the user's cadence from the moment it
+    ran. An expired lease follows the same rule as in `claim_due`: taken over at once, or with
+    `park_expired` parked (left as it is) for the caller to ask the queue and `take_over` with
+    `restart`."""
     row = conn.execute(
         select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
         .where(s.userId == user_id, lease_is_free(now))
@@ -211,14 +228,9 @@ def claim_user(
     ).first()
     if row is None:
         return None
-    conn.execute(
-        update(schedules)
-        .where(s.userId == user_id, lease_is_free(now))
-        .values(runSlot=now, attempt=1, lockedBy=token, lockedUntil=lease_until, nextRunAt=lease_until, updatedAt=now, **{c.name: v for c, v in _NOT_STARTED})
-    )
-    if row.lockedBy is not None:
-        _record_lost(conn, [row], now=now)
-    return ClaimedRun(user_id, now, 1, token, trigger, now)
+    if park_expired and row.lockedBy is not None:
+        return Claim([], _park_expired(conn, [row], now=now, extend_until=None))
+    return Claim(_lease(conn, [row], token=token, lease_until=lease_until, trigger=trigger, now=now, restart=True), [])
 
 
 class _LeasedRow(Protocol):
