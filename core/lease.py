@@ -59,13 +59,25 @@ def lease_is_free(now: datetime) -> ColumnElement[bool]:
     return or_(s.lockedUntil.is_(None), s.lockedUntil <= now)
 
 
+def slot_of() -> ColumnElement[datetime]:
+    """The slot of a leased row's run, the one place this rule is written: its runSlot (a row
+    leased before runSlot existed has only nextRunAt). Reads of leased rows select it as `slot`
+    (the parked run, the lost run's record); a takeover retries it; a release makes the row due
+    at it."""
+    return func.coalesce(s.runSlot, s.nextRunAt)
+
+
+# What a claim reads of a row it may take over or park (`_LeasedRow`).
+_LEASED_COLUMNS = (s.userId, s.lockedBy, s.lockedUntil, s.attempt, slot_of().label("slot"))
+
+
 # --- claiming -------------------------------------------------------------------------------------
 
 
 def due_rows_query(now: datetime, limit: int) -> Select[Any]:
     """The due query. Exposed so a test can EXPLAIN exactly what the dispatcher runs."""
     return (
-        select(s.userId, s.nextRunAt, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt)
+        select(*_LEASED_COLUMNS)
         # Pin the plan: on a small or freshly loaded table the optimizer may prefer a scan plus
         # filesort, and with SKIP LOCKED that locks every row it scans.
         .with_hint(schedules, "FORCE INDEX (ix_UserMonitorSchedule_due)", "mysql")
@@ -93,7 +105,7 @@ def _take_lease(token: str, lease_until: datetime, now: datetime, *, restart: bo
     slot_and_attempt = (
         ((s.attempt, literal(1)), (s.runSlot, now)) if restart else (
             (s.attempt, case((retry, s.attempt + 1), else_=literal(1))),
-            (s.runSlot, case((s.lockedBy.is_not(None), func.coalesce(s.runSlot, s.nextRunAt)), else_=s.nextRunAt)),
+            (s.runSlot, case((s.lockedBy.is_not(None), slot_of()), else_=s.nextRunAt)),
         )
     )
     return (
@@ -119,13 +131,13 @@ _EXTEND_EXPIRED = (
     .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"), updatedAt=bindparam("now"))
 )
 _LEASED_ROWS = (
-    select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+    select(*_LEASED_COLUMNS)
     .where(s.userId.in_(bindparam("ids", expanding=True)))
     .with_for_update()
 )
 
 # The read-back goes through the primary key (userId IN ...), so it costs the same on any table size.
-_CLAIMED_BY = select(s.userId, s.runSlot, s.attempt).where(
+_CLAIMED_BY = select(s.userId, slot_of().label("slot"), s.attempt).where(
     s.userId.in_(bindparam("claimed_ids", expanding=True)), s.lockedBy == bindparam("token")
 )
 
@@ -156,7 +168,7 @@ def _park_expired(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime
         return []
     if extend_until is not None:
         conn.execute(_EXTEND_EXPIRED, {"parked_ids": [r.userId for r in rows], "until": extend_until, "now": now})
-    return [ClaimedRun(r.userId, r.runSlot or r.nextRunAt, r.attempt, r.lockedBy or "", Trigger.SCHEDULE, now) for r in rows]
+    return [ClaimedRun(r.userId, r.slot, r.attempt, r.lockedBy or "", Trigger.SCHEDULE, now) for r in rows]
 
 
 def claim_due(
@@ -192,7 +204,7 @@ def _lease(
     lost = [r for r in rows if r.lockedBy is not None]
     if lost:
         _record_lost(conn, lost, now=now)
-    return [ClaimedRun(user_id, written[user_id].runSlot, written[user_id].attempt, token, trigger, now) for user_id in ids]
+    return [ClaimedRun(user_id, written[user_id].slot, written[user_id].attempt, token, trigger, now) for user_id in ids]
 
 
 def take_over(
@@ -222,7 +234,7 @@ def claim_user(
     `park_expired` parked (left as it is) for the caller to ask the queue and `take_over` with
     `restart`."""
     row = conn.execute(
-        select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+        select(*_LEASED_COLUMNS)
         .where(s.userId == user_id, lease_is_free(now))
         .with_for_update()
     ).first()
@@ -234,14 +246,13 @@ def claim_user(
 
 
 class _LeasedRow(Protocol):
-    """The columns of a row whose lease is recorded as lost (the claim and unlock reads select them)."""
+    """A row a claim may take over or park, or unlock release (`_LEASED_COLUMNS`)."""
 
     userId: str
     lockedBy: str | None
     lockedUntil: datetime | None
-    runSlot: datetime | None
     attempt: int
-    nextRunAt: datetime
+    slot: datetime  # slot_of()
 
 
 def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime) -> None:
@@ -249,7 +260,7 @@ def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime)
         RunRecord(
             user_id=r.userId,
             trigger=Trigger.SCHEDULE,
-            slot=r.runSlot or r.nextRunAt,
+            slot=r.slot,
             attempt=r.attempt,
             lease_token=r.lockedBy,
             status=RunStatus.LOST,
@@ -283,7 +294,7 @@ def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> 
     result = conn.execute(
         update(schedules)
         .where(s.userId.in_(bindparam("release_ids", expanding=True)), s.lockedBy == token)
-        .values(lockedBy=None, lockedUntil=None, nextRunAt=func.coalesce(s.runSlot, s.nextRunAt)),
+        .values(lockedBy=None, lockedUntil=None, nextRunAt=slot_of()),
         {"release_ids": list(user_ids)},
     )
     return result.rowcount
@@ -447,7 +458,7 @@ def set_progress(
 def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
     """Release every expired lease, recording the lost runs; the rows are due again at once."""
     rows = conn.execute(
-        select(s.userId, s.lockedBy, s.lockedUntil, s.runSlot, s.attempt, s.nextRunAt)
+        select(*_LEASED_COLUMNS)
         .where(s.lockedBy.is_not(None), s.lockedUntil <= now)
         .with_for_update(skip_locked=True)
     ).all()
@@ -458,7 +469,7 @@ def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
     conn.execute(
         update(schedules)
         .where(s.userId.in_(bindparam("unlock_ids", expanding=True)), s.lockedUntil <= now)
-        .values(lockedBy=None, lockedUntil=None, nextRunAt=func.coalesce(s.runSlot, s.nextRunAt), updatedAt=now),
+        .values(lockedBy=None, lockedUntil=None, nextRunAt=slot_of(), updatedAt=now),
         {"unlock_ids": ids},
     )
     return ids
