@@ -20,7 +20,7 @@ from enum import StrEnum
 from redis import Redis
 from sqlalchemy import Connection, Engine
 
-from core import health, lease, queries, writes
+from core import claims, health, queries, writes
 from core.capacity import Sample
 from core.clock import Clock, utc_text
 from core.db import run_transaction
@@ -111,7 +111,7 @@ class Dispatcher:
     def _claim_loop(self, now: datetime, summary: DispatchSummary) -> None:
         self.sink.begin_pass()
         remaining = self.policy.batch_size
-        until = lease.lease_until(now, self.policy.lease_ms)
+        until = claims.lease_until(now, self.policy.lease_ms)
         while remaining > 0:
             if self.sink.must_stop(summary):
                 if summary.backpressure:
@@ -131,11 +131,11 @@ class Dispatcher:
                 return
 
     def _take_over_dead(
-        self, claim: lease.Claim, now: datetime, until: datetime, summary: DispatchSummary, *, restart: bool = False
+        self, claim: claims.Claim, now: datetime, until: datetime, summary: DispatchSummary, *, restart: bool = False
     ) -> list[ClaimedRun]:
         """The expired-lease rule after the claim (the pass's and run-now's): of the parked runs,
         those whose job still waits in the queue keep their place; those whose job is gone are
-        taken over (`lease.take_over`, fenced on the holder's token), recorded lost once. `restart`:
+        taken over (`claims.take_over`, fenced on the holder's token), recorded lost once. `restart`:
         a manual run, in the slot `now`."""
         if not claim.parked:
             return []
@@ -153,8 +153,8 @@ class Dispatcher:
         if not dead:
             return []
         with self.engine.begin() as conn:
-            taken = lease.take_over(
-                conn, parked=dead, token=lease.new_lease_token(), lease_until=until,
+            taken = claims.take_over(
+                conn, parked=dead, token=claims.new_lease_token(), lease_until=until,
                 trigger=Trigger.MANUAL if restart else self.sink.trigger, now=now, restart=restart,
             )
         logger.warning("%s run(s) lost (job gone from the queue, lease expired): retrying %s", len(dead), ", ".join(r.user_id for r in taken[:20]))
@@ -207,11 +207,11 @@ class Dispatcher:
         beside its run that waits in the queue (the expired-lease rule of the pass)."""
         started = time.perf_counter()
         self.sink.begin_pass()  # queue: fail fast, before the lease is taken
-        token = lease.new_lease_token()
+        token = claims.new_lease_token()
         with self.engine.begin() as conn:
             now = now or self.clock.now(conn)
-            until = lease.lease_until(now, self.policy.lease_ms)
-            claim = lease.claim_user(
+            until = claims.lease_until(now, self.policy.lease_ms)
+            claim = claims.claim_user(
                 conn, user_id=user_id, now=now, token=token, lease_until=until, trigger=Trigger.MANUAL, park_expired=self.sink.parks_expired,
             )
             existing = queries.get_schedule(conn, user_id) if claim is None else None
@@ -239,11 +239,11 @@ class Dispatcher:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
-        token = lease.new_lease_token()
+    def _claim(self, now: datetime, limit: int, until: datetime) -> claims.Claim:
+        token = claims.new_lease_token()
 
-        def claim(conn: Connection) -> lease.Claim:
-            return lease.claim_due(
+        def claim(conn: Connection) -> claims.Claim:
+            return claims.claim_due(
                 conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
             )
 
@@ -258,5 +258,5 @@ class Dispatcher:
             by_token.setdefault(run.token, []).append(run.user_id)
         with self.engine.begin() as conn:
             for token, user_ids in by_token.items():
-                released += lease.release_leases(conn, user_ids=user_ids, token=token)
+                released += claims.release_leases(conn, user_ids=user_ids, token=token)
         return released

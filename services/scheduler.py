@@ -28,7 +28,7 @@ from rq import Queue, Worker
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import lease, queries, writes
+from core import claims, queries, writes
 from core.capacity import SYNC_CAPACITY, CapacityReport, Sample
 from core.clock import Clock
 from core.domain import DispatchSummary, RunRecord, Schedule, ScheduleFilter
@@ -272,7 +272,7 @@ class SchedulerService:
 
     def unlock_expired(self) -> list[str]:
         with self.engine.begin() as conn:
-            return lease.unlock_expired(conn, now=self.clock.now(conn))
+            return claims.unlock_expired(conn, now=self.clock.now(conn))
 
     def prune_history(self, days: int | None = None) -> tuple[int, datetime]:
         """Delete history older than `days` (HISTORY_RETENTION_DAYS) in short transactions."""

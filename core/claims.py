@@ -1,15 +1,18 @@
-"""The lease protocol: claim, renew, finish, release. Conditional writes are the locks.
+"""Claiming: who holds a schedule's lease. Conditional writes are the locks.
 
 Callers pass the connection (inside the transaction they own) and "now" explicitly; nothing here
-reads a clock or commits.
+reads a clock or commits. The writes of a run that holds a lease (start, renew, finish, progress)
+are in core.fenced.
 
 - `claim_due`: the due rows, oldest first, over the (enabled, nextRunAt) index with
   `FOR UPDATE SKIP LOCKED` (MySQL/MariaDB; on SQLite the transaction is BEGIN IMMEDIATE and so
   already exclusive), one UPDATE that gives each a lease and moves `nextRunAt` to the lease
   expiry (out of the due range), then one read of what that UPDATE wrote (the slot/attempt rule
   lives in the UPDATE alone).
-- `renew_lease` / `finish_run` / `release_leases`: conditional writes fenced on `lockedBy = token`;
-  the row count decides whether the caller still holds the lease.
+- The expired-lease rule: `claim_due` and `claim_user` park an expired lease (`_park_expired`)
+  when the caller will ask the queue about its job, and `take_over` takes the ones whose job is
+  gone, fenced on the holder's token.
+- `release_leases` (fenced on the claimer's token) and `unlock_expired` give leases back.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -38,8 +40,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from core.clock import to_ms_precision, utc_text
-from core.domain import ClaimedRun, RunRecord, RunStatus, Trigger, truncate_error
+from core.clock import utc_text
+from core.domain import ClaimedRun, RunRecord, RunStatus, Trigger
 from core.writes import insert_runs
 from schema.models import schedules
 
@@ -69,6 +71,17 @@ def slot_of() -> ColumnElement[datetime]:
 
 # What a claim reads of a row it may take over or park (`_LeasedRow`).
 _LEASED_COLUMNS = (s.userId, s.lockedBy, s.lockedUntil, s.attempt, slot_of().label("slot"))
+
+
+
+class _LeasedRow(Protocol):
+    """A row a claim may take over or park, or unlock release (`_LEASED_COLUMNS`)."""
+
+    userId: str
+    lockedBy: str | None
+    lockedUntil: datetime | None
+    attempt: int
+    slot: datetime  # slot_of()
 
 
 # --- claiming -------------------------------------------------------------------------------------
@@ -245,16 +258,6 @@ def claim_user(
     return Claim(_lease(conn, [row], token=token, lease_until=lease_until, trigger=trigger, now=now, restart=True), [])
 
 
-class _LeasedRow(Protocol):
-    """A row a claim may take over or park, or unlock release (`_LEASED_COLUMNS`)."""
-
-    userId: str
-    lockedBy: str | None
-    lockedUntil: datetime | None
-    attempt: int
-    slot: datetime  # slot_of()
-
-
 def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime) -> None:
     records = [
         RunRecord(
@@ -284,7 +287,7 @@ def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime)
     )
 
 
-# --- fenced writes --------------------------------------------------------------------------------
+# --- giving leases back ----------------------------------------------------------------------------
 
 
 def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> int:
@@ -298,161 +301,6 @@ def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> 
         {"release_ids": list(user_ids)},
     )
     return result.rowcount
-
-
-# The run path's statements are built once: constructing a statement per call (argument coercion,
-# cache keys) was ~20% of a short run (scripts/bench/profile_sync_path.py). A "now" that is a SQL
-# expression (the database clock) gets its statement built once per expression; a plain datetime
-# (process or test clock) is a parameter.
-
-_RENEW_LEASE = (
-    update(schedules)
-    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-    .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"))
-)
-_LOCK_IF_LEASED = select(s.intervalMinutes).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
-_FINISH_RUN = (
-    update(schedules)
-    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-    .values(
-        lastRunAt=bindparam("started_at"), lastStatus=bindparam("status"), lastError=bindparam("error"),
-        nextRunAt=bindparam("next_run_at"), lockedBy=None, lockedUntil=None, updatedAt=bindparam("now"),
-        # The run's last progress, when it was not written yet (throttled); NULL keeps what is there.
-        progress=func.coalesce(bindparam("progress", type_=s.progress.type), s.progress),
-        progressMessage=func.coalesce(bindparam("progress_message", type_=s.progressMessage.type), s.progressMessage),
-        progressAt=func.coalesce(bindparam("progress_at", type_=s.progressAt.type), s.progressAt),
-    )
-)
-
-
-_START_RUN = (
-    update(schedules)
-    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-    .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"), runStartedAt=bindparam("now"))
-)
-
-
-@lru_cache(maxsize=32)
-def _start_run_with(until: ColumnElement[datetime], now: ColumnElement[datetime]) -> Update:
-    return (
-        update(schedules)
-        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-        .values(lockedUntil=until, nextRunAt=until, runStartedAt=now)
-    )
-
-
-def start_run(
-    conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime], now: datetime | ColumnElement[datetime]
-) -> bool:
-    """The run begins: renew the lease from now (the queue wait may have used much of it) and note
-    when it started (the run is no longer waiting), in one statement fenced on the token."""
-    if isinstance(lease_until, datetime) and isinstance(now, datetime):
-        result = conn.execute(_START_RUN, {"uid": user_id, "token": token, "until": lease_until, "now": now})
-    elif not isinstance(lease_until, datetime) and not isinstance(now, datetime):
-        result = conn.execute(_start_run_with(lease_until, now), {"uid": user_id, "token": token})
-    else:
-        raise TypeError("lease_until and now come from one clock: both values or both SQL expressions")
-    return result.rowcount == 1
-
-
-@lru_cache(maxsize=32)
-def _renew_lease_with(until: ColumnElement[datetime]) -> Update:
-    return (
-        update(schedules)
-        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-        .values(lockedUntil=until, nextRunAt=until)
-    )
-
-
-@lru_cache(maxsize=32)
-def _lock_if_leased_with(now: ColumnElement[datetime]) -> Select[Any]:
-    return select(s.intervalMinutes, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
-
-
-def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime]) -> bool:
-    """Extend a lease this token still holds (even if it ran out, as long as nobody took it).
-    `lease_until` may be a clock expression (Clock.sql_now), saving a round trip for "now"."""
-    if isinstance(lease_until, datetime):
-        result = conn.execute(_RENEW_LEASE, {"uid": user_id, "token": token, "until": lease_until})
-    else:
-        result = conn.execute(_renew_lease_with(lease_until), {"uid": user_id, "token": token})
-    return result.rowcount == 1
-
-
-def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: datetime | ColumnElement[datetime]) -> tuple[int, datetime] | None:
-    """(interval, now) with the row locked, if `token` still holds its lease; a clock expression
-    for "now" is read in the same round trip."""
-    params = {"uid": user_id, "token": token}
-    if isinstance(now, datetime):
-        interval = conn.execute(_LOCK_IF_LEASED, params).scalar_one_or_none()
-        return None if interval is None else (interval, now)
-    row = conn.execute(_lock_if_leased_with(now), params).first()
-    return None if row is None else (row.intervalMinutes, _as_datetime(row.now))
-
-
-def _as_datetime(value: datetime | str) -> datetime:
-    # A clock given as a bound value (process or test clock) comes back as text from some drivers.
-    return to_ms_precision(value if isinstance(value, datetime) else datetime.fromisoformat(value))
-
-
-def finish_run(
-    conn: Connection,
-    *,
-    user_id: str,
-    token: str,
-    started_at: datetime,
-    status: RunStatus,
-    error: str | None,
-    next_run_at: datetime,
-    now: datetime,
-    progress: tuple[float, str] | None = None,
-) -> bool:
-    """Record the outcome, move to the next slot and release the lease, in one fenced write.
-    `progress` is the run's last (fraction, message) when the throttle had not written it yet: it
-    lands in the same statement (the schedule keeps a run's last progress after the run).
-    False means the lease was lost: nothing was written."""
-    fraction, message = progress if progress is not None else (None, None)
-    result = conn.execute(
-        _FINISH_RUN,
-        {
-            "uid": user_id, "token": token, "started_at": started_at, "status": status.value,
-            "error": truncate_error(error), "next_run_at": next_run_at, "now": now,
-            "progress": fraction, "progress_message": message or None,
-            "progress_at": now if progress is not None else None,
-        },
-    )
-    return result.rowcount == 1
-
-
-# --- progress (fenced, like every write of a run) --------------------------------------------------
-
-_SET_PROGRESS = (
-    update(schedules)
-    .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-    .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=bindparam("at"))
-)
-
-
-@lru_cache(maxsize=32)
-def _set_progress_with(at: ColumnElement[datetime]) -> Update:
-    return (
-        update(schedules)
-        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
-        .values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=at)
-    )
-
-
-def set_progress(
-    conn: Connection, *, user_id: str, token: str, fraction: float, message: str, now: datetime | ColumnElement[datetime]
-) -> bool:
-    """Store a running run's progress, fenced on its token: a stale run (lease taken over or
-    released) writes nothing and learns it from the False. An empty message is stored as NULL."""
-    params: dict[str, object] = {"uid": user_id, "token": token, "progress": fraction, "message": message or None}
-    if isinstance(now, datetime):
-        result = conn.execute(_SET_PROGRESS, {**params, "at": now})
-    else:
-        result = conn.execute(_set_progress_with(now), params)
-    return result.rowcount == 1
 
 
 def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
