@@ -290,17 +290,18 @@ def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime)
 # --- giving leases back ----------------------------------------------------------------------------
 
 
+_RELEASE = (
+    update(schedules)
+    .where(s.userId.in_(bindparam("release_ids", expanding=True)), s.lockedBy == bindparam("token"))
+    .values(lockedBy=None, lockedUntil=None, nextRunAt=slot_of())
+)
+
+
 def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> int:
-    """Give back leases that never ran: the rows are due again at once (nextRunAt = runSlot)."""
+    """Give back leases that never ran: the rows are due again at once (at their slot)."""
     if not user_ids:
         return 0
-    result = conn.execute(
-        update(schedules)
-        .where(s.userId.in_(bindparam("release_ids", expanding=True)), s.lockedBy == token)
-        .values(lockedBy=None, lockedUntil=None, nextRunAt=slot_of()),
-        {"release_ids": list(user_ids)},
-    )
-    return result.rowcount
+    return conn.execute(_RELEASE, {"release_ids": list(user_ids), "token": token}).rowcount
 
 
 def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:

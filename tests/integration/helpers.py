@@ -9,6 +9,7 @@ from pathlib import Path
 from redis import Redis
 from rq import Queue
 
+from dispatcher.jobspec import run_from_job_args
 from dispatcher.service import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
@@ -35,7 +36,7 @@ def wait_for(predicate, timeout: float, what, interval: float = 0.05):
 
 def queued_users(redis_conn: Redis) -> list[str]:
     queue = Queue(QUEUE, connection=redis_conn)
-    return [job.args[0] for job in queue.get_jobs()]
+    return [run_from_job_args(*job.args)[0].user_id for job in queue.get_jobs()]
 
 
 def real_now(backend: Backend):

@@ -90,7 +90,7 @@ def test_a_run_whose_job_is_gone_is_taken_over_once_and_retried(backend: Backend
         row = backend.schedule(user)
         assert (row.attempt, row.run_slot) == (2, slots[user]), "the same slot, retried"
     queued = Queue(QUEUE, connection=redis_conn).get_jobs()
-    assert sorted(job.args[0] for job in queued) == users and {job.args[2] for job in queued} == {2}
+    assert sorted(run_of(job.args).user_id for job in queued) == users and {run_of(job.args).attempt for job in queued} == {2}
 
     assert dispatcher.tick().claimed == 0
     assert len(backend.runs()) == 2, "recorded lost once"
@@ -169,4 +169,4 @@ def test_run_now_takes_over_only_the_lease_whose_job_it_asked_about(backend: Bac
     retry = backend.schedule(user)
     assert retry.attempt == 2 and retry.locked_until == pass_now + LEASE, "the slow pass's retry keeps its lease"
     assert [r.status for r in backend.runs(user)] == ["lost"], "the first run recorded lost once; the retry not at all"
-    assert [job.args[2] for job in Queue(QUEUE, connection=redis_conn).get_jobs()] == [2], "only the retry is queued"
+    assert [run_of(job.args).attempt for job in Queue(QUEUE, connection=redis_conn).get_jobs()] == [2], "only the retry is queued"
