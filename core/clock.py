@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
 
-from sqlalchemy import Connection, DateTime, literal_column, text
+from sqlalchemy import Connection, DateTime, bindparam, literal_column, text
 from sqlalchemy.sql.elements import ColumnElement
 
 
@@ -30,13 +30,19 @@ def utc_naive(moment: datetime) -> datetime:
     return to_ms_precision(moment)
 
 
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+
 def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch of a naive UTC datetime."""
-    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+    """Milliseconds since the epoch of a naive UTC datetime, in integers: through a float
+    timestamp some times lost a millisecond (2004-02-01 00:00:00.761 gave ...760), so a run's
+    slot came back from its job's arguments one millisecond early."""
+    return (utc_naive(moment) - _EPOCH) // _MS
 
 
 def from_epoch_ms(value: int) -> datetime:
-    return datetime(1970, 1, 1) + timedelta(milliseconds=value)
+    return _EPOCH + value * _MS
 
 
 def utc_text(moment: datetime | None, *, sep: str = "T", empty: str = "-") -> str:
@@ -52,18 +58,30 @@ class Clock(Protocol):
         """The current time (naive UTC, millisecond precision) for a decision made on `conn`."""
         ...
 
-    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
-        """now + offset for use inside a statement: a SQL expression for the database clock (so a
-        statement reads or writes "now" without a round trip of its own), a plain value otherwise."""
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
+        """now + offset inside a statement, so the statement reads or writes "now" without a round
+        trip of its own. One expression object per clock and offset: statements built from it
+        are built once (core.fenced)."""
         ...
 
 
 class _PythonTimeClock:
+    """A clock kept in this process: "now" goes into a statement as a bound parameter whose value
+    is read from the clock when the statement runs."""
+
+    def __init__(self) -> None:
+        self._sql_now: dict[int, ColumnElement[datetime]] = {}
+
     def _current(self) -> datetime:
         raise NotImplementedError
 
-    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
-        return to_ms_precision(self._current() + timedelta(milliseconds=offset_ms))
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
+        if offset_ms not in self._sql_now:
+            offset = timedelta(milliseconds=offset_ms)
+            self._sql_now[offset_ms] = bindparam(
+                f"clock_now_{int(offset_ms)}", type_=DateTime(), callable_=lambda: to_ms_precision(self._current() + offset)
+            )
+        return self._sql_now[offset_ms]
 
 
 class DatabaseClock:
@@ -73,13 +91,13 @@ class DatabaseClock:
         value = conn.execute(text("SELECT UTC_TIMESTAMP(3)")).scalar_one()
         return to_ms_precision(value)
 
-    def sql_now(self, offset_ms: int = 0) -> datetime | ColumnElement[datetime]:
+    def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
         return _database_now(int(offset_ms))
 
 
 @lru_cache(maxsize=32)
 def _database_now(offset_ms: int) -> ColumnElement[datetime]:
-    # One expression object per offset, so statements built from it are built once (see repository).
+    # One expression object per offset, so statements built from it are built once (core.fenced).
     micros = offset_ms * 1000  # an int from our own settings, never user input
     return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {micros} MICROSECOND)", DateTime())
 
@@ -98,6 +116,7 @@ class FixedClock(_PythonTimeClock):
     """A clock that says what the test tells it to; `advance()` moves it forward."""
 
     def __init__(self, moment: datetime) -> None:
+        super().__init__()
         self.moment = utc_naive(moment)
 
     def _current(self) -> datetime:

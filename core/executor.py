@@ -40,7 +40,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from core import lease, queries, shutdown
+from core import fenced, queries, shutdown
 from core.clock import Clock, clock_for_dialect, to_ms_precision
 from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
@@ -140,7 +140,7 @@ class LeaseKeeper:
         sent_at = time.monotonic()
         try:
             with self._engine.begin() as conn:
-                held = lease.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
+                held = fenced.renew_lease(conn, user_id=run.user_id, token=run.token, lease_until=self._clock.sql_now(self._lease_ms))
         except Exception as exc:  # a failed renewal is retried next period; the lease may still hold
             if is_outage(exc):  # expected while the database restarts: one line, no traceback
                 logger.warning("lease renewal failed user=%s token=%s: %s", run.user_id, run.token, exc, extra=run_fields(run))
@@ -239,7 +239,7 @@ class Runner:
         deadline = time.monotonic() + self.settings.DISPATCH_LOCK_TTL / 1000
 
         def renew(conn: Connection) -> bool:
-            return lease.start_run(
+            return fenced.start_run(
                 conn, user_id=run.user_id, token=run.token,
                 lease_until=self.clock.sql_now(self.settings.DISPATCH_LOCK_TTL), now=self.clock.sql_now(),
             )
@@ -341,14 +341,14 @@ class Runner:
     ) -> RunResult:
         duration_ms = int(elapsed * 1000)
         with self.engine.begin() as conn:
-            locked = lease.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
+            locked = fenced.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
             if locked is None:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
                 interval, now = locked
                 nxt = next_fixed_rate_slot(run.slot, interval, now)
                 skipped = nxt.skipped
-                applied = lease.finish_run(
+                applied = fenced.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
                     status=status, error=error, next_run_at=nxt.at, now=now, progress=progress[1],
                 )

@@ -7,7 +7,7 @@ from any thread of the task. It keeps the database out of a task's tight loop:
   time); a report that arrives sooner is buffered, and written when the interval has passed (a
   timer, started only while something is buffered) or with the run's finish, whichever is first:
   the last value always lands;
-- every write is fenced on the run's lease token (`lease.set_progress`): a run whose lease was
+- every write is fenced on the run's lease token (`fenced.set_progress`): a run whose lease was
   taken over writes nothing, and stops trying;
 - a failed write is logged and the value stays buffered for the next write or the finish;
 - a run that never reports costs nothing: no thread, no statement.
@@ -24,7 +24,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from core import lease
+from core import fenced
 from core.clock import Clock
 from core.domain import ClaimedRun
 from core.logs import run_fields
@@ -119,7 +119,7 @@ class RunProgress:
         run = self._run
         try:
             with self._engine.begin() as conn:
-                held = lease.set_progress(conn, user_id=run.user_id, token=run.token, fraction=value[0], message=value[1], now=self._clock.sql_now())
+                held = fenced.set_progress(conn, user_id=run.user_id, token=run.token, fraction=value[0], message=value[1], now=self._clock.sql_now())
         except Exception:  # progress is best effort: the run goes on, the value stays buffered
             logger.warning("progress write failed user=%s token=%s", run.user_id, run.token, exc_info=True, extra=run_fields(run))
             return None

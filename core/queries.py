@@ -24,7 +24,7 @@ from sqlalchemy import (
 
 from core.capacity import IntervalLoad, RunCounts, Sample
 from core.domain import RunRecord, RunStatus, Schedule, ScheduleFilter
-from core.lease import lease_is_free
+from core.claims import lease_is_free
 from core.writes import DISPATCH_STATUS
 from schema.models import runs, samples, schedules, status
 

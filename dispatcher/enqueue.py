@@ -40,10 +40,10 @@ from rq.utils import utcparse
 from core.clock import epoch_ms
 from core.exceptions import QueueUnavailable
 from core.domain import ClaimedRun, Trigger
+from dispatcher.jobspec import RUN_JOB, run_job_args
 
 logger = logging.getLogger(__name__)
 
-JOB_FUNCTION = "worker.jobs.run_user_monitor"
 JOB_ID_PREFIX = "um"
 # Fields that legitimately differ between two enqueues of the same run.
 TIME_FIELDS = ("created_at", "enqueued_at")
@@ -111,17 +111,13 @@ def job_id_for(run: ClaimedRun) -> str:
     return f"{JOB_ID_PREFIX}-{epoch_ms(run.slot)}-{run.attempt}-{encode_user_id(run.user_id)}"
 
 
-def job_args(run: ClaimedRun) -> tuple[object, ...]:
-    return (run.user_id, epoch_ms(run.slot), run.attempt, run.token, str(run.trigger), epoch_ms(run.claimed_at))
-
-
 def job_description(run: ClaimedRun) -> str:
     return f"monitor user={run.user_id!r} slot={run.slot:%Y-%m-%dT%H:%M:%S.%f}Z attempt={run.attempt}"
 
 
 def job_data(run: ClaimedRun) -> bytes:
     """What RQ's default serializer stores: the pickled (function, instance, args, kwargs), zlib'd."""
-    return zlib.compress(pickle.dumps((JOB_FUNCTION, None, job_args(run), {}), protocol=pickle.HIGHEST_PROTOCOL))
+    return zlib.compress(pickle.dumps((RUN_JOB, None, run_job_args(run), {}), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 # The job-hash fields that differ from run to run, computed by per_job_values() without building a
@@ -159,7 +155,7 @@ class RqEnqueuer:
     def rq_job(self, run: ClaimedRun) -> Job:
         """The job RQ's enqueue would save for this run, built by RQ (no I/O)."""
         job = self.queue.create_job(
-            JOB_FUNCTION, args=job_args(run), job_id=job_id_for(run), timeout=self.job_timeout,
+            RUN_JOB, args=run_job_args(run), job_id=job_id_for(run), timeout=self.job_timeout,
             description=job_description(run), status=JobStatus.QUEUED,
         )
         job.enqueued_at = job.created_at  # RQ stamps it when it enqueues
@@ -245,7 +241,7 @@ class RqEnqueuer:
 
     def _enqueue_many(self, claimed: Sequence[ClaimedRun]) -> int:
         datas = [
-            Queue.prepare_data(JOB_FUNCTION, args=job_args(run), job_id=job_id_for(run), timeout=self.job_timeout, description=job_description(run))
+            Queue.prepare_data(RUN_JOB, args=run_job_args(run), job_id=job_id_for(run), timeout=self.job_timeout, description=job_description(run))
             for run in claimed
         ]
         with self.connection.pipeline() as pipe:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from redis import Redis
 from sqlalchemy import Connection, Engine
 
-from core import health, lease, queries, writes
+from core import claims, health, queries, writes
 from core.capacity import Sample
 from core.clock import Clock, utc_text
 from core.db import run_transaction
@@ -106,7 +106,7 @@ class Dispatcher:
     def _claim_loop(self, now: datetime, summary: DispatchSummary) -> None:
         self.sink.begin_pass()
         remaining = self.policy.batch_size
-        until = lease.lease_until(now, self.policy.lease_ms)
+        until = claims.lease_until(now, self.policy.lease_ms)
         while remaining > 0:
             if self.sink.must_stop(summary):
                 if summary.backpressure:
@@ -125,9 +125,13 @@ class Dispatcher:
             if claim.rows < limit:
                 return
 
-    def _take_over_dead(self, claim: lease.Claim, now: datetime, until: datetime, summary: DispatchSummary) -> list[ClaimedRun]:
-        """Of the parked runs (expired leases), those whose job still waits in the queue keep their
-        place (their lease was extended); those whose job is gone are taken over, recorded lost once."""
+    def _take_over_dead(
+        self, claim: claims.Claim, now: datetime, until: datetime, summary: DispatchSummary, *, restart: bool = False
+    ) -> list[ClaimedRun]:
+        """The expired-lease rule after the claim (the pass's and run-now's): of the parked runs,
+        those whose job still waits in the queue keep their place; those whose job is gone are
+        taken over (`claims.take_over`, fenced on the holder's token), recorded lost once. `restart`:
+        a manual run, in the slot `now`."""
         if not claim.parked:
             return []
         try:
@@ -144,7 +148,10 @@ class Dispatcher:
         if not dead:
             return []
         with self.engine.begin() as conn:
-            taken = lease.take_over(conn, parked=dead, token=lease.new_lease_token(), lease_until=until, trigger=self.sink.trigger, now=now)
+            taken = claims.take_over(
+                conn, parked=dead, token=claims.new_lease_token(), lease_until=until,
+                trigger=Trigger.MANUAL if restart else self.sink.trigger, now=now, restart=restart,
+            )
         logger.warning("%s run(s) lost (job gone from the queue, lease expired): retrying %s", len(dead), ", ".join(r.user_id for r in taken[:20]))
         return taken
 
@@ -189,23 +196,21 @@ class Dispatcher:
     # --- one user, now ---------------------------------------------------------------------------
 
     def run_user_now(self, user_id: str, now: datetime | None = None, *, cooldown: timedelta | None = None) -> DispatchSummary:
-        """Direct mode: run `user_id` now whatever its nextRunAt, never beside a live run of it;
-        with `cooldown`, not within `cooldown` of its last manual run either (RunNowTooSoon)."""
+        """Direct mode: run `user_id` now whatever its nextRunAt, never beside a live run of it, nor
+        beside its run that waits in the queue (the expired-lease rule of the pass); with
+        `cooldown`, not within `cooldown` of its last manual run either (RunNowTooSoon)."""
         started = time.perf_counter()
         self.sink.begin_pass()  # queue: fail fast, before the lease is taken
-        token = lease.new_lease_token()
-        with self.engine.connect() as conn:
-            now = now or self.clock.now(conn)
-            current = queries.get_schedule(conn, user_id)
-        if current is not None and self._still_queued(current, now):
-            raise LeaseHeld(f"user {user_id!r} has a run waiting in the queue (slot {utc_text(current.run_slot, sep=' ')})", queued=True)
+        token = claims.new_lease_token()
         with self.engine.begin() as conn:
-            claimed = lease.claim_user(
-                conn, user_id=user_id, now=now, token=token,
-                lease_until=lease.lease_until(now, self.policy.lease_ms), trigger=Trigger.MANUAL, cooldown=cooldown,
+            now = now or self.clock.now(conn)
+            until = claims.lease_until(now, self.policy.lease_ms)
+            claim = claims.claim_user(
+                conn, user_id=user_id, now=now, token=token, lease_until=until, trigger=Trigger.MANUAL, park_expired=self.sink.parks_expired,
+                cooldown=cooldown,
             )
-            existing = queries.get_schedule(conn, user_id) if claimed is None else None
-        if claimed is None:
+            existing = queries.get_schedule(conn, user_id) if claim is None else None
+        if claim is None:
             if existing is None:
                 raise UnknownUser(f"no schedule for user {user_id!r}")
             if cooldown is not None and (existing.locked_until is None or existing.locked_until <= now):
@@ -214,28 +219,28 @@ class Dispatcher:
                 f"user {user_id!r} is running (lease held by {existing.locked_by} until {utc_text(existing.locked_until, sep=' ')})",
                 until=existing.locked_until,
             )
-        summary = DispatchSummary.starting(self.sink.mode, now, claimed=1)
+        summary = DispatchSummary.starting(self.sink.mode, now)
+        claimed = claim.claimed + self._take_over_dead(claim, now, until, summary, restart=True)
+        if not claimed:
+            [parked] = claim.parked
+            if summary.kept:
+                raise LeaseHeld(f"user {user_id!r} has a run waiting in the queue (slot {utc_text(parked.slot, sep=' ')})", queued=True)
+            raise LeaseHeld(f"user {user_id!r} was claimed by another dispatcher while its lost run was checked")
+        summary.claimed = len(claimed)
         try:
-            self._deliver([claimed], summary)
+            self._deliver(claimed, summary)
         finally:
             summary.duration_ms = int((time.perf_counter() - started) * 1000)
-        logger.info("direct run user=%s token=%s %s", user_id, token, summary.line())
+        logger.info("direct run user=%s token=%s %s", user_id, claimed[0].token, summary.line())
         return summary
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def _still_queued(self, schedule: Schedule, now: datetime) -> bool:
-        """An expired lease whose job still waits in the queue: the run is not lost, only late."""
-        if not self.sink.parks_expired or schedule.locked_by is None or schedule.locked_until is None or schedule.locked_until > now:
-            return False
-        run = ClaimedRun(schedule.user_id, schedule.run_slot or schedule.next_run_at, schedule.attempt, schedule.locked_by, Trigger.SCHEDULE, now)
-        return schedule.user_id in self.sink.alive([run], now)
+    def _claim(self, now: datetime, limit: int, until: datetime) -> claims.Claim:
+        token = claims.new_lease_token()
 
-    def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
-        token = lease.new_lease_token()
-
-        def claim(conn: Connection) -> lease.Claim:
-            return lease.claim_due(
+        def claim(conn: Connection) -> claims.Claim:
+            return claims.claim_due(
                 conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
             )
 
@@ -250,7 +255,7 @@ class Dispatcher:
             by_token.setdefault(run.token, []).append(run.user_id)
         with self.engine.begin() as conn:
             for token, user_ids in by_token.items():
-                released += lease.release_leases(conn, user_ids=user_ids, token=token)
+                released += claims.release_leases(conn, user_ids=user_ids, token=token)
         return released
 
 

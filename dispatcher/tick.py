@@ -1,7 +1,7 @@
 """The third way to tick: rq-scheduler runs the dispatch pass, for hosts with Redis but no crontab.
 
-`monitor-scheduler tick install` registers `worker.jobs.dispatch_pass` as an rq-scheduler cron job
-(croniter syntax, default every minute) under one fixed id, so installing twice leaves one entry;
+`monitor-scheduler tick install` registers `worker.jobs.dispatch_pass` (dispatcher.jobspec.PASS_JOB)
+as an rq-scheduler cron job (croniter syntax, default every minute) under one fixed id, so installing twice leaves one entry;
 the `rqscheduler` process enqueues it when due (at the front of the queue, so a backlog of user
 jobs cannot delay the pass that feeds them) and an RQ worker runs it.
 """
@@ -17,9 +17,9 @@ from redis import Redis
 from rq_scheduler import Scheduler
 
 from core.exceptions import InvalidInput
+from dispatcher.jobspec import PASS_JOB
 
 TICK_JOB_ID = "monitor-scheduler-dispatch-tick"
-TICK_FUNCTION = "worker.jobs.dispatch_pass"
 DEFAULT_CRON = "* * * * *"
 
 
@@ -42,7 +42,7 @@ def install(connection: Redis, queue_name: str, *, cron: str = DEFAULT_CRON, tim
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # croniter's naive-datetime notice
         scheduler.cron(
-            cron, func=TICK_FUNCTION, id=TICK_JOB_ID, queue_name=queue_name, at_front=True,
+            cron, func=PASS_JOB, id=TICK_JOB_ID, queue_name=queue_name, at_front=True,
             timeout=timeout, result_ttl=600, use_local_timezone=False,
             description=f"monitor-scheduler dispatch pass ({cron})",
         )

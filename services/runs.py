@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from core import lease, queries, writes
+from core import claims, queries, writes
 from core.clock import Clock
 from core.domain import DispatchSummary, Mode, RunRecord
 from core.exceptions import InvalidInput
@@ -56,7 +56,7 @@ class Runs:
 
     def unlock_expired(self) -> list[str]:
         with self.engine.begin() as conn:
-            return lease.unlock_expired(conn, now=self.clock.now(conn))
+            return claims.unlock_expired(conn, now=self.clock.now(conn))
 
     def prune_history(self, days: int | None = None) -> tuple[int, datetime]:
         """Delete history older than `days` (HISTORY_RETENTION_DAYS) in short transactions."""

@@ -43,7 +43,8 @@ from rq.worker import BaseWorker, WorkerStatus
 from rq.worker.base import StopRequested
 
 from core.capacity import WORKER_THREADS_FIELD
-from worker import context, jobs
+from dispatcher.jobspec import RUN_JOB, run_from_job_args
+from worker import context
 from worker.outages import RidingOutRedis
 from worker.stops import NotesStopRequests
 
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 WATCHDOG_PERIOD = 1.0  # seconds between timeout checks
 HEARTBEAT_PERIOD = 15.0  # seconds between worker heartbeats while the main thread waits
 ANNOUNCE_PERIOD = 30.0  # seconds between re-announcements of the thread count
-RUN_JOB = f"{jobs.__name__}.{jobs.run_user_monitor.__name__}"
 
 # Sets a field only in a hash that exists: a worker whose hash expired must not be resurrected as
 # a hash without TTL holding only this field (RQ rewrites the whole hash when it notices).
@@ -273,7 +273,7 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
     def _time_out(self, flight: Flight, elapsed: float) -> None:
         job = flight.job
         if job.func_name == RUN_JOB:
-            run, enqueued_at = jobs.claimed_run(*job.args, **job.kwargs)
+            run, enqueued_at = run_from_job_args(*job.args, **job.kwargs)
             if context.get_runner().time_out(run, elapsed=elapsed, enqueued_at=enqueued_at) is None:
                 return  # its task is not running (it returned, or has not started): its thread ends the job
         if not self._claim_end(flight):

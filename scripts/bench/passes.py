@@ -26,12 +26,13 @@ from sqlalchemy import Engine
 from dispatcher.enqueue import RqEnqueuer
 from dispatcher.service import DispatchPolicy, Dispatcher
 from dispatcher.sinks import QueueSink
-from core import lease
+from core import claims
+from dispatcher.jobspec import RUN_JOB
 from core.clock import DatabaseClock, epoch_ms
 from core.domain import ClaimedRun
 from core.settings import Settings
 
-JOB_FUNCTION = "worker.jobs.run_user_monitor"
+JOB_FUNCTION = RUN_JOB  # the reference enqueues the same job function, by hand
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _timed(enqueuer_class: type[RqEnqueuer], times: list[float]) -> type[RqEnque
 class _TimedDispatcher(Dispatcher):
     claim_times: list[float]
 
-    def _claim(self, now: datetime, limit: int, until: datetime) -> lease.Claim:
+    def _claim(self, now: datetime, limit: int, until: datetime) -> claims.Claim:
         t0 = time.perf_counter()
         try:
             return super()._claim(now, limit, until)

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from core import health, lease, queries, writes
+from core import claims, fenced, health, queries, writes
 from core.capacity import RunCounts, Sample
 from core.domain import RunRecord, RunStatus, Trigger
 from core.executor import Runner
@@ -20,6 +20,7 @@ from dispatcher.sinks import InlineSink
 from tests.conftest import T0, Backend
 
 LEASE = timedelta(minutes=15)
+LEASE_MS = int(LEASE.total_seconds() * 1000)
 
 
 def inline_dispatcher(backend: Backend, **settings: object) -> Dispatcher:
@@ -32,9 +33,9 @@ def lease_users(backend: Backend, count: int, *, start: int = 0, token: str = "t
     """Claim `count` due users (oldest first) under one lease; start the first `start` of them."""
     now = backend.clock.moment
     with backend.engine.begin() as conn:
-        claimed = lease.claim_due(conn, now=now, limit=count, token=token, lease_until=now + LEASE, trigger=Trigger.SCHEDULE).claimed
+        claimed = claims.claim_due(conn, now=now, limit=count, token=token, lease_until=now + LEASE, trigger=Trigger.SCHEDULE).claimed
         for run in claimed[:start]:
-            assert lease.start_run(conn, user_id=run.user_id, token=token, lease_until=now + LEASE, now=now)
+            assert fenced.start_run(conn, user_id=run.user_id, token=token, lease_until=backend.clock.sql_now(LEASE_MS), now=backend.clock.sql_now())
     return [run.user_id for run in claimed]
 
 

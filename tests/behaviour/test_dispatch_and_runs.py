@@ -12,7 +12,7 @@ import pytest
 
 from dispatcher.service import DispatchPolicy, Dispatcher
 from dispatcher.sinks import InlineSink
-from core import domain, lease, queries, writes
+from core import claims, domain, queries, writes
 from core.exceptions import InvalidInput, LeaseHeld, UnknownUser
 from core.domain import RunStatus, Trigger
 from tests.conftest import T0, Backend
@@ -36,7 +36,7 @@ def make_dispatcher(backend: Backend, task=None, monotonic=None, **settings):
 def claim(backend: Backend, limit: int = 1000, token: str = "tok-A"):
     now = backend.clock.moment
     with backend.engine.begin() as conn:
-        return lease.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
+        return claims.claim_due(conn, now=now, limit=limit, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
 
 
 def test_due_rows_are_claimed_oldest_first_and_leave_the_due_range(backend: Backend) -> None:
@@ -194,8 +194,8 @@ def test_released_leases_are_due_at_once_with_a_new_attempt(backend: Backend) ->
     backend.add_schedules(1, due_at=T0 - timedelta(minutes=1))
     [first] = claim(backend, token="t1")
     with backend.engine.begin() as conn:
-        assert lease.release_leases(conn, user_ids=["user-000000"], token="someone-else") == 0, "fenced"
-        assert lease.release_leases(conn, user_ids=["user-000000"], token="t1") == 1
+        assert claims.release_leases(conn, user_ids=["user-000000"], token="someone-else") == 0, "fenced"
+        assert claims.release_leases(conn, user_ids=["user-000000"], token="t1") == 1
 
     row = backend.schedule("user-000000")
     assert (row.locked_by, row.next_run_at) == (None, T0 - timedelta(minutes=1))
@@ -245,10 +245,10 @@ def test_unlock_expired_releases_and_records_lost_runs(backend: Backend) -> None
     backend.add_schedules(2)
     claim(backend, limit=1, token="dead")
     with backend.engine.begin() as conn:
-        assert lease.unlock_expired(conn, now=backend.clock.moment) == [], "live leases are left alone"
+        assert claims.unlock_expired(conn, now=backend.clock.moment) == [], "live leases are left alone"
     backend.clock.advance(minutes=20)
     with backend.engine.begin() as conn:
-        assert lease.unlock_expired(conn, now=backend.clock.moment) == ["user-000000"]
+        assert claims.unlock_expired(conn, now=backend.clock.moment) == ["user-000000"]
     row = backend.schedule("user-000000")
     assert (row.locked_by, row.next_run_at, row.last_status) == (None, T0, "lost")
     assert [r.status for r in backend.runs("user-000000")] == ["lost"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from core import lease
+from core import claims
 from core.domain import ClaimedRun, RunState, RunStatus, Schedule, Trigger
 from core.executor import Runner
 from core.progress import ProgressPolicy
@@ -66,7 +66,7 @@ def runner(backend: Backend, task: Task, policy: ProgressPolicy) -> Runner:
 def claim_one(backend: Backend, token: str = "tok-A") -> ClaimedRun:
     now = backend.clock.moment
     with backend.engine.begin() as conn:
-        [run] = lease.claim_due(conn, now=now, limit=1, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
+        [run] = claims.claim_due(conn, now=now, limit=1, token=token, lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
     return run
 
 
@@ -202,7 +202,7 @@ def test_a_run_whose_lease_was_taken_over_cannot_write_progress(backend: Backend
 def test_runs_on_many_threads_each_report_their_own_progress(backend: Backend) -> None:
     users = backend.add_schedules(4)
     with backend.engine.begin() as conn:
-        claimed = lease.claim_due(conn, now=T0, limit=4, token="tok", lease_until=T0 + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
+        claimed = claims.claim_due(conn, now=T0, limit=4, token="tok", lease_until=T0 + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
     barrier = threading.Barrier(len(claimed))
     reporters: list[threading.Thread] = []
 

@@ -10,6 +10,7 @@ from redis import Redis
 from rq import Queue
 
 from core.domain import Mode
+from dispatcher.jobspec import run_from_job_args
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
 from tests.conftest import PYTHON, Backend, cli_env
@@ -35,7 +36,7 @@ def wait_for(predicate, timeout: float, what, interval: float = 0.05):
 
 def queued_users(redis_conn: Redis) -> list[str]:
     queue = Queue(QUEUE, connection=redis_conn)
-    return [job.args[0] for job in queue.get_jobs()]
+    return [run_from_job_args(*job.args)[0].user_id for job in queue.get_jobs()]
 
 
 def real_now(backend: Backend):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core import domain, lease, queries, writes
+from core import claims, domain, queries, writes
 from core.db import create_db_engine
 from schema.models import schedules
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
@@ -102,7 +102,7 @@ def test_direct_mode_exit_codes(workdir: Path) -> None:
 
     now = datetime.utcnow()
     with engine.begin() as conn:
-        lease.claim_user(conn, user_id="alice", now=now, token="busy", lease_until=now + timedelta(minutes=5), trigger=domain.Trigger.MANUAL)
+        claims.claim_user(conn, user_id="alice", now=now, token="busy", lease_until=now + timedelta(minutes=5), trigger=domain.Trigger.MANUAL)
     engine.dispose()
     busy = run(workdir, "dispatch", "--user", "alice")
     assert busy.returncode == 3 and "running" in busy.stderr
@@ -272,7 +272,7 @@ def test_schedule_show_prints_the_state_and_progress_and_history_keeps_the_last_
     try:
         with engine.begin() as conn:  # a dispatcher leases alice; no worker has started the job yet
             now = datetime.now(UTC).replace(tzinfo=None)
-            lease.claim_user(conn, user_id="alice", now=now, token="host:1:queued", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.MANUAL)
+            claims.claim_user(conn, user_id="alice", now=now, token="host:1:queued", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.MANUAL)
     finally:
         engine.dispose()
     shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)

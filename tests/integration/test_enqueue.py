@@ -13,6 +13,7 @@ from rq.job import Job
 from rq.utils import as_text
 
 from dispatcher.enqueue import TIME_FIELDS, RqEnqueuer, job_id_for
+from dispatcher.jobspec import RUN_JOB, run_from_job_args
 from core.domain import ClaimedRun, Trigger
 
 pytestmark = pytest.mark.redis
@@ -125,7 +126,7 @@ def test_keys_follow_rqs_key_prefixes(redis_conn: Redis, monkeypatch: pytest.Mon
     assert sorted(redis_conn.keys()) == [b"elsewhere:job:" + job_id_for(run).encode(), b"elsewhere:queue:" + QUEUE.encode(), b"elsewhere:queues"]
     queue = Queue(QUEUE, connection=redis_conn)
     assert queue.job_ids == [job_id_for(run)] and Queue.all(connection=redis_conn) == [queue]
-    assert queue.fetch_job(job_id_for(run)).args[0] == run.user_id  # type: ignore[union-attr]
+    assert run_from_job_args(*queue.fetch_job(job_id_for(run)).args)[0] == run  # type: ignore[union-attr]
 
 
 def test_a_job_key_rq_does_not_build_as_prefix_plus_id_falls_back_to_enqueue_many(redis_conn: Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -163,6 +164,6 @@ def test_a_batch_lands_in_order_and_reports_the_depth(redis_conn: Redis) -> None
     assert queue.job_ids == [job_id_for(r) for r in batch]
     job = queue.fetch_job(job_id_for(batch[7]))
     assert job is not None and job.enqueued_at is not None
-    assert job.func_name == "worker.jobs.run_user_monitor" and job.args[0] == "user 7 ü/?"
+    assert job.func_name == RUN_JOB and run_from_job_args(*job.args)[0] == batch[7]
     assert job.get_status() == "queued" and job.timeout == 600
     assert job.created_at <= job.enqueued_at <= job.created_at + timedelta(seconds=60)

@@ -9,8 +9,8 @@ once and retried. On SQLite and MariaDB, with a fixed clock and a real Redis.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,13 +19,14 @@ from rq import Queue
 from rq.job import JobStatus
 from rq.utils import utcformat
 
-from core.clock import from_epoch_ms
 from core.domain import ClaimedRun, RunStatus, Trigger
 from core.exceptions import LeaseHeld
 from core.executor import Runner
 from core.settings import Settings
-from dispatcher.enqueue import job_id_for
-from dispatcher.service import Dispatcher
+from dispatcher.enqueue import RqEnqueuer, job_id_for
+from dispatcher.jobspec import run_from_job_args
+from dispatcher.service import Dispatcher, DispatchPolicy
+from dispatcher.sinks import QueueSink
 from tests.conftest import Backend
 
 pytestmark = pytest.mark.redis
@@ -40,9 +41,8 @@ def queue_dispatcher(backend: Backend, redis_url: str, redis_conn: Redis) -> tup
 
 
 def run_of(job_args: Sequence[Any]) -> ClaimedRun:
-    """The run a worker would reconstruct from the job's arguments (worker.jobs.run_user_monitor)."""
-    user_id, slot_ms, attempt, token, trigger, enqueued_ms = job_args
-    return ClaimedRun(user_id, from_epoch_ms(slot_ms), attempt, token, Trigger(trigger), from_epoch_ms(enqueued_ms))
+    """The run a worker reconstructs from the job's arguments."""
+    return run_from_job_args(*job_args)[0]
 
 
 def test_an_expired_lease_whose_job_waits_in_the_queue_keeps_its_place(backend: Backend, redis_url: str, redis_conn: Redis) -> None:
@@ -90,7 +90,7 @@ def test_a_run_whose_job_is_gone_is_taken_over_once_and_retried(backend: Backend
         row = backend.schedule(user)
         assert (row.attempt, row.run_slot) == (2, slots[user]), "the same slot, retried"
     queued = Queue(QUEUE, connection=redis_conn).get_jobs()
-    assert sorted(job.args[0] for job in queued) == users and {job.args[2] for job in queued} == {2}
+    assert sorted(run_of(job.args).user_id for job in queued) == users and {run_of(job.args).attempt for job in queued} == {2}
 
     assert dispatcher.tick().claimed == 0
     assert len(backend.runs()) == 2, "recorded lost once"
@@ -134,3 +134,39 @@ def test_run_now_refuses_a_user_whose_job_waits_in_the_queue(backend: Backend, r
     redis_conn.flushdb()  # the job is gone: now a manual run takes the user over
     assert dispatcher.run_user_now(user).enqueued == 1
     assert [r.status for r in backend.runs(user)] == ["lost"]
+
+
+class BusyQueueSink(QueueSink):
+    """A queue sink that lets something else happen while it asks RQ about parked runs."""
+
+    def __init__(self, enqueuer: RqEnqueuer, meanwhile: Callable[[], object]) -> None:
+        super().__init__(enqueuer, chunk_size=100, max_depth=10_000)
+        self.meanwhile = meanwhile
+
+    def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
+        self.meanwhile()
+        return super().alive(parked, now)
+
+
+def test_run_now_takes_over_only_the_lease_whose_job_it_asked_about(backend: Backend, redis_url: str, redis_conn: Redis) -> None:
+    """Run-now decides on the lease it claimed, not on a row read earlier: while it asks RQ whether
+    the expired run's job lives, a pass whose "now" is older (a long pass) takes the lost run over
+    and enqueues its retry. That retry's lease has expired by run-now's clock, but its job waits in
+    the queue: it keeps its place, and run-now refuses."""
+    [user] = backend.add_schedules(1)
+    dispatcher, cfg = queue_dispatcher(backend, redis_url, redis_conn)
+    assert dispatcher.tick().enqueued == 1
+    redis_conn.flushdb()  # the first run's job is gone
+    pass_now = backend.clock.moment + timedelta(minutes=20)
+    backend.clock.advance(minutes=40)
+    slow_pass = queue_dispatcher(backend, redis_url, redis_conn)[0]
+    busy = Dispatcher(backend.engine, backend.clock, DispatchPolicy.from_settings(cfg),
+                      BusyQueueSink(RqEnqueuer(redis_conn, QUEUE, cfg.JOB_TIMEOUT), lambda: slow_pass.tick(now=pass_now)))
+
+    with pytest.raises(LeaseHeld):
+        busy.run_user_now(user)
+
+    retry = backend.schedule(user)
+    assert retry.attempt == 2 and retry.locked_until == pass_now + LEASE, "the slow pass's retry keeps its lease"
+    assert [r.status for r in backend.runs(user)] == ["lost"], "the first run recorded lost once; the retry not at all"
+    assert [run_of(job.args).attempt for job in Queue(QUEUE, connection=redis_conn).get_jobs()] == [2], "only the retry is queued"

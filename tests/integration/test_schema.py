@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from core import domain, lease, queries, writes
+from core import claims, domain, queries, writes
 from core.clock import DatabaseClock, clock_for_dialect
 from core.db import create_db_engine
 from core.executor import Runner
@@ -35,7 +35,7 @@ def test_the_due_query_is_an_index_range_scan_without_filesort(mysql_backend: Ba
     with mysql_backend.engine.begin() as conn:
         conn.execute(text("ANALYZE TABLE UserMonitorSchedule"))
 
-    [plan] = explain(mysql_backend, lease.due_rows_query(T0, 1000))
+    [plan] = explain(mysql_backend, claims.due_rows_query(T0, 1000))
 
     assert plan["key"] == "ix_UserMonitorSchedule_due", plan
     assert plan["type"] == "range", plan
@@ -51,10 +51,10 @@ def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Ba
     until = T0 + timedelta(minutes=15)
     try:
         with mysql_backend.engine.begin() as first_conn:
-            first = lease.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
+            first = claims.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
             with other.begin() as second_conn:
                 second_conn.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
-                second = lease.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
+                second = claims.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
     finally:
         other.dispose()
     assert len(first) == len(second) == 10
@@ -138,8 +138,8 @@ def test_connections_are_utc_so_the_operators_unlock_sql_means_what_it_says(mysq
         assert abs((conn.execute(text("SELECT NOW(3)")).scalar_one() - now).total_seconds()) < 1
     mysql_backend.add_schedules(2, due_at=now - timedelta(minutes=1))
     with mysql_backend.engine.begin() as conn:
-        lease.claim_due(conn, now=now, limit=1, token="dead", lease_until=now - timedelta(seconds=5), trigger=domain.Trigger.SCHEDULE).claimed
-        lease.claim_due(conn, now=now, limit=1, token="alive", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.SCHEDULE).claimed
+        claims.claim_due(conn, now=now, limit=1, token="dead", lease_until=now - timedelta(seconds=5), trigger=domain.Trigger.SCHEDULE).claimed
+        claims.claim_due(conn, now=now, limit=1, token="alive", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.SCHEDULE).claimed
         released = conn.execute(
             text("UPDATE UserMonitorSchedule SET lockedUntil = NULL, lockedBy = NULL WHERE lockedUntil < NOW();")
         ).rowcount
@@ -189,7 +189,7 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
     mysql_backend.clock.moment = now
     mysql_backend.add_schedules(2)
     with mysql_backend.engine.begin() as conn:
-        runs = lease.claim_due(conn, now=now, limit=2, token="t", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.SCHEDULE).claimed
+        runs = claims.claim_due(conn, now=now, limit=2, token="t", lease_until=now + timedelta(minutes=15), trigger=domain.Trigger.SCHEDULE).claimed
     runner = Runner(mysql_backend.engine, mysql_backend.settings(), clock, lambda u, c: None)
     runner.execute(runs[0])  # warm the pool
     commands: list[str] = []

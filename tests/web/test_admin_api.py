@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from redis import Redis
 
-from core import domain, lease
+from core import claims, domain, fenced
 from tests.web.conftest import WebHarness
 from tests.web.test_cron_api import hold_lease
 
@@ -30,12 +30,12 @@ def seed_every_kind(web: WebHarness) -> dict[str, str]:
     hold_lease(web, running)
     [stale] = b.add_schedules(1, prefix="stale", due_at=now + timedelta(hours=1))
     with b.engine.begin() as conn:
-        lease.claim_user(conn, user_id=stale, now=now - timedelta(hours=1), token="dead:1:x",
+        claims.claim_user(conn, user_id=stale, now=now - timedelta(hours=1), token="dead:1:x",
                         lease_until=now - timedelta(minutes=1), trigger=domain.Trigger.MANUAL)
     [failing] = b.add_schedules(1, prefix="failing", due_at=now + timedelta(hours=1))
     with b.engine.begin() as conn:
-        lease.claim_user(conn, user_id=failing, now=now, token="w:1:f", lease_until=now + timedelta(minutes=5), trigger=domain.Trigger.MANUAL)
-        lease.finish_run(conn, user_id=failing, token="w:1:f", started_at=now, status=domain.RunStatus.FAILED,
+        claims.claim_user(conn, user_id=failing, now=now, token="w:1:f", lease_until=now + timedelta(minutes=5), trigger=domain.Trigger.MANUAL)
+        fenced.finish_run(conn, user_id=failing, token="w:1:f", started_at=now, status=domain.RunStatus.FAILED,
                         error="boom", next_run_at=now + timedelta(hours=1), now=now)
     return {"due": due, "later": later, "disabled": disabled, "running": running, "stale": stale, "failing": failing}
 

@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 from rq import Queue
 
-from core import domain, lease, queries
+from core import claims, domain, queries
 from core.exceptions import ConfigurationError
 from tests.web.conftest import WebHarness, make_harness
 
@@ -30,7 +30,7 @@ def hold_lease(harness: WebHarness, user_id: str) -> None:
     """A run of `user_id` in flight: what a worker holds while it works."""
     now = harness.backend.clock.moment
     with harness.backend.engine.begin() as conn:
-        assert lease.claim_user(conn, user_id=user_id, now=now, token="test:1:held", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.MANUAL)
+        assert claims.claim_user(conn, user_id=user_id, now=now, token="test:1:held", lease_until=now + timedelta(minutes=10), trigger=domain.Trigger.MANUAL)
 
 
 # --- the secret -----------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core import lease
+from core import claims, fenced
+from core.clock import FixedClock
 from core.domain import Trigger
 from core.executor import Runner
 from core.tasks import RunContext
@@ -19,13 +20,15 @@ MESSAGE = "<b>checking</b> \"alice\" & co"
 
 def lease_user(web: WebHarness, user_id: str, token: str = "host:1:abc") -> None:
     with web.backend.engine.begin() as conn:
-        lease.claim_user(conn, user_id=user_id, now=T0, token=token, lease_until=T0 + timedelta(minutes=15), trigger=Trigger.MANUAL)
+        claims.claim_user(conn, user_id=user_id, now=T0, token=token, lease_until=T0 + timedelta(minutes=15), trigger=Trigger.MANUAL)
 
 
 def start_and_report(web: WebHarness, user_id: str, fraction: float, message: str, token: str = "host:1:abc") -> None:
     with web.backend.engine.begin() as conn:
-        assert lease.start_run(conn, user_id=user_id, token=token, lease_until=T0 + timedelta(minutes=15), now=T0 + timedelta(seconds=1))
-        assert lease.set_progress(conn, user_id=user_id, token=token, fraction=fraction, message=message, now=T0 + timedelta(seconds=3))
+        clock = FixedClock(T0 + timedelta(seconds=1))
+        assert fenced.start_run(conn, user_id=user_id, token=token, lease_until=clock.sql_now(15 * 60_000), now=clock.sql_now())
+        clock.advance(seconds=2)
+        assert fenced.set_progress(conn, user_id=user_id, token=token, fraction=fraction, message=message, now=clock.sql_now())
 
 
 def test_an_idle_schedule_says_so_and_has_no_progress(web: WebHarness) -> None:
@@ -69,7 +72,7 @@ def test_a_finished_run_keeps_its_last_message_in_the_history(web: WebHarness) -
 
     runner = Runner(web.backend.engine, web.app.settings, web.backend.clock, task, worker_name="test")
     with web.backend.engine.begin() as conn:
-        [run] = lease.claim_due(conn, now=T0, limit=1, token="tok", lease_until=T0 + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
+        [run] = claims.claim_due(conn, now=T0, limit=1, token="tok", lease_until=T0 + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
     runner.execute(run)
 
     [last] = web.client.get(ME + "/runs", headers=web.auth(user)).json()
