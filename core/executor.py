@@ -41,9 +41,8 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
@@ -102,7 +101,27 @@ class _InProgress:
 
     ended: Literal["returned", "timed out"] | None = None
     future: Future[object] | None = None
-    timeout_recorded: threading.Event = field(default_factory=threading.Event)
+    timeout_recorded: threading.Event | None = None  # set once the timeout's failure is written
+
+
+class _Handoff:
+    """A run handed to a run thread and its outcome (a lock is the cheapest wait: ~8 µs a run
+    against ~18 µs for a concurrent.futures.Future)."""
+
+    __slots__ = ("run", "enqueued_at", "done", "result", "error")
+
+    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None) -> None:
+        self.run, self.enqueued_at = run, enqueued_at
+        self.done = threading.Lock()
+        self.done.acquire()  # released by the run thread when the outcome is in
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> RunResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class LeaseKeeper:
@@ -216,25 +235,27 @@ class Runner:
         loop, the sync HTTP trigger, `dispatch --user`."""
         limit = self.settings.JOB_TIMEOUT if timeout is None else timeout
         began = time.monotonic()
-        done: Future[RunResult] = Future()
-        self.run_threads.submit(self._execute_into, (run, enqueued_at, done))
+        handoff = _Handoff(run, enqueued_at)
+        self.run_threads.submit(self._execute_handed, handoff)
         try:
-            return done.result(limit)
-        except FutureTimeout:
-            if self.claim_timeout(run):
-                return self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at)
-            return done.result()  # its task returned (or had not started) first: its own outcome, being written
+            if handoff.done.acquire(timeout=limit):
+                return handoff.outcome()
         except BaseException:  # a stop request (Ctrl-C) while waiting: record the run, then stop
             if self.claim_timeout(run):
                 self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at, error="stopped: the process was asked to stop")
             raise
+        if self.claim_timeout(run):
+            return self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at)
+        handoff.done.acquire()  # its task returned (or had not started) first: its own outcome, being written
+        return handoff.outcome()
 
-    def _execute_into(self, work: tuple[ClaimedRun, datetime | None, Future[RunResult]]) -> None:
-        run, enqueued_at, done = work
+    def _execute_handed(self, handoff: _Handoff) -> None:
         try:
-            done.set_result(self.execute(run, enqueued_at=enqueued_at))
+            handoff.result = self.execute(handoff.run, enqueued_at=handoff.enqueued_at)
         except BaseException as exc:  # handed to the waiting thread (a real stop request included)
-            done.set_exception(exc)
+            handoff.error = exc
+        finally:
+            handoff.done.release()
 
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         """Run the task on this thread and record its outcome (the module docstring)."""
@@ -252,7 +273,7 @@ class Runner:
                 with self._end_lock:
                     timed_out = state.ended is not None
                     state.ended = state.ended or "returned"
-                if timed_out:  # let the timeout's failure land first: the late result is then refused
+                if state.timeout_recorded is not None:  # let the timeout's failure land first: the late result is then refused
                     state.timeout_recorded.wait(self.settings.DISPATCH_LOCK_TTL / 1000)  # its write retries no longer
                 result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
         finally:
@@ -278,6 +299,7 @@ class Runner:
             if state is None or state.ended is not None:
                 return False
             state.ended = "timed out"
+            state.timeout_recorded = threading.Event()
             future = state.future
         if future is not None:  # an async task can be stopped: cancelled at its next await
             future.cancel()
@@ -296,7 +318,7 @@ class Runner:
         try:
             return self._finish_riding_out(run, RunStatus.FAILED, text, elapsed, enqueued_at)
         finally:
-            if state is not None:
+            if state is not None and state.timeout_recorded is not None:
                 state.timeout_recorded.set()
 
     def time_out(self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None) -> RunResult | None:
