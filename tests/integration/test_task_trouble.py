@@ -10,16 +10,18 @@ JOB_TIMEOUT is 2 s.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from redis import Redis
 from rq import Queue
+from sqlalchemy import text
 
 from tests.conftest import Backend, cli_env
-from tests.integration.helpers import QUEUE, cli, dispatch_once, worker_env
-from tests.tasks import cancelled_marker, release_marker
+from tests.integration.helpers import QUEUE, cli, dispatch_once, wait_for, worker_env
+from tests.tasks import cancelled_marker, release_marker, started_marker
 
 pytestmark = [pytest.mark.mysql, pytest.mark.slow]
 
@@ -95,3 +97,35 @@ def test_a_troubled_run_in_a_sync_pass_leaves_the_pass_going_on(mysql_now_backen
 
     assert returncode == 0, (out, err)
     _check_runs(mysql_now_backend, users, trouble, tmp_path)
+
+
+@pytest.mark.redis
+def test_a_timeout_whose_recording_waits_for_the_database_holds_up_no_other_timeout(
+    mysql_now_backend: Backend, redis_url: str, tmp_path: Path,
+) -> None:
+    """Given two runs on one threaded worker whose tasks never return (JOB_TIMEOUT 2 s), and the
+    first user's row locked by another connection once its run started (its timeout's write waits
+    on the lock, as during a database stall), then the second run is still recorded timed out at
+    its own time: the watchdog only decides, another thread writes."""
+    first, second = mysql_now_backend.add_schedules(2, interval=5, spread_ms=10)
+    assert dispatch_once(mysql_now_backend, redis_url, JOB_TIMEOUT=2).enqueued == 2
+    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task", JOB_TIMEOUT="2")
+    worker = cli("worker", "--concurrency", "1", "--threads", "2", env=env)
+    locker = mysql_now_backend.engine.connect()
+    try:
+        wait_for(lambda: started_marker(tmp_path, first).exists() and started_marker(tmp_path, second).exists(), 30, "both runs to start")
+        transaction = locker.begin()
+        locker.execute(text("SELECT userId FROM UserMonitorSchedule WHERE userId = :u FOR UPDATE"), {"u": first})
+
+        [timed_out] = wait_for(lambda: mysql_now_backend.runs(second), 8, "the second run's timeout to be recorded")
+        assert timed_out.status == "failed" and "timed out" in (timed_out.error or "")
+        assert mysql_now_backend.runs(first) == [], "the first one's write still waits for the lock"
+        transaction.rollback()
+        [recorded] = wait_for(lambda: mysql_now_backend.runs(first), 20, "the first run's timeout to be recorded")
+        assert recorded.status == "failed"
+    finally:
+        locker.close()
+        for user in (first, second):
+            release_marker(tmp_path, user).write_text("go")
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
