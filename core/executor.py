@@ -220,6 +220,7 @@ class Runner:
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
         self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
         self.run_threads = RunThreads("run")  # sync mode: the tasks' threads, so that the pass can time them out
+        self.progress_writer = RunThreads("progress-writer", limit=1)  # async tasks' progress, off the event loop
         self._end_lock = threading.Lock()
         self._in_progress: dict[tuple[str, str], _InProgress] = {}
 
@@ -262,7 +263,7 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        progress = RunProgress(self.engine, self.clock, run, self.progress_policy)  # one per run: thread-safe
+        progress = RunProgress(self.engine, self.clock, run, self.progress_policy, self.progress_writer)  # one per run: thread-safe
         key = (run.user_id, run.token)
         state = _InProgress()
         with self._end_lock:
