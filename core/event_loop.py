@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -24,10 +25,17 @@ class EventLoopThread:
 
     A task's SystemExit or KeyboardInterrupt never reaches the loop: asyncio lets those two escape
     `run_forever`, which would end the loop's thread and leave every later run waiting for a loop
-    that no longer runs. They come back to the caller wrapped in `TaskExited`."""
+    that no longer runs. They come back to the caller wrapped in `TaskExited`.
 
-    def __init__(self, name: str = "monitor-task-loop") -> None:
+    A blocking call inside `async def` stops every run on the loop. With `stall_warning` seconds
+    (> 0), a watch thread pings the loop (a callback it must run) every half of that; a ping not
+    answered within `stall_warning` logs a WARNING naming the run whose code holds the loop (each
+    awaitable is submitted with a `label`: the run's user id and lease token), and another once
+    the loop answers again, with how long it was blocked."""
+
+    def __init__(self, name: str = "monitor-task-loop", *, stall_warning: float = 0.0) -> None:
         self._name = name
+        self._stall_warning = stall_warning
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -56,18 +64,57 @@ class EventLoopThread:
         thread.start()
         running.wait()  # once per process: `_runs` may then trust loop.is_running()
         self._loop, self._thread = loop, thread
+        if self._stall_warning > 0:
+            threading.Thread(target=self._watch, args=(loop, thread), name=f"{self._name}-watch", daemon=True).start()
 
-    def submit(self, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any]:
-        """Start `awaitable` on the loop; the future's `cancel()` cancels it there."""
-        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable), self.loop())
+    def submit(self, awaitable: Awaitable[Any], *, label: str = "") -> concurrent.futures.Future[Any]:
+        """Start `awaitable` on the loop (`label` names it in the stall warning); the future's
+        `cancel()` cancels it there."""
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(awaitable, label), self.loop())
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run `awaitable` on the loop; block until it ends; return its result or raise its error
         (a SystemExit or KeyboardInterrupt as `TaskExited`)."""
         return self.submit(awaitable).result()
 
+    def _watch(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+        """Measure the loop's lateness while it lives (see the class)."""
+        limit = self._stall_warning
+        answered = threading.Event()
+        while thread.is_alive() and not loop.is_closed():
+            answered.clear()
+            sent = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(answered.set)
+            except RuntimeError:  # closed meanwhile
+                return
+            if not answered.wait(limit):
+                blocker = _running_label(loop)
+                logger.warning(
+                    "event loop blocked for more than %.1f s by %s: a blocking call inside `async def` stops every async run "
+                    "of this process (await, or use asyncio.to_thread)", limit, blocker,
+                )
+                while not answered.wait(limit) and thread.is_alive():
+                    pass
+                logger.warning("event loop answered again after %.1f s (blocked by %s)", time.monotonic() - sent, blocker)
+            time.sleep(limit / 2)
 
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+
+def _running_label(loop: asyncio.AbstractEventLoop) -> str:
+    """The label of the task whose code runs on `loop` now (read from another thread: a lookup in
+    asyncio's table of current tasks, no iteration)."""
+    task = asyncio.current_task(loop)
+    if task is None:
+        return "code outside any run (a callback)"
+    name = task.get_name()
+    return name if name.startswith("run ") else f"task {name}"
+
+
+async def _as_coroutine(awaitable: Awaitable[Any], label: str = "") -> Any:
+    if label:
+        task = asyncio.current_task()
+        if task is not None:
+            task.set_name(f"run {label}")
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as exc:  # would escape run_forever and end the loop

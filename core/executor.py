@@ -218,7 +218,7 @@ class Runner:
         self.worker_name = worker_name or default_worker_name()
         self.progress_policy = progress_policy or ProgressPolicy()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
-        self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
+        self.task_loop = EventLoopThread(stall_warning=settings.TASK_LOOP_STALL_WARNING)  # async tasks: one event loop per process
         self.run_threads = RunThreads("run")  # sync mode: the tasks' threads, so that the pass can time them out
         self.progress_writer = RunThreads("progress-writer", limit=1)  # async tasks' progress, off the event loop
         self._end_lock = threading.Lock()
@@ -384,7 +384,7 @@ class Runner:
             try:
                 outcome = self.task(run.user_id, context)
                 if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
-                    self._await(state, self.task_loop.submit(outcome))
+                    self._await(state, self.task_loop.submit(outcome, label=f"user={run.user_id} token={run.token}"))
             finally:
                 _here.finishing = True  # from here on a worker's timeout leaves the run to finish
         except RunTimedOut as exc:  # the worker's timeout interrupted the task (worker.timeouts)

@@ -6,6 +6,7 @@ users are claimed, run, recorded and rescheduled.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -521,3 +522,27 @@ def test_an_async_sync_mode_task_past_job_timeout_is_cancelled(backend: Backend)
     assert (summary.claimed, summary.failed, summary.succeeded) == (2, 1, 1)
     assert cancelled == ["user-000000"]
     assert backend.runs("user-000000")[0].status == "failed"
+
+
+def test_an_async_task_blocking_the_event_loop_is_named_in_a_warning(backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    """Given an async task that calls time.sleep (a blocking call inside `async def`), when it runs
+    with TASK_LOOP_STALL_WARNING 0.2 s, then a WARNING names the run (user id and lease token) that
+    blocked the loop, and another says when the loop answered again."""
+    backend.add_schedules(1)
+
+    async def blocking_task(user_id, context):
+        time.sleep(0.8)  # what task authors must not do: it stops every async run of the process
+
+    dispatcher, _, _ = make_dispatcher(backend, task=blocking_task, TASK_LOOP_STALL_WARNING=0.2)
+    with caplog.at_level(logging.WARNING, logger="core.event_loop"):
+        summary = _tick_within(dispatcher, 20)
+        deadline = time.monotonic() + 5
+        while not any("answered again" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert summary.succeeded == 1
+    [run] = backend.runs("user-000000")
+    messages = [r.getMessage() for r in caplog.records if r.name == "core.event_loop"]
+    blocked = [m for m in messages if "event loop blocked" in m]
+    assert blocked and f"user=user-000000 token={run.lease_token}" in blocked[0], messages
+    assert any("answered again" in m and "user=user-000000" in m for m in messages), messages
