@@ -39,9 +39,9 @@ from rq import Queue
 from rq.defaults import DEFAULT_WORKER_TTL
 from rq.executions import Execution
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import BaseWorker, WorkerStatus
-from rq.registry import StartedJobRegistry
 from rq.worker.base import StopRequested
 from typing_extensions import override
 

@@ -1,6 +1,6 @@
 """A task that misbehaves harms its own run only, in every mode (issue 15, items 1-3).
 
-For each way to run (the default worker, the threaded worker, a sync-mode pass) and each trouble
+For each way to run (the default worker, simple and fork, the threaded worker, a sync-mode pass) and each trouble
 (an async task that raises SystemExit, an async task that never returns, a sync task that never
 returns), the first user's run misbehaves and two more users run after it in the same process:
 the troubled run is recorded failed (a timeout says so), the RQ job of a timed-out run is failed,
@@ -30,7 +30,11 @@ TROUBLES = {
     "async-hang": ("tests.tasks:async_trouble_task", "hang"),
     "sync-hang": ("tests.tasks:hanging_sync_task", ""),
 }
-WORKERS = {"default": ["--concurrency", "1"], "threaded": ["--concurrency", "1", "--threads", "2"]}
+WORKERS = {
+    "default": ["--concurrency", "1"],
+    "fork": ["--concurrency", "1", "--worker-class", "fork"],
+    "threaded": ["--concurrency", "1", "--threads", "2"],
+}
 
 
 def _three_users(backend: Backend) -> list[str]:
