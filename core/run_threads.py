@@ -34,12 +34,12 @@ class RunThreads:
         self._reset()
 
     def _reset(self) -> None:
-        self._work: queue.SimpleQueue[tuple[Callable[[Any], None], Any]] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[Callable[[Any], object], Any]] = queue.SimpleQueue()
         self._idle = 0
         self._pid = os.getpid()
         self.started = 0
 
-    def submit(self, fn: Callable[[T], None], item: T) -> None:
+    def submit(self, fn: Callable[[T], object], item: T) -> None:
         """Run `fn(item)` on an idle thread, or on a new one when none is idle (and the limit allows)."""
         with self._lock:
             if self._pid != os.getpid():
@@ -51,7 +51,7 @@ class RunThreads:
                 threading.Thread(target=self._loop, args=(self._work,), name=f"{self._name}-{self.started}", daemon=True).start()
             self._work.put((fn, item))
 
-    def _loop(self, work: queue.SimpleQueue[tuple[Callable[[Any], None], Any]]) -> None:
+    def _loop(self, work: queue.SimpleQueue[tuple[Callable[[Any], object], Any]]) -> None:
         while True:
             fn, item = work.get()
             try:

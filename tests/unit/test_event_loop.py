@@ -60,7 +60,7 @@ def test_run_threads_are_reused_not_started_per_item() -> None:
 
 def test_a_limited_pool_queues_items_behind_its_one_thread() -> None:
     pool = RunThreads("test-writer", limit=1)
-    release, seen = threading.Event(), []
+    release, seen = threading.Event(), list[int]()
     pool.submit(lambda _: release.wait(5), None)
     for n in range(3):
         pool.submit(seen.append, n)
