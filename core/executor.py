@@ -94,6 +94,23 @@ def finishing_here() -> bool:
     return bool(getattr(_here, "finishing", False))
 
 
+SIGNAL_CHECK_PERIOD = 0.2
+"""Seconds a waiting main thread sleeps at most between checks for a signal: a signal the kernel
+delivers to another thread (a run thread) does not wake a lock wait, so Ctrl-C would wait for the
+run (CPython runs signal handlers in the main thread, between its own waits)."""
+
+
+def _acquire_within(lock: threading.Lock, seconds: float) -> bool:
+    """`lock.acquire(timeout=seconds)` in slices, so that the main thread sees Ctrl-C meanwhile."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if lock.acquire(timeout=min(left, SIGNAL_CHECK_PERIOD)):
+            return True
+
+
 @dataclass(eq=False)
 class _InProgress:
     """A run whose task is running: who ended it (the task's return or its timeout, first claim
@@ -239,7 +256,7 @@ class Runner:
         handoff = _Handoff(run, enqueued_at)
         self.run_threads.submit(self._execute_handed, handoff)
         try:
-            if handoff.done.acquire(timeout=limit):
+            if _acquire_within(handoff.done, limit):
                 return handoff.outcome()
         except BaseException:  # a stop request (Ctrl-C) while waiting: record the run, then stop
             if self.claim_timeout(run):
@@ -312,7 +329,10 @@ class Runner:
         """Record a run whose timeout was claimed (`claim_timeout`) as failed, releasing its lease;
         retried through a database outage while the lease holds (so: not on a thread that others
         wait for). The task's late result, if it ever comes, is written after this and refused."""
-        logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+        if error is None:
+            logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+        else:
+            logger.warning("run ended unfinished user=%s slot=%s token=%s after %.1f s: %s", run.user_id, run.slot, run.token, elapsed, error, extra=run_fields(run))
         text = error or self.timeout_text(elapsed)
         with self._end_lock:
             state = self._in_progress.get((run.user_id, run.token))

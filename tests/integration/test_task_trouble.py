@@ -133,3 +133,24 @@ def test_a_timeout_whose_recording_waits_for_the_database_holds_up_no_other_time
             release_marker(tmp_path, user).write_text("go")
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
+
+
+def test_ctrl_c_during_a_sync_pass_records_the_run_and_stops_at_once(sqlite_backend: Backend, tmp_path: Path) -> None:
+    """The task runs on a run thread in sync mode (so that the pass can time it out); Ctrl-C still
+    stops the pass at once, with the run recorded failed and its lease released."""
+    [user] = sqlite_backend.add_schedules(1)
+    env = cli_env(DATABASE_URL=sqlite_backend.url, MONITOR_TASK="tests.tasks:hanging_sync_task", MONITOR_TEST_DIR=str(tmp_path))
+    proc = cli("dispatch", "--mode", "sync", env=env)
+    try:
+        wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the run to start")
+        proc.send_signal(signal.SIGINT)
+        returncode, _, err = _finish(proc, tmp_path, user, 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert returncode == 130, err
+    [run] = sqlite_backend.runs(user)
+    assert run.status == "failed", run
+    assert sqlite_backend.schedule(user).locked_by is None
