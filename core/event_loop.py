@@ -67,6 +67,11 @@ class EventLoopThread:
         if self._stall_warning > 0:
             threading.Thread(target=self._watch, args=(loop, thread), name=f"{self._name}-watch", daemon=True).start()
 
+    def in_loop_thread(self) -> bool:
+        """True on the loop's own thread (code of an async task)."""
+        thread = self._thread
+        return thread is not None and threading.current_thread() is thread
+
     def submit(self, awaitable: Awaitable[Any], *, label: str = "") -> concurrent.futures.Future[Any]:
         """Start `awaitable` on the loop (`label` names it in the stall warning); the future's
         `cancel()` cancels it there."""
@@ -105,7 +110,7 @@ def _running_label(loop: asyncio.AbstractEventLoop) -> str:
     asyncio's table of current tasks, no iteration)."""
     task = asyncio.current_task(loop)
     if task is None:
-        return "code outside any run (a callback)"
+        return "no run (a callback, or the process short of CPU)"
     name = task.get_name()
     return name if name.startswith("run ") else f"task {name}"
 

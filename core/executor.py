@@ -280,7 +280,9 @@ class Runner:
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        progress = RunProgress(self.engine, self.clock, run, self.progress_policy, self.progress_writer)  # one per run: thread-safe
+        progress = RunProgress(  # one per run: thread-safe
+            self.engine, self.clock, run, self.progress_policy, writer=self.progress_writer, on_loop=self.task_loop.in_loop_thread,
+        )
         key = (run.user_id, run.token)
         state = _InProgress()
         with self._end_lock:

@@ -19,7 +19,6 @@ from any thread of the task. It keeps the database out of a task's tight loop:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -71,9 +70,13 @@ Report = tuple[float, str]
 class RunProgress:
     """The reporter bound to one run (call it with a checked fraction and message)."""
 
-    def __init__(self, engine: Engine, clock: Clock, run: ClaimedRun, policy: ProgressPolicy, writer: RunThreads | None = None) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, run: ClaimedRun, policy: ProgressPolicy,
+        writer: RunThreads | None = None, on_loop: Callable[[], bool] | None = None,
+    ) -> None:
         self._engine, self._clock, self._run, self._policy = engine, clock, run, policy
-        self._writer = writer  # writes off the event loop (None: on the reporting thread always)
+        self._writer = writer  # writes reports made on the tasks' event loop (`on_loop()` true there)
+        self._on_loop = on_loop
         self._lock = threading.Lock()
         self._latest: Report | None = None  # the last value reported
         self._stored: Report | None = None  # the last value the database confirmed
@@ -88,7 +91,7 @@ class RunProgress:
             if self._closed:
                 return
             self._latest = (fraction, message)
-        self._write_if_due(off_loop=self._writer is not None and _on_event_loop())
+        self._write_if_due(off_loop=self._on_loop is not None and self._on_loop())
 
     def _write_if_due(self, *, off_loop: bool = False) -> None:
         with self._lock:
@@ -151,12 +154,3 @@ class RunProgress:
         if timer is not None:
             timer.cancel()
         return latest, (latest if latest != stored else None)
-
-
-def _on_event_loop() -> bool:
-    """True on a thread that runs an asyncio event loop (an async task reporting)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
