@@ -78,3 +78,17 @@ class TaskImportError(MonitorSchedulerError):
     """MONITOR_TASK does not name an importable callable."""
 
     exit_code = 2
+
+
+class RunTimedOut(Exception):
+    """A run passed JOB_TIMEOUT while its task ran (raised into the task's thread by a worker's
+    timeout, e.g. RQ's SIGALRM): the executor records the run failed (timeout), then re-raises."""
+
+
+class TaskExited(Exception):
+    """An async task raised SystemExit or KeyboardInterrupt on the shared event loop; carried back
+    to its run as this (`original`), so that it cannot stop the loop every async run shares."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original

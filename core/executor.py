@@ -15,11 +15,19 @@ lease really gone refuses the result (`stale`); only a lease run out while the d
 down gives up (the error is raised, and the run is recorded `lost` and run again by a later pass).
 The check at the start is retried the same way within one lease length.
 
-A run that passes JOB_TIMEOUT on a thread cannot be stopped: a watchdog (worker.threaded) calls
-`Runner.time_out`, which records it failed through the same fenced finish (the lease is released,
-the user moves on); when the task finally returns, its late result finds the lease gone and is
-recorded `stale`. Whichever comes first, the task's return or the timeout, writes the outcome. An
-async task is cancelled at the timeout (it runs on the process's event loop, where it can be).
+A run has one deadline, JOB_TIMEOUT, in every mode, and one arbiter of "did the task return, or
+did the timeout come first": this Runner (`_InProgress.ended`, claimed once under one lock).
+- Sync mode (`execute_within`): the task runs on one of the runner's run threads (core.run_threads;
+  reused, none started per run) while the pass's thread waits up to JOB_TIMEOUT; past it, the
+  pass's thread claims the timeout and records the run failed through the fenced finish (the lease
+  is released, the user moves on) and the pass goes on.
+- The threaded worker: its watchdog claims the timeout (`claim_timeout`, no database) and hands
+  the recording (`record_timeout`) to another thread, so one slow write blocks no other timeout.
+- The default worker: RQ's SIGALRM raises `RunTimedOut` into the task (worker.timeouts); the
+  run's own thread records it failed and re-raises, and RQ fails the job.
+A thread cannot be killed: a sync task that never returns keeps its thread; when it returns, its
+late result finds the lease gone and is recorded `stale`. An async task is cancelled at the
+timeout (it runs on the process's event loop, where it can be).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sqlalchemy import Connection, Engine
 
@@ -44,11 +52,14 @@ from core import fenced, queries, shutdown
 from core.clock import Clock, clock_for_dialect, to_ms_precision
 from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
+from core.event_loop import EventLoopThread
+from core.exceptions import RunTimedOut, TaskExited
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
+from core.run_threads import RunThreads
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
-from core.tasks import EventLoopThread, RunContext, Task, load_task
+from core.tasks import RunContext, Task, load_task
 from core.text import clean_error
 from core.writes import insert_runs
 
@@ -73,6 +84,62 @@ class RunResult:
 
 def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+_here = threading.local()  # what this thread does for a run: read by a signal handler, so no lock
+
+
+def finishing_here() -> bool:
+    """True while this thread writes the outcome of a run whose task has returned: a timeout that
+    arrives now (RQ's SIGALRM, worker.timeouts) must not interrupt the write; the run is over."""
+    return bool(getattr(_here, "finishing", False))
+
+
+SIGNAL_CHECK_PERIOD = 0.2
+"""Seconds a waiting main thread sleeps at most between checks for a signal: a signal the kernel
+delivers to another thread (a run thread) does not wake a lock wait, so Ctrl-C would wait for the
+run (CPython runs signal handlers in the main thread, between its own waits)."""
+
+
+def _acquire_within(lock: threading.Lock, seconds: float) -> bool:
+    """`lock.acquire(timeout=seconds)` in slices, so that the main thread sees Ctrl-C meanwhile."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if lock.acquire(timeout=min(left, SIGNAL_CHECK_PERIOD)):
+            return True
+
+
+@dataclass(eq=False)
+class _InProgress:
+    """A run whose task is running: who ended it (the task's return or its timeout, first claim
+    wins) and, for an async task, the future to cancel at the timeout."""
+
+    ended: Literal["returned", "timed out"] | None = None
+    future: Future[object] | None = None
+    timeout_recorded: threading.Event | None = None  # set once the timeout's failure is written
+
+
+class _Handoff:
+    """A run handed to a run thread and its outcome (a lock is the cheapest wait: ~8 µs a run
+    against ~18 µs for a concurrent.futures.Future)."""
+
+    __slots__ = ("run", "enqueued_at", "done", "result", "error")
+
+    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None) -> None:
+        self.run, self.enqueued_at = run, enqueued_at
+        self.done = threading.Lock()
+        self.done.acquire()  # released by the run thread when the outcome is in
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> RunResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
 
 
 class LeaseKeeper:
@@ -169,66 +236,123 @@ class Runner:
         self.worker_name = worker_name or default_worker_name()
         self.progress_policy = progress_policy or ProgressPolicy()
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
-        self.task_loop = EventLoopThread()  # async tasks: one event loop for every run of this process
+        self.task_loop = EventLoopThread(stall_warning=settings.TASK_LOOP_STALL_WARNING)  # async tasks: one event loop per process
+        self.run_threads = RunThreads("run")  # sync mode: the tasks' threads, so that the pass can time them out
+        self.progress_writer = RunThreads("progress-writer", limit=1)  # async tasks' progress, off the event loop
         self._end_lock = threading.Lock()
-        self._running: dict[tuple[str, str], bool] = {}  # runs in progress -> outcome claimed (time_out or return)
-        self._awaiting: dict[tuple[str, str], Future[object]] = {}  # async runs in progress: cancellable
+        self._in_progress: dict[tuple[str, str], _InProgress] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
         """The one place a Runner is assembled: MONITOR_TASK is imported (and built) here."""
         return cls(engine, settings, clock or clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
 
+    def execute_within(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, timeout: float | None = None) -> RunResult:
+        """`execute` on one of the run threads, waiting at most `timeout` seconds (JOB_TIMEOUT): past
+        it, the run is recorded failed here and the caller goes on; the task keeps its thread until
+        it returns (its late result is then refused). What sync mode uses: a pass, the embedded
+        loop, the sync HTTP trigger, `dispatch --user`."""
+        limit = self.settings.JOB_TIMEOUT if timeout is None else timeout
+        began = time.monotonic()
+        handoff = _Handoff(run, enqueued_at)
+        self.run_threads.submit(self._execute_handed, handoff)
+        try:
+            if _acquire_within(handoff.done, limit):
+                return handoff.outcome()
+        except BaseException:  # a stop request (Ctrl-C) while waiting: record the run, then stop
+            if self.claim_timeout(run):
+                self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at, error="stopped: the process was asked to stop")
+            raise
+        if self.claim_timeout(run):
+            return self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at)
+        handoff.done.acquire()  # its task returned (or had not started) first: its own outcome, being written
+        return handoff.outcome()
+
+    def _execute_handed(self, handoff: _Handoff) -> None:
+        try:
+            handoff.result = self.execute(handoff.run, enqueued_at=handoff.enqueued_at)
+        except BaseException as exc:  # handed to the waiting thread (a real stop request included)
+            handoff.error = exc
+        finally:
+            handoff.done.release()
+
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
+        """Run the task on this thread and record its outcome (the module docstring)."""
         if not self._lease_still_ours(run):
             return self._record_skipped(run, enqueued_at)
         began = time.perf_counter()
-        progress = RunProgress(self.engine, self.clock, run, self.progress_policy)  # one per run: thread-safe
+        progress = RunProgress(  # one per run: thread-safe
+            self.engine, self.clock, run, self.progress_policy, writer=self.progress_writer, on_loop=self.task_loop.in_loop_thread,
+        )
         key = (run.user_id, run.token)
+        state = _InProgress()
         with self._end_lock:
-            self._running[key] = False
+            self._in_progress[key] = state
         try:
             with self.lease_keeper.hold(run):  # held through the finishing write and its retries
-                status, error, shutdown_request = self._call_task(run, progress)
+                status, error, reraise = self._call_task(run, state, began, progress)
                 with self._end_lock:
-                    timed_out = self._running[key]
-                    self._running[key] = True  # from here on, time_out leaves this run alone
+                    timed_out = state.ended is not None
+                    state.ended = state.ended or "returned"
+                if state.timeout_recorded is not None:  # let the timeout's failure land first: the late result is then refused
+                    state.timeout_recorded.wait(self.settings.DISPATCH_LOCK_TTL / 1000)  # its write retries no longer
                 result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
         finally:
+            _here.finishing = False
             with self._end_lock:
-                self._running.pop(key, None)
+                self._in_progress.pop(key, None)
         if timed_out:
             logger.warning(
                 "late result after timeout user=%s slot=%s token=%s status=%s recorded=%s", run.user_id, run.slot, run.token,
                 status.value, result.status.value, extra=run_fields(run),
             )
-        if shutdown_request is not None:
-            raise shutdown_request
+        if reraise is not None:
+            raise reraise
         return result
 
-    def time_out(self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None) -> RunResult | None:
-        """Record a run whose task is still running past JOB_TIMEOUT (called from another thread) as
-        failed, releasing its lease; None if the task is not running (it returned first: its own
-        outcome is written)."""
-        key = (run.user_id, run.token)
+    def claim_timeout(self, run: ClaimedRun) -> bool:
+        """Decide, without touching the database, that `run` timed out: True if its task was still
+        running (an async task is cancelled now; the caller then records the failure with
+        `record_timeout`), False if it returned first or has not started (its own outcome is
+        written). Cheap and safe from any thread: the threaded worker's watchdog calls it."""
         with self._end_lock:
-            if self._running.get(key, True):
-                return None
-            self._running[key] = True
-        logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
-        error = f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); its late result is refused"
-        try:
-            result = self._finish_riding_out(run, RunStatus.FAILED, error, elapsed, enqueued_at)
-        except BaseException:
-            with self._end_lock:
-                if key in self._running:
-                    self._running[key] = False  # not written: the next check may try again
-            raise
-        with self._end_lock:
-            future = self._awaiting.get(key)
+            state = self._in_progress.get((run.user_id, run.token))
+            if state is None or state.ended is not None:
+                return False
+            state.ended = "timed out"
+            state.timeout_recorded = threading.Event()
+            future = state.future
         if future is not None:  # an async task can be stopped: cancelled at its next await
             future.cancel()
-        return result
+        return True
+
+    def record_timeout(
+        self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None, error: str | None = None,
+    ) -> RunResult:
+        """Record a run whose timeout was claimed (`claim_timeout`) as failed, releasing its lease;
+        retried through a database outage while the lease holds (so: not on a thread that others
+        wait for). The task's late result, if it ever comes, is written after this and refused."""
+        if error is None:
+            logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+        else:
+            logger.warning("run ended unfinished user=%s slot=%s token=%s after %.1f s: %s", run.user_id, run.slot, run.token, elapsed, error, extra=run_fields(run))
+        text = error or self.timeout_text(elapsed)
+        with self._end_lock:
+            state = self._in_progress.get((run.user_id, run.token))
+        try:
+            return self._finish_riding_out(run, RunStatus.FAILED, text, elapsed, enqueued_at)
+        finally:
+            if state is not None and state.timeout_recorded is not None:
+                state.timeout_recorded.set()
+
+    def time_out(self, run: ClaimedRun, *, elapsed: float, enqueued_at: datetime | None = None) -> RunResult | None:
+        """`claim_timeout`, then `record_timeout` on this thread; None if the task was not running."""
+        if not self.claim_timeout(run):
+            return None
+        return self.record_timeout(run, elapsed=elapsed, enqueued_at=enqueued_at)
+
+    def timeout_text(self, elapsed: float) -> str:
+        return f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s); its late result is refused"
 
     def _lease_still_ours(self, run: ClaimedRun) -> bool:
         """Start the run: renew the lease from now (the queue wait may have used much of it) and
@@ -273,15 +397,23 @@ class Runner:
                 logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))
             return result
 
-    def _call_task(self, run: ClaimedRun, progress: RunProgress | None = None) -> tuple[RunStatus, str | None, BaseException | None]:
-        """The task's outcome, and the exception to re-raise after recording it (a real shutdown
-        request only: a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
-        leaves the process alone)."""
-        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, **({"reporter": progress} if progress else {}))
+    def _call_task(self, run: ClaimedRun, state: _InProgress, began: float, progress: RunProgress) -> tuple[RunStatus, str | None, BaseException | None]:
+        """The task's outcome, and the exception to re-raise after recording it: a real shutdown
+        request (a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
+        leaves the process alone), or a worker's timeout (RunTimedOut: the run fails, RQ fails the
+        job). `began`: perf_counter at the start of the run."""
+        context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, reporter=progress)
         try:
-            outcome = self.task(run.user_id, context)
-            if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
-                self._await(run, self.task_loop.submit(outcome))
+            try:
+                outcome = self.task(run.user_id, context)
+                if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
+                    self._await(state, self.task_loop.submit(outcome, label=f"user={run.user_id} token={run.token}"))
+            finally:
+                _here.finishing = True  # from here on a worker's timeout leaves the run to finish
+        except RunTimedOut as exc:  # the worker's timeout interrupted the task (worker.timeouts)
+            elapsed = time.perf_counter() - began
+            logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
+            return RunStatus.FAILED, f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s)", exc
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
             return RunStatus.FAILED, _error_text(exc), None
@@ -294,15 +426,21 @@ class Runner:
             return RunStatus.FAILED, _error_text(exc), reraise
         return RunStatus.SUCCEEDED, None, None
 
-    def _await(self, run: ClaimedRun, future: Future[object]) -> None:
-        key = (run.user_id, run.token)
+    def _await(self, state: _InProgress, future: Future[object]) -> None:
+        """Wait for an async task on the loop; a SystemExit/KeyboardInterrupt it raised comes back
+        as itself (the loop never saw it: core.event_loop), a timeout cancels it."""
         with self._end_lock:
-            self._awaiting[key] = future
+            state.future = future
+            timed_out = state.ended == "timed out"
+        if timed_out:  # claimed before the future existed
+            future.cancel()
         try:
             future.result()
-        finally:
-            with self._end_lock:
-                self._awaiting.pop(key, None)
+        except TaskExited as exc:
+            raise exc.original from None
+        except RunTimedOut:  # interrupted while waiting (RQ's SIGALRM): stop the coroutine too
+            future.cancel()
+            raise
 
     def _finish_riding_out(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,

@@ -10,7 +10,11 @@ from any thread of the task. It keeps the database out of a task's tight loop:
 - every write is fenced on the run's lease token (`fenced.set_progress`): a run whose lease was
   taken over writes nothing, and stops trying;
 - a failed write is logged and the value stays buffered for the next write or the finish;
-- a run that never reports costs nothing: no thread, no statement.
+- a run that never reports costs nothing: no thread, no statement;
+- a report from an async task arrives on the event loop every async run of the process shares: a
+  write from there (a slow or locked database) would freeze them all, so it is handed to the
+  process's one progress writer thread (`writer`: core.run_threads with one thread); the rules
+  above are the same, and the finish still carries the last value.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from core import fenced
 from core.clock import Clock
 from core.domain import ClaimedRun
 from core.logs import run_fields
+from core.run_threads import RunThreads
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +70,13 @@ Report = tuple[float, str]
 class RunProgress:
     """The reporter bound to one run (call it with a checked fraction and message)."""
 
-    def __init__(self, engine: Engine, clock: Clock, run: ClaimedRun, policy: ProgressPolicy) -> None:
+    def __init__(
+        self, engine: Engine, clock: Clock, run: ClaimedRun, policy: ProgressPolicy,
+        writer: RunThreads | None = None, on_loop: Callable[[], bool] | None = None,
+    ) -> None:
         self._engine, self._clock, self._run, self._policy = engine, clock, run, policy
+        self._writer = writer  # writes reports made on the tasks' event loop (`on_loop()` true there)
+        self._on_loop = on_loop
         self._lock = threading.Lock()
         self._latest: Report | None = None  # the last value reported
         self._stored: Report | None = None  # the last value the database confirmed
@@ -81,9 +91,9 @@ class RunProgress:
             if self._closed:
                 return
             self._latest = (fraction, message)
-        self._write_if_due()
+        self._write_if_due(off_loop=self._on_loop is not None and self._on_loop())
 
-    def _write_if_due(self) -> None:
+    def _write_if_due(self, *, off_loop: bool = False) -> None:
         with self._lock:
             if self._closed or self._lost or self._writing or self._latest is None or self._latest == self._stored:
                 return
@@ -93,6 +103,12 @@ class RunProgress:
                     self._timer = self._policy.schedule(wait, self._flush)
                 return
             value, self._writing, self._last_write = self._latest, True, self._policy.monotonic()
+        if off_loop and self._writer is not None:
+            self._writer.submit(self._store, value)
+        else:
+            self._store(value)
+
+    def _store(self, value: Report) -> None:
         stored = self._write(value)
         with self._lock:
             self._writing = False

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     )
     MONITOR_WEBHOOK_TIMEOUT: float = Field(default=10.0, gt=0, le=300, description="Seconds the webhook may take.")
     JOB_TIMEOUT: int = Field(default=600, ge=1, description="Seconds a run may take before RQ stops it.")
+    TASK_LOOP_STALL_WARNING: float = Field(
+        default=1.0, ge=0, description="Seconds the async tasks' event loop may stay blocked before a WARNING names the run blocking it (0: no watch)."
+    )
     SYNC_TIME_BUDGET: float = Field(
         default=50.0, gt=0, description="Seconds a sync-mode pass may spend before it stops claiming."
     )

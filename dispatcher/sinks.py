@@ -94,7 +94,11 @@ class QueueSink:
 
 
 class InlineSink:
-    """Run each claimed run here, through the same executor the workers use, within a time budget."""
+    """Run each claimed run here, through the same executor the workers use, within a time budget.
+
+    Each run gets JOB_TIMEOUT, as on a worker: the executor runs the task on one of its run threads
+    and, past the timeout, records the run failed and hands the pass back (`Runner.execute_within`);
+    a task that never returns keeps its thread, and its late result is refused (`stale`)."""
 
     mode = "sync"
     trigger = Trigger.SYNC
@@ -125,7 +129,7 @@ class InlineSink:
         for index, run in enumerate(claimed):
             if self.must_stop(summary):
                 return claimed[index:]
-            summary.count_run(self.runner.execute(run, enqueued_at=run.claimed_at).status)
+            summary.count_run(self.runner.execute_within(run, enqueued_at=run.claimed_at).status)
         return ()
 
     def capacity(self) -> int | None:

@@ -91,3 +91,43 @@ class AsyncCallableTask:
 
 
 async_callable_task = AsyncCallableTask()
+
+
+def troubled(user_id: str) -> bool:
+    """The first user of a test (`...-000000`) is the one whose task misbehaves."""
+    return user_id.endswith("000000")
+
+
+async def async_trouble_task(user_id: str, context: RunContext) -> None:
+    """The first user's run misbehaves as MONITOR_TEST_TROUBLE says: `exit` raises SystemExit,
+    `interrupt` KeyboardInterrupt, `hang` awaits forever (and writes `cancelled-<user>` when it is
+    cancelled); every other user's run records itself and succeeds."""
+    import asyncio
+
+    if not troubled(user_id):
+        recording_task(user_id, context)
+        await asyncio.sleep(0.05)
+        return
+    trouble = os.environ.get("MONITOR_TEST_TROUBLE", "exit")
+    if trouble == "exit":
+        raise SystemExit(3)
+    if trouble == "interrupt":
+        raise KeyboardInterrupt
+    started_marker(_dir(), user_id).write_text(str(os.getpid()))
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        (_dir() / f"cancelled-{_safe(user_id)}").write_text("cancelled")
+        raise
+
+
+def cancelled_marker(directory: Path, user_id: str) -> Path:
+    return directory / f"cancelled-{_safe(user_id)}"
+
+
+def hanging_sync_task(user_id: str, context: RunContext) -> None:
+    """The first user's run blocks until released (or 60 s); every other user's run succeeds."""
+    if troubled(user_id):
+        blocking_task(user_id, context)
+    else:
+        recording_task(user_id, context)

@@ -22,6 +22,7 @@ from worker import context, jobs
 from worker.outages import RidingOutRedis
 from worker.stops import NotesStopRequests
 from worker.threaded import ThreadedWorker
+from worker.timeouts import RunDeathPenalty
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,13 @@ class NotingSimpleWorker(RidingOutRedis, NotesStopRequests, SimpleWorker):
     """rq.SimpleWorker (jobs in the worker process) that notes stop requests and rides out Redis
     outages (worker.outages)."""
 
+    death_penalty_class = RunDeathPenalty  # JOB_TIMEOUT fails the run and the job (worker.timeouts)
+
 
 class NotingWorker(RidingOutRedis, NotesStopRequests, Worker):
     """rq.Worker (a fork per job) that notes stop requests and rides out Redis outages."""
+
+    death_penalty_class = RunDeathPenalty
 
 
 WORKER_CLASSES: dict[str, type[BaseWorker]] = {"simple": NotingSimpleWorker, "fork": NotingWorker}

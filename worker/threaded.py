@@ -8,41 +8,45 @@ registration); this class changes three things:
   and hands the job to a run thread instead of running it; RQ's `perform_job` runs there, so each
   job goes through RQ's started, finished and failed registries like any RQ job;
 - **timeouts**: SIGALRM works on the main thread only and a thread cannot be killed, so jobs run
-  without RQ's death penalty and a watchdog thread ends a job that passes its timeout: the run is
-  recorded failed through the executor's fenced finish (`Runner.time_out`: the lease is released,
-  the user moves on), the RQ job is failed with RQ's `JobTimeoutException`, and its slot is freed.
-  A sync task keeps its thread until it returns; its late result is then refused (recorded
-  `stale`) and the RQ job is left as failed. An async task is cancelled at the timeout.
+  without RQ's death penalty and a watchdog thread notices a job past its timeout. It only decides:
+  for a run, the executor is the one arbiter of "returned or timed out" (`Runner.claim_timeout`,
+  no database; an async task is cancelled there); then another thread records the run failed
+  through the executor's fenced finish (`Runner.record_timeout`: the lease is released, the user
+  moves on; it may retry through a database outage without holding up any other timeout), fails
+  the RQ job with RQ's `JobTimeoutException` and frees its slot. A sync task keeps its thread until
+  it returns; its late result is then refused (recorded `stale`) and the RQ job stays failed.
 
 Warm shutdown (SIGTERM/SIGINT): no more jobs are taken, every run in flight finishes and is
 recorded, then the worker unregisters; a second signal abandons the runs in flight (their leases
 expire and the dispatcher recovers them, as after a crash). The worker announces N in its RQ
 worker hash (`core.capacity.WORKER_THREADS_FIELD`). An async task needs no thread of its own to
-run: it runs on the executor's one event loop (core.tasks.EventLoopThread); see
+run: it runs on the executor's one event loop (core.event_loop.EventLoopThread); see
 docs/operations.md "Threads".
 """
 
 from __future__ import annotations
 
 import logging
-import queue as queue_module
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from redis.client import Pipeline
 from rq import Queue
 from rq.defaults import DEFAULT_WORKER_TTL
 from rq.executions import Execution
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.worker import BaseWorker, WorkerStatus
 from rq.worker.base import StopRequested
+from typing_extensions import override
 
 from core.capacity import WORKER_THREADS_FIELD
+from core.run_threads import RunThreads
 from dispatcher.jobspec import RUN_JOB, run_from_job_args
 from worker import context
 from worker.outages import RidingOutRedis
@@ -77,44 +81,14 @@ class Flight:
     queue: Queue
     execution: Execution
     started: float = field(default_factory=time.monotonic)
-    ended: bool = False  # its RQ outcome is written (or being written) by the thread or the watchdog
+    # How its RQ outcome was settled (under the worker's lock): by its thread's return, or by the
+    # watchdog once the timeout was decided (for a run: by the executor, `Runner.claim_timeout`).
+    end: Literal["returned", "timed out"] | None = None
 
     @property
     def deadline(self) -> float | None:
         timeout = self.job.timeout
         return None if timeout is None or timeout < 0 else self.started + timeout
-
-
-class RunThreads:
-    """Daemon threads that take work items from one queue; a thread is started only when none is
-    idle, so a process has as many threads as it ever ran jobs at once (plus those left behind by
-    timed-out tasks), and none per job. Daemon: a forced stop does not wait for them."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._work: queue_module.SimpleQueue[tuple[Callable[[Flight], None], Flight]] = queue_module.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-        self.started = 0
-
-    def submit(self, fn: Callable[[Flight], None], flight: Flight) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-            else:
-                self.started += 1
-                threading.Thread(target=self._loop, name=f"{self._name}-{self.started}", daemon=True).start()
-        self._work.put((fn, flight))
-
-    def _loop(self) -> None:
-        while True:
-            fn, flight = self._work.get()
-            try:
-                fn(flight)
-            except BaseException:  # a run thread outlives any one job; RQ's handlers already recorded it
-                logger.exception("run thread: unhandled error in job %s", flight.job.id)
-            with self._lock:
-                self._idle += 1
 
 
 class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
@@ -129,6 +103,7 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
         self.threads = threads or self.default_threads
         self._slots = threading.Condition()
         self._flights: dict[str, Flight] = {}
+        self._overdue: dict[str, Flight] = {}  # timed out, their threads still running
         self._run_threads = RunThreads("run")
         self._waiting_for_work = False  # the main thread waits for a slot or a job: a stop may interrupt it
         self._watchdog_started = False
@@ -216,33 +191,47 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
         finally:
             self._land(flight)
 
-    def _land(self, flight: Flight) -> None:
+    def _land(self, flight: Flight, *, overdue: bool = False) -> None:
+        """Free the flight's slot; `overdue`: it timed out while its thread runs on (kept aside until
+        that thread ends, so that its late outcome is told apart from RQ's own clean-up)."""
+        job_id = flight.job.id
         with self._slots:
-            if self._flights.get(flight.job.id) is flight:
-                del self._flights[flight.job.id]
+            if self._flights.get(job_id) is flight:
+                del self._flights[job_id]
+                if overdue:
+                    self._overdue[job_id] = flight
+            elif not overdue and self._overdue.get(job_id) is flight:
+                del self._overdue[job_id]
             self._slots.notify_all()
 
-    def _claim_end(self, flight: Flight | None) -> bool:
+    def _settle_returned(self, job: Job) -> bool:
+        """A job reached RQ's outcome: True to write it, False if it is a run thread's job whose
+        timeout came first (the watchdog failed it)."""
         with self._slots:
-            if flight is None or flight.ended:
+            flight = self._flights.get(job.id) or self._overdue.get(job.id)
+            if flight is None:  # not a job of a run thread (RQ's own clean-up of a stuck job)
+                return True
+            if flight.end == "timed out":
                 return False
-            flight.ended = True
+            flight.end = "returned"
             return True
 
-    def _finalize_success(self, job: Job, queue: Queue, execution: Execution, return_value: Any) -> None:
-        if self._claim_end(self._flights.get(job.id)):
-            super()._finalize_success(job, queue, execution, return_value)
+    @override
+    def handle_job_success(self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry, execution: Execution) -> None:
+        if self._settle_returned(job):
+            super().handle_job_success(job, queue, started_job_registry, execution)
         else:
             logger.warning("job %s returned after its timeout; it stays failed (its run's late result was refused)", job.id)
 
-    def _finalize_failure(
-        self, job: Job, queue: Queue, execution: Execution,
-        exc_info: tuple[type[BaseException] | None, BaseException | None, TracebackType | None],
+    @override
+    def handle_job_failure(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry | None = None, exc_string: str = "",
+        execution: Execution | None = None,
     ) -> None:
-        if self._claim_end(self._flights.get(job.id)):
-            super()._finalize_failure(job, queue, execution, exc_info)
+        if self._settle_returned(job):
+            super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution)
         else:
-            logger.warning("job %s raised after its timeout; it stays failed: %s", job.id, exc_info[1])
+            logger.warning("job %s raised after its timeout; it stays failed", job.id)
 
     # --- the watchdog ---------------------------------------------------------------------------
 
@@ -252,16 +241,19 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
             threading.Thread(target=self._watch, name="run-watchdog", daemon=True).start()
 
     def _watch(self) -> None:
+        """Decide which jobs timed out and hand each to a run thread: nothing here waits for the
+        database, nor for Redis beyond the thread-count announcement (one short command)."""
         last_announce = time.monotonic()
         while True:
             time.sleep(WATCHDOG_PERIOD)
             now = time.monotonic()
             with self._slots:
-                overdue = [f for f in self._flights.values() if not f.ended and (d := f.deadline) is not None and now > d]
+                overdue = [f for f in self._flights.values() if f.end is None and (d := f.deadline) is not None and now > d]
             for flight in overdue:
                 try:
-                    self._time_out(flight, now - flight.started)
-                except Exception:  # the next check retries; the run is still in flight
+                    if self._decide_timeout(flight):
+                        self._run_threads.submit(self._time_out, (flight, now - flight.started))
+                except Exception:  # the next check decides again; the run is still in flight
                     logger.exception("watchdog: could not time out job %s", flight.job.id)
             if now - last_announce >= ANNOUNCE_PERIOD:
                 last_announce = now
@@ -270,18 +262,40 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
                 except Exception:
                     logger.warning("watchdog: could not announce the thread count", exc_info=True)
 
-    def _time_out(self, flight: Flight, elapsed: float) -> None:
+    def _decide_timeout(self, flight: Flight) -> bool:
+        """True if `flight` timed out: for a run, if the executor says its task was still running
+        (else it returned, or has not started: its thread ends the job, or the next check decides)."""
         job = flight.job
-        if job.func_name == RUN_JOB:
-            run, enqueued_at = run_from_job_args(*job.args, **job.kwargs)
-            if context.get_runner().time_out(run, elapsed=elapsed, enqueued_at=enqueued_at) is None:
-                return  # its task is not running (it returned, or has not started): its thread ends the job
-        if not self._claim_end(flight):
-            return  # the job ended meanwhile
+        with self._slots:
+            if flight.end is not None:
+                return False
+            if job.func_name == RUN_JOB:
+                run, _ = run_from_job_args(*job.args, **job.kwargs)
+                if not context.get_runner().claim_timeout(run):
+                    return False
+            flight.end = "timed out"
+            return True
+
+    def _time_out(self, work: tuple[Flight, float]) -> None:
+        """On a run thread: record the timed-out run failed, fail its RQ job, free its slot."""
+        flight, elapsed = work
+        job = flight.job
+        try:
+            if job.func_name == RUN_JOB:
+                run, enqueued_at = run_from_job_args(*job.args, **job.kwargs)
+                context.get_runner().record_timeout(run, elapsed=elapsed, enqueued_at=enqueued_at)
+        except Exception:  # its lease runs out and a later pass records the run lost; the job still fails
+            logger.exception("could not record the timeout of job %s", job.id)
         logger.error("job %s passed its timeout (%s s) on a thread; failing it and freeing its slot", job.id, job.timeout)
         exc = JobTimeoutException(f"Task exceeded maximum timeout value ({job.timeout} seconds)")
-        super()._finalize_failure(job, flight.queue, flight.execution, (JobTimeoutException, exc, None))
-        self._land(flight)
+        try:
+            self.handle_execution_ended(job, flight.queue, job.failure_callback_timeout)
+            super().handle_job_failure(
+                job, flight.queue, started_job_registry=flight.queue.started_job_registry,
+                exc_string="".join(traceback.format_exception_only(type(exc), exc)), execution=flight.execution,
+            )
+        finally:
+            self._land(flight, overdue=True)
 
     # --- shutdown ---------------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ users are claimed, run, recorded and rescheduled.
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import timedelta
 
 import pytest
@@ -457,3 +459,119 @@ def test_an_async_run_timed_out_is_cancelled_and_ends_stale(backend: Backend) ->
     assert not thread.is_alive(), "the task was cancelled, not left running"
     assert late["result"].status is RunStatus.STALE
     assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]
+
+
+def _tick_within(dispatcher: Dispatcher, seconds: float) -> domain.DispatchSummary:
+    """A pass on another thread, waited for at most `seconds`: a pass that hangs fails the test."""
+    import threading
+
+    outcome: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=dispatcher.tick()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the pass still runs after {seconds} s"
+    summary = outcome["summary"]
+    assert isinstance(summary, domain.DispatchSummary)
+    return summary
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt()], ids=["SystemExit", "KeyboardInterrupt"])
+def test_an_async_task_raising_a_base_exception_fails_its_run_and_the_next_async_runs_succeed(backend: Backend, error: BaseException) -> None:
+    """Given three due users whose async task raises SystemExit/KeyboardInterrupt for the first,
+    when a sync pass runs and then a second one, then that run is failed and every other async run
+    of the process, in this pass and the next, succeeds on the same event loop."""
+    import asyncio
+
+    backend.add_schedules(3, interval=1, spread_ms=10, due_at=T0 - timedelta(minutes=1))
+    loops: set[int] = set()
+
+    async def task(user_id, context):
+        await asyncio.sleep(0)
+        loops.add(id(asyncio.get_running_loop()))
+        if user_id == "user-000000" and context.attempt == 1 and not backend.runs(user_id):
+            raise error
+
+    dispatcher, _, _ = make_dispatcher(backend, task=task, JOB_TIMEOUT=5)
+    summary = _tick_within(dispatcher, 20)
+    backend.clock.advance(minutes=2)
+    again = _tick_within(dispatcher, 20)
+
+    assert (summary.claimed, summary.failed, summary.succeeded) == (3, 1, 2)
+    assert (again.claimed, again.failed, again.succeeded) == (3, 0, 3)
+    assert [r.status for r in backend.runs("user-000000")] == ["failed", "succeeded"]
+    assert type(error).__name__ in (backend.runs("user-000000")[0].error or "")
+    assert len(loops) == 1, "the one event loop survived"
+
+
+def test_a_sync_mode_task_past_job_timeout_is_failed_the_pass_goes_on_and_its_late_result_is_refused(backend: Backend) -> None:
+    """Given three due users whose first sync task never returns (until released), when a sync pass
+    runs with JOB_TIMEOUT 1 s, then that run is recorded failed (timed out) after about 1 s, its
+    user moves on, the other two run, and the task's late result is recorded stale."""
+    import threading
+
+    backend.add_schedules(3, interval=5, spread_ms=10, due_at=T0 - timedelta(minutes=1))
+    release = threading.Event()
+
+    def task(user_id, context):
+        if user_id == "user-000000":
+            release.wait(30)
+
+    dispatcher, _, _ = make_dispatcher(backend, task=task, JOB_TIMEOUT=1)
+    summary = _tick_within(dispatcher, 15)
+
+    assert (summary.claimed, summary.failed, summary.succeeded) == (3, 1, 2)
+    row = backend.schedule("user-000000")
+    assert (row.last_status, row.locked_by) == ("failed", None), "the user moves on"
+    assert "timed out" in (row.last_error or "")
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(backend.runs("user-000000")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]
+    assert backend.schedule("user-000000") == row, "the late result changes nothing"
+
+
+def test_an_async_sync_mode_task_past_job_timeout_is_cancelled(backend: Backend) -> None:
+    import asyncio
+
+    backend.add_schedules(2, interval=5, spread_ms=10, due_at=T0 - timedelta(minutes=1))
+    cancelled: list[str] = []
+
+    async def task(user_id, context):
+        if user_id == "user-000000":
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(user_id)
+                raise
+
+    dispatcher, _, _ = make_dispatcher(backend, task=task, JOB_TIMEOUT=1)
+    summary = _tick_within(dispatcher, 15)
+
+    assert (summary.claimed, summary.failed, summary.succeeded) == (2, 1, 1)
+    assert cancelled == ["user-000000"]
+    assert backend.runs("user-000000")[0].status == "failed"
+
+
+def test_an_async_task_blocking_the_event_loop_is_named_in_a_warning(backend: Backend, caplog: pytest.LogCaptureFixture) -> None:
+    """Given an async task that calls time.sleep (a blocking call inside `async def`), when it runs
+    with TASK_LOOP_STALL_WARNING 0.2 s, then a WARNING names the run (user id and lease token) that
+    blocked the loop, and another says when the loop answered again."""
+    backend.add_schedules(1)
+
+    async def blocking_task(user_id, context):
+        time.sleep(0.8)  # what task authors must not do: it stops every async run of the process
+
+    dispatcher, _, _ = make_dispatcher(backend, task=blocking_task, TASK_LOOP_STALL_WARNING=0.2)
+    with caplog.at_level(logging.WARNING, logger="core.event_loop"):
+        summary = _tick_within(dispatcher, 20)
+        deadline = time.monotonic() + 5
+        while not any("answered again" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    assert summary.succeeded == 1
+    [run] = backend.runs("user-000000")
+    messages = [r.getMessage() for r in caplog.records if r.name == "core.event_loop"]
+    blocked = [m for m in messages if "event loop blocked" in m]
+    assert blocked and f"user=user-000000 token={run.lease_token}" in blocked[0], messages
+    assert any("answered again" in m and "user=user-000000" in m for m in messages), messages

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import pytest
+
 from core import claims
 from core.domain import ClaimedRun, RunState, RunStatus, Schedule, Trigger
 from core.executor import Runner
@@ -233,3 +235,53 @@ def test_runs_on_many_threads_each_report_their_own_progress(backend: Backend) -
         assert progress_of(backend, user) == (1.0, f"{user} done")
         [run] = backend.runs(user)
         assert (run.status, run.progress_message) == ("succeeded", f"{user} done")
+
+
+@pytest.mark.mysql
+def test_progress_from_an_async_task_never_blocks_the_event_loop_its_neighbours_share(mysql_backend: Backend) -> None:
+    """Given two async runs on one process's event loop, when the first reports progress while
+    another connection holds a lock on its row for 1.5 s, then the second run's awaits stay on
+    time (before: the write ran on the loop and froze both for the whole lock)."""
+    import asyncio
+    import time as clock
+
+    from sqlalchemy import text
+
+    reporter, neighbour = mysql_backend.add_schedules(2)
+    started, neighbour_started, locked = threading.Event(), threading.Event(), threading.Event()
+    lateness: list[float] = []
+
+    async def task(user_id: str, context: RunContext) -> None:
+        if user_id == reporter:
+            started.set()
+            while not locked.is_set():
+                await asyncio.sleep(0.01)
+            context.progress(0.5, "half way")  # its row is locked: the write waits for the lock
+            return
+        neighbour_started.set()
+        until = clock.monotonic() + 2.5
+        while clock.monotonic() < until:
+            before = clock.monotonic()
+            await asyncio.sleep(0.05)
+            lateness.append(clock.monotonic() - before - 0.05)
+
+    shared = Runner(mysql_backend.engine, mysql_backend.settings(), mysql_backend.clock, task, worker_name="test")
+    with mysql_backend.engine.begin() as conn:
+        now = mysql_backend.clock.moment
+        runs = claims.claim_due(conn, now=now, limit=2, token="tok-A", lease_until=now + timedelta(minutes=15), trigger=Trigger.SCHEDULE).claimed
+    threads = [threading.Thread(target=shared.execute, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    assert started.wait(10) and neighbour_started.wait(10)
+    with mysql_backend.engine.connect() as locker:
+        transaction = locker.begin()
+        locker.execute(text("SELECT userId FROM UserMonitorSchedule WHERE userId = :u FOR UPDATE"), {"u": reporter})
+        locked.set()
+        clock.sleep(1.5)
+        transaction.rollback()
+    for thread in threads:
+        thread.join(30)
+
+    assert lateness and max(lateness) < 0.5, f"the neighbour's awaits were up to {max(lateness):.2f} s late"
+    assert progress_of(mysql_backend, reporter) == (0.5, "half way"), "the report still landed"
+    assert {r.status for r in mysql_backend.runs()} == {"succeeded"}
