@@ -16,6 +16,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, DateTime, literal_column, text
 from sqlalchemy.sql.elements import ColumnElement
+from typing_extensions import override
 
 
 def to_ms_precision(moment: datetime) -> datetime:
@@ -87,6 +88,7 @@ def _database_now(offset_ms: int) -> ColumnElement[datetime]:
 class ProcessClock(_PythonTimeClock):
     """This process's UTC clock; right for SQLite, whose writers all live on one host."""
 
+    @override
     def _current(self) -> datetime:
         return to_ms_precision(datetime.now(UTC).replace(tzinfo=None))
 
@@ -100,6 +102,7 @@ class FixedClock(_PythonTimeClock):
     def __init__(self, moment: datetime) -> None:
         self.moment = utc_naive(moment)
 
+    @override
     def _current(self) -> datetime:
         return self.moment
 

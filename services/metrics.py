@@ -21,6 +21,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import Engine
+from typing_extensions import override
 
 from core import queries
 from core.capacity import SYNC_CAPACITY, Load, expected_wait_seconds
@@ -44,6 +45,7 @@ class SchedulerCollector(Collector):
         self.engine, self.clock, self.redis, self.queue_name = engine, clock, redis, queue_name
         self.capacity_window_minutes, self.default_run_seconds = capacity_window_minutes, default_run_seconds
 
+    @override
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         available = self._available()
         with self.engine.connect() as conn:
