@@ -6,7 +6,7 @@ ConnectionError. A Redis restart therefore ended a worker whose task had just su
 bookkeeping after the job met `BusyLoadingError` (a ConnectionError while Redis reloads its
 append-only file) or a refused connection.
 
-So the worker's Redis connection carries a redis-py `Retry` (`outage_retry`, installed by
+So the worker's Redis connection carries a redis-py `Retry` (installed by
 `RidingOutRedis.__init__`): a command or pipeline that meets a connection error, BusyLoadingError
 or time-out waits (`REDIS_BACKOFF`: doubling from 0.5 s to 5 s) and is sent again, for as long as
 Redis is away; no step of RQ's work loop needs wrapping. Why sending again is safe: RQ's steps write
@@ -62,38 +62,30 @@ OUTAGE_LOG_PERIOD = 60.0  # seconds: one warning per outage, not one per waiting
 # together than this are one.
 HEARTBEAT_FLOOR = 1.0
 
-# Set when the worker leaves (teardown): from then on, no command waits for Redis.
-_leaving = threading.Event()
-_last_warning = float("-inf")
 
 
 class WaitingForRedis(AbstractBackoff):
-    """redis-py's backoff seam: the wait before a command is sent again, from `REDIS_BACKOFF`.
-    Stateless (one instance is shared by the connections and threads of a process); a stop
-    request or the worker leaving ends the wait instead."""
+    """redis-py's backoff seam: the wait before a command is sent again, from `REDIS_BACKOFF`; a
+    stop request or the worker leaving ends the wait instead. One per worker, shared by the
+    connections and threads of its pool (redis-py copies a Retry into each new connection)."""
 
     def __init__(self, policy: Backoff = REDIS_BACKOFF) -> None:
         self.policy = policy
+        self.leaving = threading.Event()  # set at teardown: from then on, no command waits
+        self.warned_at = float("-inf")
 
-    @override
-    def reset(self) -> None:
-        pass
+    def __deepcopy__(self, memo: dict[int, Any]) -> WaitingForRedis:
+        return self
 
     @override
     def compute(self, failures: int) -> float:
-        if shutdown.requested() or _leaving.is_set():
+        if shutdown.requested() or self.leaving.is_set():
             raise StopRequested()
-        global _last_warning
         now = time.monotonic()
-        if now - _last_warning >= OUTAGE_LOG_PERIOD:
-            _last_warning = now
+        if now - self.warned_at >= OUTAGE_LOG_PERIOD:
+            self.warned_at = now
             logger.warning("Redis unavailable: the worker waits for it and goes on when it answers")
         return self.policy.delay(failures)
-
-
-def outage_retry() -> Retry:
-    """Commands wait out an outage of any length (retries=-1: no limit)."""
-    return Retry(WaitingForRedis(), -1, OUTAGE_ERRORS)
 
 
 class RidingOutRedis(BaseWorker):
@@ -102,7 +94,9 @@ class RidingOutRedis(BaseWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.connection.set_retry(outage_retry())
+        self.waiting_for_redis = WaitingForRedis()
+        # Commands wait out an outage of any length (retries=-1: no limit).
+        self.connection.set_retry(Retry(self.waiting_for_redis, -1, OUTAGE_ERRORS))
         self._plain_beat_at: float | None = None
 
     @override
@@ -153,8 +147,7 @@ class RidingOutRedis(BaseWorker):
             self.pubsub.connection.register_connect_callback(self._reconnect_listener.connected)
 
     def redis_answers_again(self) -> None:
-        global _last_warning
-        _last_warning = float("-inf")  # the next outage is warned of again
+        self.waiting_for_redis.warned_at = float("-inf")  # the next outage is warned of again
         logger.warning("Redis answers again (worker %s): going on", self.name)
         try:
             self.heartbeat()
@@ -164,12 +157,11 @@ class RidingOutRedis(BaseWorker):
     @override
     def teardown(self) -> None:
         # At exit: no waiting. The worker's key expires by itself within its TTL.
-        _leaving.set()
+        self.waiting_for_redis.leaving.set()
         try:
             super().teardown()
         except (RedisError, StopRequested) as exc:
             logger.warning("could not unregister worker %s (its key expires by itself): %s", self.name, exc)
-
 
 
 class ReconnectListener:
