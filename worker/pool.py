@@ -20,7 +20,7 @@ from rq.worker_pool import WorkerPool
 
 from core.settings import Settings
 from worker import context, jobs, rq_adapter
-from worker.outages import RidingOutRedis
+from worker.outages import RidingOutRedis, WaitingForRedis
 from worker.stops import NotesStopRequests
 from worker.threaded import ThreadedWorker
 
@@ -47,7 +47,7 @@ def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burs
     cls = WORKER_CLASSES[worker_class]
     if threads > 1:  # N runs at once in each process
         cls = ThreadedWorker.with_threads(threads)
-    for problem in rq_adapter.rq_differs([cls]):
+    for problem in rq_adapter.rq_differs([cls, cls.death_penalty_class, WaitingForRedis]):
         logger.error("this RQ version differs from the one the worker was written for: %s", problem)
     # Build the run context (settings, engine, task) here, once: forked workers and fork-per-job
     # children inherit it instead of building it per job (77 ms of each fork-class job,
