@@ -16,6 +16,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, DateTime, bindparam, literal_column, text
 from sqlalchemy.sql.elements import ColumnElement
+from typing_extensions import override
 
 
 def to_ms_precision(moment: datetime) -> datetime:
@@ -105,6 +106,7 @@ def _database_now(offset_ms: int) -> ColumnElement[datetime]:
 class ProcessClock(_PythonTimeClock):
     """This process's UTC clock; right for SQLite, whose writers all live on one host."""
 
+    @override
     def _current(self) -> datetime:
         return to_ms_precision(datetime.now(UTC).replace(tzinfo=None))
 
@@ -119,6 +121,7 @@ class FixedClock(_PythonTimeClock):
         super().__init__()
         self.moment = utc_naive(moment)
 
+    @override
     def _current(self) -> datetime:
         return self.moment
 

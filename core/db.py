@@ -36,10 +36,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
+from core.retry import Backoff
+
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PING_AFTER_IDLE_SECONDS = 30.0
+# run_transaction: one more run, at once (a fresh connection either works or the server is down,
+# and then the callers' own retry loops wait: core.executor).
+RECONNECT_ONCE = Backoff(first=0.0, retries=1)
 
 T = TypeVar("T")
 
@@ -72,7 +77,7 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T], *, what: st
     retried: whether it committed is unknown. `work` must have no effect outside the transaction
     (each caller says why its own does not); any other error is raised as it is.
     """
-    first = True
+    delays = RECONNECT_ONCE.delays()
     while True:
         committing = False
         try:
@@ -81,10 +86,12 @@ def run_transaction(engine: Engine, work: Callable[[Connection], T], *, what: st
                 committing = True  # leaving the block sends COMMIT: its failure is not retried
             return result
         except exc.DBAPIError as error:
-            if not (first and not committing and is_disconnect(error)):
+            delay = next(delays, None) if not committing and is_disconnect(error) else None
+            if delay is None:
                 raise
             logger.info("database connection lost before %s committed, running it once more: %s", what, error.orig)
-            first = False
+            if delay:
+                time.sleep(delay)
 
 
 def is_disconnect(error: BaseException) -> bool:

@@ -56,6 +56,7 @@ from core.event_loop import EventLoopThread
 from core.exceptions import RunTimedOut, TaskExited
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
+from core.retry import Backoff
 from core.run_threads import RunThreads
 from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
@@ -68,9 +69,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Backoff between attempts of a run's database write during an outage: doubling, capped so that a
-# restarted server is noticed within a couple of seconds.
-RETRY_FIRST_DELAY = 0.1
-RETRY_MAX_DELAY = 2.0
+# restarted server is noticed within a couple of seconds; no count (the lease's time bounds it).
+RETRY_BACKOFF = Backoff(first=0.1, factor=2.0, cap=2.0)
 
 
 @dataclass(frozen=True)
@@ -374,7 +374,7 @@ class Runner:
     def _retrying(self, run: ClaimedRun, what: str, attempt: Callable[[], T], seconds_left: Callable[[], float]) -> T:
         """`attempt()`, again after a database outage error with capped backoff while
         `seconds_left()` is positive; then the error is raised (logged at ERROR)."""
-        delay = RETRY_FIRST_DELAY
+        delays = RETRY_BACKOFF.delays()
         failures = 0
         while True:
             try:
@@ -390,8 +390,7 @@ class Runner:
                     raise
                 if failures == 1:
                     logger.info("%s failed, retrying for up to %.1fs user=%s token=%s: %s", what, left, run.user_id, run.token, exc, extra=run_fields(run))
-                time.sleep(min(delay, left))
-                delay = min(delay * 2, RETRY_MAX_DELAY)
+                time.sleep(min(next(delays), left))
                 continue
             if failures:
                 logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))

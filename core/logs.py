@@ -11,6 +11,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from typing_extensions import override
+
 from core.clock import utc_text
 from core.domain import ClaimedRun
 from core.settings import Settings
@@ -23,6 +25,7 @@ def run_fields(run: ClaimedRun) -> dict[str, object]:
 
 
 class JsonFormatter(logging.Formatter):
+    @override
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "ts": utc_text(datetime.fromtimestamp(record.created, UTC)),

@@ -14,6 +14,7 @@ import re
 import threading
 
 import uvicorn
+from typing_extensions import override
 
 from core.domain import Mode
 from core.exceptions import ConfigurationError, InvalidInput
@@ -110,6 +111,7 @@ class RedactTokens(logging.Filter):
 
     _TOKEN = re.compile(r"(token=)[^&\s]+")
 
+    @override
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from typing_extensions import override
 
 from core import queries
 from core.capacity import CapacityReport
@@ -33,6 +34,7 @@ class SchedulerCollector(Collector):
     def __init__(self, status: Status) -> None:
         self.status = status
 
+    @override
     def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         yield from self._capacity(self.status.capacity())
         with self.status.engine.connect() as conn:

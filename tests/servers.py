@@ -22,7 +22,7 @@ If ``TEST_MYSQL_URL`` / ``TEST_REDIS_URL`` are set, ``mariadb_from_env()`` /
 conveniences) return handles on those existing servers instead; their
 ``stop()`` does nothing.
 
-Only the standard library, pymysql and redis are used; pytest is imported
+Only the standard library, pymysql, redis and typing_extensions are used; pytest is imported
 lazily inside ``server_or_skip`` so scripts can use this module without it.
 """
 
@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 from urllib.parse import quote, unquote, urlsplit
+
+from typing_extensions import override
 
 __all__ = [
     "ServerUnavailable",
@@ -396,9 +398,11 @@ class MariaDBServer(_MariaDBClientMixin, _ManagedProcess):
         self.version = ""
         self.startup_seconds = 0.0
 
+    @override
     def __repr__(self) -> str:
         return f"<MariaDBServer 127.0.0.1:{self.port} pid={self.proc.pid} dir={self.base_dir}>"
 
+    @override
     def stop(self) -> None:
         """Clean shutdown (SIGTERM); SIGKILL if it has not exited after 20 s."""
         if self._stopped:
@@ -406,6 +410,7 @@ class MariaDBServer(_MariaDBClientMixin, _ManagedProcess):
         self._terminate(MARIADB_STOP_TIMEOUT)
         self._forget()
 
+    @override
     def _forget(self) -> None:
         super()._forget()
         if self._socket_dir is not None:
@@ -617,6 +622,7 @@ class ExternalMariaDB(_MariaDBClientMixin):
         self.admin_url = f"mysql+pymysql://{userinfo}@{host}:{self.port}/"
         self.version = self._fetch_version()
 
+    @override
     def __repr__(self) -> str:
         return f"<ExternalMariaDB {self.host}:{self.port}>"
 
@@ -695,9 +701,11 @@ class RedisServer(_RedisClientMixin, _ManagedProcess):
         self.version = ""
         self.startup_seconds = 0.0
 
+    @override
     def __repr__(self) -> str:
         return f"<RedisServer 127.0.0.1:{self.port} pid={self.proc.pid} dir={self.base_dir}>"
 
+    @override
     def stop(self) -> None:
         """SHUTDOWN NOSAVE, falling back to SIGTERM then SIGKILL; waits for exit."""
         if self._stopped:
@@ -811,6 +819,7 @@ class ExternalRedis(_RedisClientMixin):
         finally:
             client.close()
 
+    @override
     def __repr__(self) -> str:
         return f"<ExternalRedis {self.host}:{self.port}>"
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import override
 
 from core.domain import RunRecord, Schedule
 from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES, validate_user_id
@@ -120,6 +121,7 @@ class AdminScheduleOut(ScheduleOut):
     staleLease: bool = Field(description="A lease that expired without a result (unlock releases it).")
 
     @classmethod
+    @override
     def of(cls, schedule: Schedule, now: datetime) -> AdminScheduleOut:
         base = ScheduleOut.of(schedule, now).model_dump()
         return cls(

@@ -5,7 +5,8 @@ the worker process itself, saving a fork per job; `fork` (rq.Worker) isolates ea
 child, for tasks that leak memory or may crash the interpreter. Shutdown is warm either way: on
 SIGTERM/SIGINT the running job finishes, then the worker exits (a second signal forces it).
 Both ride out Redis outages (worker.outages): they wait for Redis and go on, never exit on one;
-the WorkerPool's children are the same classes.
+the WorkerPool's children are the same classes. They extend RQ through its public seams only
+(worker.rq_adapter, which checks at start that the installed RQ still offers them).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from core.settings import Settings
-from worker import context, jobs
-from worker.outages import RidingOutRedis
+from worker import context, jobs, rq_adapter
+from worker.outages import RidingOutRedis, WaitingForRedis
 from worker.stops import NotesStopRequests
 from worker.threaded import ThreadedWorker
 from worker.timeouts import RunDeathPenalty
@@ -51,6 +52,8 @@ def run_workers(settings: Settings, connection: Redis, *, concurrency: int, burs
     cls = WORKER_CLASSES[worker_class]
     if threads > 1:  # N runs at once in each process
         cls = ThreadedWorker.with_threads(threads)
+    for problem in rq_adapter.rq_differs([cls, cls.death_penalty_class, WaitingForRedis]):
+        logger.error("this RQ version differs from the one the worker was written for: %s", problem)
     # Build the run context (settings, engine, task) here, once: forked workers and fork-per-job
     # children inherit it instead of building it per job (77 ms of each fork-class job,
     # docs/performance.md). No connection is opened yet, and the context disowns the inherited

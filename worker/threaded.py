@@ -32,19 +32,20 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Literal
 
 from redis.client import Pipeline
-from rq import Queue
-from rq.defaults import DEFAULT_WORKER_TTL
+from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
-from rq.worker import BaseWorker, WorkerStatus
-from rq.worker.base import StopRequested
+from rq.worker import WorkerStatus
 from typing_extensions import override
 
+from core import shutdown
 from core.capacity import WORKER_THREADS_FIELD
 from core.run_threads import RunThreads
 from dispatcher.jobspec import RUN_JOB, run_from_job_args
@@ -66,9 +67,11 @@ _HSET_IF_EXISTS = "if redis.call('exists', KEYS[1]) == 1 then return redis.call(
 class NoDeathPenalty(BaseDeathPenalty):
     """No timer around a job: the watchdog of ThreadedWorker enforces job timeouts."""
 
+    @override
     def setup_death_penalty(self) -> None:
         pass
 
+    @override
     def cancel_death_penalty(self) -> None:
         pass
 
@@ -91,9 +94,10 @@ class Flight:
         return None if timeout is None or timeout < 0 else self.started + timeout
 
 
-class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
+class ThreadedWorker(RidingOutRedis, NotesStopRequests, SimpleWorker):
     """An RQ worker that runs up to `threads` jobs at once in its own process (see the module); like
-    the other worker classes (worker.pool) it notes stop requests and rides out Redis outages."""
+    the other worker classes (worker.pool) it notes stop requests and rides out Redis outages.
+    rq.SimpleWorker's heartbeat TTL fits: no horse to monitor, a job's heartbeat covers its timeout."""
 
     death_penalty_class = NoDeathPenalty
     default_threads = 1
@@ -115,6 +119,7 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
 
     # --- announcing the concurrency ----------------------------------------------------------
 
+    @override
     def serialize(self) -> dict[str, Any]:
         """RQ writes the worker hash from this on registration and whenever it rewrites the hash."""
         data: dict[str, Any] = super().serialize()
@@ -126,17 +131,19 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
 
     # --- the dequeue side (main thread) -------------------------------------------------------
 
+    @override
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> tuple[Job, Queue] | None:
         self._start_watchdog()
         self._waiting_for_work = True
         try:
             self._wait_until(lambda: len(self._flights) < self.threads)
-            if self._stop_requested:
+            if shutdown.requested():  # a stop came before the wait began
                 raise StopRequested()
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         finally:
             self._waiting_for_work = False
 
+    @override
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
         flight = Flight(job, queue, execution)
@@ -144,32 +151,13 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
             self._flights[job.id] = flight
         self._run_threads.submit(self._perform, flight)
 
+    @override
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         # RQ sets IDLE whenever the main thread goes back to the queue; the worker is busy while any
         # of its runs is.
         if state == WorkerStatus.IDLE and self._flights:
             state = WorkerStatus.BUSY
         super().set_state(state, pipeline=pipeline)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        """RQ's heartbeat (HSET and two EXPIREs) in one round trip instead of three: the work loop
-        sends four per job (cProfile of a no-op job through rq.SimpleWorker: 12 of its 18 Redis round
-        trips)."""
-        if pipeline is not None:
-            super().heartbeat(timeout, pipeline=pipeline)
-            return
-        self._riding_out("the heartbeat", lambda: self._pipelined_heartbeat(timeout))
-
-    def _pipelined_heartbeat(self, timeout: int | None) -> None:
-        with self.connection.pipeline(transaction=False) as pipe:
-            super().heartbeat(timeout, pipeline=pipe)
-            pipe.execute()
-
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        # No horse to monitor: as in rq.SimpleWorker, the job's heartbeat covers its whole timeout.
-        if job.timeout == -1:
-            return DEFAULT_WORKER_TTL
-        return int(job.timeout or DEFAULT_WORKER_TTL) + 60
 
     def _wait_until(self, ready: Callable[[], bool]) -> None:
         """Wait (heartbeating the worker) until `ready()`; a signal handler may raise meanwhile."""
@@ -299,15 +287,18 @@ class ThreadedWorker(RidingOutRedis, NotesStopRequests, BaseWorker):
 
     # --- shutdown ---------------------------------------------------------------------------------
 
-    def _shutdown(self) -> None:
-        """First stop request: take no more jobs; interrupt the main thread only where it waits
-        for work (RQ's rule of "interrupt only when idle" would leave it blocked in the dequeue)."""
-        self._stop_requested = True
-        self.set_shutdown_requested_date()
+    @override
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """First stop request: RQ stops taking jobs (while any run is in flight the worker is busy,
+        so RQ waits for the work loop to come round); the main thread is interrupted only where it
+        waits for work (RQ's rule of "interrupt only when idle" would leave it blocked in the
+        dequeue)."""
+        super().request_stop(signum, frame)  # RQ raises StopRequested itself when the worker is not busy
         logger.info("worker %s: warm shutdown, waiting for %d runs in flight (a second signal abandons them)", self.name, len(self._flights))
         if self._waiting_for_work:
             raise StopRequested()
 
+    @override
     def teardown(self) -> None:
         try:
             self._wait_until(lambda: not self._flights)

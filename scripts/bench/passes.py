@@ -22,6 +22,7 @@ import common  # noqa: F401  (puts the repository root on sys.path)
 from redis import Redis
 from rq import Queue
 from sqlalchemy import Engine
+from typing_extensions import override
 
 from dispatcher.enqueue import RqEnqueuer
 from dispatcher.service import DispatchPolicy, Dispatcher
@@ -69,6 +70,7 @@ def _timed(enqueuer_class: type[RqEnqueuer], times: list[float]) -> type[RqEnque
 class _TimedDispatcher(Dispatcher):
     claim_times: list[float]
 
+    @override
     def _claim(self, now: datetime, limit: int, until: datetime) -> claims.Claim:
         t0 = time.perf_counter()
         try:

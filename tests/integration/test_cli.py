@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from typing_extensions import override
 
 from core import claims, domain, queries, writes
 from core.db import create_db_engine
@@ -216,6 +217,7 @@ def test_dispatch_via_http_posts_the_secret_and_prints_the_answer(workdir: Path)
             self.end_headers()
             self.wfile.write(payload)
 
+        @override
         def log_message(self, *args) -> None:
             pass
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from typing_extensions import override
 from redis import Redis
 from rq import Queue
 from rq.job import JobStatus
@@ -143,6 +144,7 @@ class BusyQueueSink(QueueSink):
         super().__init__(enqueuer, chunk_size=100, max_depth=10_000)
         self.meanwhile = meanwhile
 
+    @override
     def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
         self.meanwhile()
         return super().alive(parked, now)

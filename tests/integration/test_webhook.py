@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from typing_extensions import override
 
 from dispatcher.service import Dispatcher
 from core.exceptions import ConfigurationError
@@ -45,6 +46,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
             except BrokenPipeError:
                 pass  # the client gave up (the timeout test)
 
+        @override
         def log_message(self, *args) -> None:
             pass
 

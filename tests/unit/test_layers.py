@@ -13,6 +13,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from typing_extensions import override
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("core", "dispatcher", "worker", "services", "web", "monitor_scheduler", "schema")
@@ -25,15 +26,19 @@ def function_local_imports(source: str) -> list[int]:
     class Visitor(ast.NodeVisitor):
         depth = 0
 
+        @override
         def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
             self._inside(node)
 
+        @override
         def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
             self._inside(node)
 
+        @override
         def visit_Import(self, node: ast.Import) -> None:
             self._note(node)
 
+        @override
         def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
             self._note(node)
 

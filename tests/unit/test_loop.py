@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from typing_extensions import override
 
 from dispatcher.loop import DispatchLoop, parse_duration
 from core.exceptions import InvalidInput, QueueUnavailable
@@ -24,6 +25,7 @@ class RecordingStop(threading.Event):
         self.clock = clock
         self.waits: list[float] = []
 
+    @override
     def wait(self, timeout=None):
         self.waits.append(round(timeout, 6))
         self.clock.now += timeout

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typing_extensions import override
 
 from core.tasks import PROGRESS_MESSAGE_LIMIT, RunContext, clean_message, clean_progress
 
@@ -74,6 +75,7 @@ def test_messages_lose_control_and_format_characters_and_are_cut_to_the_column()
 
 def test_a_message_that_cannot_be_printed_is_ignored() -> None:
     class Unprintable:
+        @override
         def __str__(self) -> str:
             raise RuntimeError("no")
 
