@@ -1,0 +1,190 @@
+"""Calendar schedules: the next slot of a 5-field cron expression in an IANA time zone.
+
+Pure (no I/O; the zone database is read through `zoneinfo`), so it is property-tested against a
+brute-force walk of the clock (tests/unit/test_calendar.py). The rule is cronie's, and README
+"Calendar schedules" states it for users:
+
+- An expression that names particular hours (`0 9 * * MON-FRI`, `30 2 * * *`, `0 */2 * * *`) runs
+  once per calendar occurrence of its wall-clock time. A time that occurs twice (autumn) runs once,
+  at its first occurrence; a time that does not exist (spring) runs once, at the first valid instant
+  after it (the end of the gap: 02:30 on a Berlin spring day runs at 03:00 CEST). Several missing
+  times of one gap are one slot (a schedule runs once per slot).
+- An expression whose hour field is every hour (`0 * * * *`, `*/15 * * * *`) follows real time: it
+  runs at every instant whose wall-clock time matches, so a repeated hour runs again and a missing
+  hour is simply not there. With whole-hour shifts an hourly schedule runs every real hour, never
+  twice in one and never skipping one.
+
+Slots are UTC instants (naive, like every time in the database); the wall-clock arithmetic is done
+by croniter on naive local times, the zone's offsets by `zoneinfo`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
+
+MAX_EXPRESSION_LENGTH = 100
+MAX_ZONE_LENGTH = 64
+MAX_SPREAD_SECONDS = 24 * 3600
+# croniter looks this far ahead for the first match; every valid expression fires within 8 years
+# (29 February at worst, with 2100 not a leap year).
+_NEVER_FIRES_HORIZON_YEARS = 8
+# Walls checked before "now" for the frequent rule: a repeated hour's second pass belongs to walls
+# already behind the clock. Sampled offsets over this window bound the fold.
+_FOLD_LOOKAHEAD = timedelta(hours=26)
+_SAMPLE_STEP = timedelta(hours=1)
+UTC = timezone.utc
+
+
+@dataclass(frozen=True)
+class CronRule:
+    """A validated expression in a zone. `frequent`: the hour field is every hour (real-time rule)."""
+
+    expression: str
+    zone: ZoneInfo
+    frequent: bool
+
+    @property
+    def zone_name(self) -> str:
+        return self.zone.key
+
+
+def _zone(name: object) -> ZoneInfo:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("time zone must be an IANA zone name such as Europe/Berlin or UTC")
+    if len(name) > MAX_ZONE_LENGTH or not name.isascii():
+        raise ValueError(f"unknown time zone {name!r}: use an IANA zone name such as Europe/Berlin")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA zone name such as Europe/Berlin") from None
+
+
+@lru_cache(maxsize=4096)
+def parse_cron(expression: object, zone_name: object = "UTC") -> CronRule:
+    """The rule for `expression` in `zone_name`, or ValueError naming what is wrong.
+
+    Refused: anything but 5 fields (6 would be seconds: finer than the scheduler's minute),
+    croniter's random (`R`) and hashed (`H`) forms (not the same on every host), syntax croniter
+    rejects, and an expression that never fires (`0 0 30 2 *`)."""
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError("cron expression must be 5 fields: minute hour day-of-month month day-of-week")
+    if len(expression) > MAX_EXPRESSION_LENGTH or not expression.isascii():
+        raise ValueError(f"cron expression must be at most {MAX_EXPRESSION_LENGTH} ASCII characters")
+    fields = expression.split()
+    if len(fields) == 6:
+        raise ValueError(f"cron expression {expression!r} has 6 fields: a seconds field is not supported "
+                         "(schedules run at most once a minute); use 5 fields: minute hour day-of-month month day-of-week")
+    if len(fields) != 5:
+        raise ValueError(f"cron expression {expression!r} has {len(fields)} fields; "
+                         "use 5: minute hour day-of-month month day-of-week")
+    if any(ch in "RrHh" for ch in "".join(fields[:3])):
+        raise ValueError(f"cron expression {expression!r}: random (R) and hashed (H) fields are not supported")
+    zone = _zone(zone_name)
+    normalized = " ".join(fields)
+    try:
+        itr = croniter(normalized, datetime(2000, 1, 1), max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS)
+        itr.get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"cron expression {expression!r} never fires (no such date)") from None
+    except (CroniterBadCronError, CroniterError, ValueError, KeyError, IndexError) as exc:
+        raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
+    hours = itr.expanded[1]
+    frequent = hours == ["*"] or set(hours) == set(range(24))
+    return CronRule(normalized, zone, frequent)
+
+
+def _local(instant: datetime, zone: ZoneInfo) -> datetime:
+    """Naive wall-clock time of a naive UTC instant."""
+    return instant.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: ZoneInfo, fold: int) -> datetime:
+    return wall.replace(tzinfo=zone, fold=fold).astimezone(UTC).replace(tzinfo=None)
+
+
+def _gap_end(wall: datetime, zone: ZoneInfo, lo: datetime, hi: datetime) -> datetime:
+    """The transition instant ending the gap `wall` falls in: the first instant in (lo, hi] whose
+    wall-clock time is after `wall` (transitions fall on whole seconds)."""
+    low, high = 0, int((hi - lo).total_seconds())
+    while high - low > 1:
+        mid = (low + high) // 2
+        if _local(lo + timedelta(seconds=mid), zone) > wall:
+            high = mid
+        else:
+            low = mid
+    return lo + timedelta(seconds=high)
+
+
+def _instants(rule: CronRule, wall: datetime) -> list[datetime]:
+    """The UTC slots a matching wall-clock time stands for, by the rule in the module docstring."""
+    first, second = _instant(wall, rule.zone, 0), _instant(wall, rule.zone, 1)
+    exists_first = _local(first, rule.zone) == wall
+    exists_second = _local(second, rule.zone) == wall
+    if exists_first or exists_second:
+        found = sorted({u for u, ok in ((first, exists_first), (second, exists_second)) if ok})
+        return found if rule.frequent else found[:1]
+    if rule.frequent:
+        return []
+    return [_gap_end(wall, rule.zone, min(first, second), max(first, second))]
+
+
+def _fold_margin(zone: ZoneInfo, after: datetime) -> timedelta:
+    """How far the clock may go back within the next day: walls that far behind `after`'s wall time
+    can still occur again after it."""
+    offsets = [after.replace(tzinfo=UTC).astimezone(zone).utcoffset() or timedelta(0)]
+    moment = after
+    while moment < after + _FOLD_LOOKAHEAD:
+        moment += _SAMPLE_STEP
+        offsets.append(moment.replace(tzinfo=UTC).astimezone(zone).utcoffset() or timedelta(0))
+    return max(offsets[0] - min(offsets), timedelta(0))
+
+
+def next_occurrence(rule: CronRule, after: datetime) -> datetime:
+    """The first slot strictly after the naive UTC instant `after`.
+
+    Walls are walked in order from `after`'s wall time (less the fold margin). The fixed-hour rule
+    maps walls to instants monotonically, so the first instant past `after` is the answer; the
+    frequent rule's second pass of a repeated hour can come after a later wall's first pass, so the
+    walk goes on until a wall whose first instant is past `after`, and the earliest instant wins."""
+    start = _local(after, rule.zone) - _fold_margin(rule.zone, after)
+    itr = croniter(rule.expression, start, max_years_between_matches=_NEVER_FIRES_HORIZON_YEARS)
+    best: datetime | None = None
+    while True:
+        wall = itr.get_next(datetime)
+        instants = _instants(rule, wall)
+        later = [u for u in instants if u > after]
+        if later:
+            best = min(later) if best is None else min(best, *later)
+        if instants and instants[0] > after:
+            assert best is not None
+            return best
+
+
+def occurrences(rule: CronRule, after: datetime, count: int) -> list[datetime]:
+    """The next `count` slots after `after`."""
+    slots: list[datetime] = []
+    moment = after
+    for _ in range(count):
+        moment = next_occurrence(rule, moment)
+        slots.append(moment)
+    return slots
+
+
+def local_time(instant: datetime, zone_name: str) -> datetime:
+    """The aware local time of a naive UTC instant (for display)."""
+    return instant.replace(tzinfo=UTC).astimezone(_zone(zone_name))
+
+
+def spread_offset(user_id: str, bound_seconds: int) -> int:
+    """A stable offset in [0, bound_seconds) from the user id: the same on every host and after
+    restarts (SHA-256, not Python's salted hash()), evenly spread over the bound."""
+    if bound_seconds <= 0:
+        return 0
+    digest = hashlib.sha256(user_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % bound_seconds
