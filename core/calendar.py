@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
+from core.scheduling import NextSlot, next_fixed_rate_slot
+
 MAX_EXPRESSION_LENGTH = 100
 MAX_ZONE_LENGTH = 64
 MAX_SPREAD_SECONDS = 24 * 3600
@@ -167,13 +169,65 @@ def next_occurrence(rule: CronRule, after: datetime) -> datetime:
 
 
 def occurrences(rule: CronRule, after: datetime, count: int) -> list[datetime]:
-    """The next `count` slots after `after`."""
-    slots: list[datetime] = []
-    moment = after
-    for _ in range(count):
-        moment = next_occurrence(rule, moment)
-        slots.append(moment)
-    return slots
+    """The next `count` occurrences after `after`."""
+    return ScheduleRule(0, rule).upcoming(after, count)
+
+
+@dataclass(frozen=True)
+class ScheduleRule:
+    """How one schedule's slots follow each other: every `interval_minutes`, or the occurrences of
+    `cron` shifted by this user's spread `offset` ("09:00 plus up to 10 minutes")."""
+
+    interval_minutes: int
+    cron: CronRule | None = None
+    offset: timedelta = timedelta(0)
+
+    @property
+    def kind(self) -> str:
+        return "interval" if self.cron is None else "cron"
+
+    def after(self, moment: datetime) -> datetime:
+        """The first slot strictly after `moment` (an interval's grid starts at `moment`)."""
+        if self.cron is None:
+            return moment + timedelta(minutes=self.interval_minutes)
+        return next_occurrence(self.cron, moment - self.offset) + self.offset
+
+    def upcoming(self, moment: datetime, count: int) -> list[datetime]:
+        """The next `count` slots after `moment`."""
+        slots: list[datetime] = []
+        for _ in range(count):
+            moment = self.after(moment)
+            slots.append(moment)
+        return slots
+
+
+# A schedule far behind (a stopped dispatcher, an every-minute expression) is not walked occurrence
+# by occurrence forever: past this many, the next slot is taken after `now` directly and the skipped
+# count is this bound (a lower bound, said so in README).
+MAX_COUNTED_SKIPS = 10_000
+
+
+def schedule_rule(*, user_id: str, interval_minutes: int, cron_expr: str | None, time_zone: str | None,
+                  spread_seconds: int | None) -> ScheduleRule:
+    """The rule of a stored schedule (columns intervalMinutes, cronExpr, timeZone, spreadSeconds);
+    ValueError when a stored expression or zone no longer parses (a zone removed from tzdata)."""
+    if cron_expr is None:
+        return ScheduleRule(interval_minutes)
+    offset = timedelta(seconds=spread_offset(user_id, spread_seconds or 0))
+    return ScheduleRule(interval_minutes, parse_cron(cron_expr, time_zone or "UTC"), offset)
+
+
+def next_slot(rule: ScheduleRule, slot: datetime, now: datetime) -> NextSlot:
+    """Fixed rate for both kinds: the first slot after `slot` that is after `now`; the slots in
+    between are skipped (no burst of catch-up runs) and counted."""
+    if rule.cron is None:
+        return next_fixed_rate_slot(slot, rule.interval_minutes, now)
+    candidate, skipped = rule.after(slot), 0
+    while candidate <= now:
+        if skipped == MAX_COUNTED_SKIPS:
+            return NextSlot(rule.after(now), skipped)
+        candidate, skipped = rule.after(candidate), skipped + 1
+    return NextSlot(candidate, skipped)
 
 
 def local_time(instant: datetime, zone_name: str) -> datetime:

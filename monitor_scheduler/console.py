@@ -10,6 +10,7 @@ from datetime import datetime
 from types import FrameType
 
 from core import shutdown
+from core.calendar import local_time
 from core.clock import utc_text
 from core.domain import DispatchSummary, Schedule
 from core.text import clean_error
@@ -26,6 +27,12 @@ def printable_error(error: str | None) -> str | None:
     """An error as a terminal may show it: rows stored before errors were cleaned may hold terminal
     and bidi control characters (a task's or a remote server's text)."""
     return None if error is None else clean_error(error)
+
+
+def slot_line(slot: datetime, zone: str) -> str:
+    """One slot as `schedule preview` prints it: the UTC instant, then the wall-clock time there."""
+    local = local_time(slot, zone)
+    return f"{utc_text(slot)}  {local:%a %Y-%m-%d %H:%M} {local.tzname()} ({local:%z}) {zone}"
 
 
 def schedule_dict(schedule: Schedule) -> dict[str, object]:
