@@ -21,6 +21,8 @@ by croniter on naive local times, the zone's offsets by `zoneinfo`.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -28,7 +30,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
-from core.scheduling import NextSlot, next_fixed_rate_slot
+from core.domain import Schedule
+from core.scheduling import NextSlot, next_fixed_rate_slot, rescheduled_after_change
+
+logger = logging.getLogger(__name__)
 
 MAX_EXPRESSION_LENGTH = 100
 MAX_ZONE_LENGTH = 64
@@ -209,12 +214,40 @@ MAX_COUNTED_SKIPS = 10_000
 
 def schedule_rule(*, user_id: str, interval_minutes: int, cron_expr: str | None, time_zone: str | None,
                   spread_seconds: int | None) -> ScheduleRule:
-    """The rule of a stored schedule (columns intervalMinutes, cronExpr, timeZone, spreadSeconds);
-    ValueError when a stored expression or zone no longer parses (a zone removed from tzdata)."""
+    """The rule of a schedule (columns intervalMinutes, cronExpr, timeZone, spreadSeconds);
+    ValueError naming the problem for a bad expression or zone."""
     if cron_expr is None:
         return ScheduleRule(interval_minutes)
     offset = timedelta(seconds=spread_offset(user_id, spread_seconds or 0))
     return ScheduleRule(interval_minutes, parse_cron(cron_expr, time_zone or "UTC"), offset)
+
+
+def stored_rule(*, user_id: str, interval_minutes: int, cron_expr: str | None, time_zone: str | None,
+                spread_seconds: int | None) -> ScheduleRule:
+    """`schedule_rule` for a row already stored: every write validates, but a zone can leave the
+    zone database or an operator can write SQL by hand. Such a row falls back to its interval
+    (logged), so a run's finish never fails over it."""
+    try:
+        return schedule_rule(user_id=user_id, interval_minutes=interval_minutes, cron_expr=cron_expr,
+                             time_zone=time_zone, spread_seconds=spread_seconds)
+    except ValueError as exc:
+        logger.warning("schedule of user=%s falls back to its interval of %s minutes: %s", user_id, interval_minutes, exc)
+        return ScheduleRule(interval_minutes)
+
+
+def rule_of(schedule: Schedule) -> ScheduleRule:
+    """The rule of a schedule read from the database (see `stored_rule`)."""
+    return stored_rule(user_id=schedule.user_id, interval_minutes=schedule.interval_minutes, cron_expr=schedule.cron_expr,
+                       time_zone=schedule.time_zone, spread_seconds=schedule.spread_seconds)
+
+
+def next_slot_after_change(rule: ScheduleRule, now: datetime, last_slot: datetime | None) -> datetime:
+    """nextRunAt after creating a calendar schedule, enabling one or changing its rule while it is
+    not running: its first slot after now (an occurrence missed meanwhile is not run late). An
+    interval schedule keeps its rule (core.scheduling.rescheduled_after_change)."""
+    if rule.cron is None:
+        return rescheduled_after_change(now, last_slot, rule.interval_minutes)
+    return rule.after(now)
 
 
 def next_slot(rule: ScheduleRule, slot: datetime, now: datetime) -> NextSlot:
@@ -228,6 +261,26 @@ def next_slot(rule: ScheduleRule, slot: datetime, now: datetime) -> NextSlot:
             return NextSlot(rule.after(now), skipped)
         candidate, skipped = rule.after(candidate), skipped + 1
     return NextSlot(candidate, skipped)
+
+
+_SPREAD = re.compile(r"([0-9]{1,6})\s*(s|m|h)?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def validate_spread(value: object) -> int:
+    """A calendar schedule's spread bound in whole seconds, from 0 to 24h: an int of seconds, or
+    text such as "600", "90s", "10m", "1h"; ValueError naming the limits otherwise."""
+    limits = "a duration from 0 to 24h such as 90s, 10m or 1h"
+    if isinstance(value, bool):
+        raise ValueError(f"spread must be {limits}, got {value!r}")
+    if isinstance(value, str):
+        match = _SPREAD.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"spread must be {limits}, got {value!r}")
+        value = int(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if not isinstance(value, int) or not 0 <= value <= MAX_SPREAD_SECONDS:
+        raise ValueError(f"spread must be {limits}, got {value!r}")
+    return value
 
 
 def local_time(instant: datetime, zone_name: str) -> datetime:

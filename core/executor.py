@@ -46,7 +46,7 @@ from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
-from core.scheduling import next_fixed_rate_slot
+from core.calendar import next_slot
 from core.settings import Settings
 from core.tasks import EventLoopThread, RunContext, Task, load_task
 from core.text import clean_error
@@ -345,8 +345,8 @@ class Runner:
             if locked is None:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
-                interval, now = locked
-                nxt = next_fixed_rate_slot(run.slot, interval, now)
+                rule, now = locked
+                nxt = next_slot(rule, run.slot, now)
                 skipped = nxt.skipped
                 applied = lease.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),

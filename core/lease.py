@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.calendar import ScheduleRule, stored_rule
 from core.clock import to_ms_precision, utc_text
 from core.domain import ClaimedRun, RunRecord, RunStatus, Trigger, truncate_error
 from core.writes import insert_runs
@@ -298,7 +299,8 @@ _RENEW_LEASE = (
     .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
     .values(lockedUntil=bindparam("until"), nextRunAt=bindparam("until"))
 )
-_LOCK_IF_LEASED = select(s.intervalMinutes).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+_RULE_COLUMNS = (s.intervalMinutes, s.cronExpr, s.timeZone, s.spreadSeconds)
+_LOCK_IF_LEASED = select(*_RULE_COLUMNS).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
 _FINISH_RUN = (
     update(schedules)
     .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
@@ -354,7 +356,7 @@ def _renew_lease_with(until: ColumnElement[datetime]) -> Update:
 
 @lru_cache(maxsize=32)
 def _lock_if_leased_with(now: ColumnElement[datetime]) -> Select[Any]:
-    return select(s.intervalMinutes, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+    return select(*_RULE_COLUMNS, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
 
 
 def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: datetime | ColumnElement[datetime]) -> bool:
@@ -367,15 +369,27 @@ def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: date
     return result.rowcount == 1
 
 
-def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: datetime | ColumnElement[datetime]) -> tuple[int, datetime] | None:
-    """(interval, now) with the row locked, if `token` still holds its lease; a clock expression
-    for "now" is read in the same round trip."""
+def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: datetime | ColumnElement[datetime]) -> tuple[ScheduleRule, datetime] | None:
+    """(the schedule's rule, now) with the row locked, if `token` still holds its lease; a clock
+    expression for "now" is read in the same round trip."""
     params = {"uid": user_id, "token": token}
     if isinstance(now, datetime):
-        interval = conn.execute(_LOCK_IF_LEASED, params).scalar_one_or_none()
-        return None if interval is None else (interval, now)
+        row = conn.execute(_LOCK_IF_LEASED, params).first()
+        return None if row is None else (_rule(user_id, row), now)
     row = conn.execute(_lock_if_leased_with(now), params).first()
-    return None if row is None else (row.intervalMinutes, _as_datetime(row.now))
+    return None if row is None else (_rule(user_id, row), _as_datetime(row.now))
+
+
+class _RuleRow(Protocol):
+    intervalMinutes: int
+    cronExpr: str | None
+    timeZone: str
+    spreadSeconds: int
+
+
+def _rule(user_id: str, row: _RuleRow) -> ScheduleRule:
+    return stored_rule(user_id=user_id, interval_minutes=row.intervalMinutes, cron_expr=row.cronExpr,
+                       time_zone=row.timeZone, spread_seconds=row.spreadSeconds)
 
 
 def _as_datetime(value: datetime | str) -> datetime:

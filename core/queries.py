@@ -52,6 +52,9 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         progress_message=row.progressMessage,
         progress_at=row.progressAt,
         manual_run_at=row.manualRunAt,
+        cron_expr=row.cronExpr,
+        time_zone=row.timeZone,
+        spread_seconds=row.spreadSeconds,
     )
 
 

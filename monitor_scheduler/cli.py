@@ -31,6 +31,7 @@ from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from monitor_scheduler import console
 from monitor_scheduler.wiring import App
+from services.schedules import CalendarChange
 from worker.pool import run_workers
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
-    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled)
+    calendar = CalendarChange(cron=args.cron, time_zone=args.tz, spread=args.spread)
+    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled, calendar=calendar)
     verb = "created" if change.created else "updated"
     print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule)))
     return EXIT_OK
@@ -276,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     sched = sub.add_parser("schedule", help="show and change schedules").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sched.add_parser("set", help="create or change a user's schedule")
     p.add_argument("user")
-    p.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--interval", metavar="MINUTES", help="1-1440 (switches a calendar schedule back to an interval)")
+    kind.add_argument("--cron", metavar="EXPR", help='a calendar schedule: 5 fields, e.g. "0 9 * * MON-FRI"')
+    p.add_argument("--tz", metavar="ZONE", help="IANA time zone of the expression, e.g. Europe/Berlin (default: unchanged, else UTC)")
+    p.add_argument("--spread", metavar="DURATION",
+                   help="start a calendar schedule up to this late, by a stable per-user offset: 0 to 24h, e.g. 10m")
     toggle = p.add_mutually_exclusive_group()
     toggle.add_argument("--enable", dest="enabled", action="store_const", const=True)
     toggle.add_argument("--disable", dest="enabled", action="store_const", const=False)

@@ -39,7 +39,11 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
     return {
         "userId": schedule.user_id,
         "enabled": schedule.enabled,
+        "kind": schedule.kind,
         "intervalMinutes": schedule.interval_minutes,
+        "cron": schedule.cron_expr,
+        "timeZone": schedule.time_zone,
+        "spreadSeconds": schedule.spread_seconds,
         "nextRunAt": fmt(schedule.next_run_at),
         "lastRunAt": fmt(schedule.last_run_at),
         "lastStatus": schedule.last_status,
