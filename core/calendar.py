@@ -241,6 +241,19 @@ def rule_of(schedule: Schedule) -> ScheduleRule:
                        time_zone=schedule.time_zone, spread_seconds=schedule.spread_seconds)
 
 
+def upcoming_slots(schedule: Schedule, now: datetime, count: int) -> list[datetime]:
+    """The next `count` slots of a stored schedule as of `now` (none while disabled). While a run
+    holds the lease nextRunAt is only the lease's expiry: the slots follow the run's slot instead."""
+    if not schedule.enabled or count <= 0:
+        return []
+    rule = rule_of(schedule)
+    if schedule.locked_by is not None and schedule.run_slot is not None:
+        first = next_slot(rule, schedule.run_slot, now).at
+    else:
+        first = schedule.next_run_at
+    return [first, *rule.upcoming(first, count - 1)]
+
+
 def next_slot_after_change(rule: ScheduleRule, now: datetime, last_slot: datetime | None) -> datetime:
     """nextRunAt after creating a calendar schedule, enabling one or changing its rule while it is
     not running: its first slot after now (an occurrence missed meanwhile is not run late). An

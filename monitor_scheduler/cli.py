@@ -143,6 +143,9 @@ def cmd_schedule_preview(_app: None, args: argparse.Namespace) -> int:
 
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.services.schedules.get(args.user))
+    if args.next:
+        zone = str(data["timeZone"])
+        data["nextRuns"] = [console.slot_line(slot, zone) for slot in app.services.schedules.upcoming(args.user, args.next)]
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
          "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
@@ -302,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("user")
     p.add_argument("--runs", type=whole_number(1, MAX_HISTORY_RUNS), default=10, metavar="N",
                    help=f"recent runs shown, 1-{MAX_HISTORY_RUNS} (default 10)")
+    p.add_argument("--next", type=whole_number(1, MAX_PREVIEW_SLOTS), metavar="N",
+                   help=f"also its next N slots (nextRuns: UTC and local time), 1-{MAX_PREVIEW_SLOTS}")
     p.set_defaults(func=cmd_schedule_show)
     p = sched.add_parser("list", help="list schedules")
     filters = p.add_mutually_exclusive_group()

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from core import queries, writes
 from core.clock import Clock
-from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, stored_rule, validate_spread
+from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, stored_rule, upcoming_slots, validate_spread
 from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
 from core.scheduling import validate_interval, validate_user_id
@@ -161,10 +161,37 @@ class Schedules:
         assert schedule is not None  # written in this transaction
         return ScheduleChange(schedule, created)
 
-    def update(self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool) -> Snapshot:
+    def update(
+        self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool,
+        calendar: CalendarChange = CalendarChange(),
+    ) -> Snapshot:
         """`set`, then the schedule as the web shows it (with the "now" it was read at)."""
-        change = self.set(user_id, interval=interval, enabled=enabled, create=create)
+        change = self.set(user_id, interval=interval, enabled=enabled, create=create, calendar=calendar)
         return self.read(change.schedule.user_id)
+
+    def upcoming(self, user_id: str, count: int) -> list[datetime]:
+        """The next `count` slots of a stored schedule (UnknownUser if none)."""
+        with self.engine.connect() as conn:
+            schedule, now = queries.get_schedule(conn, user_id), self.clock.now(conn)
+        if schedule is None:
+            raise UnknownUser(f"no schedule for user {user_id!r}")
+        return upcoming_slots(schedule, now, count)
+
+    def preview(self, *, cron: object | None, time_zone: object | None, interval: object | None, count: int,
+                after: datetime | None = None) -> list[datetime]:
+        """The next `count` slots of an expression in a zone, or of an interval, after `after`
+        (default now), touching no schedule: the settings page's preview as the user types."""
+        try:
+            if cron is not None:
+                rule = ScheduleRule(0, parse_cron(cron, "UTC" if time_zone is None else time_zone))
+            else:
+                rule = ScheduleRule(validate_interval(interval))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if after is None:
+            with self.engine.connect() as conn:
+                after = self.clock.now(conn)
+        return rule.upcoming(after, count)
 
     def get(self, user_id: str) -> Schedule:
         """The schedule, or UnknownUser."""
