@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
@@ -294,6 +294,12 @@ def validate_spread(value: object) -> int:
     if not isinstance(value, int) or not 0 <= value <= MAX_SPREAD_SECONDS:
         raise ValueError(f"spread must be {limits}, got {value!r}")
     return value
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> tuple[str, ...]:
+    """The IANA zone names this system knows (the settings page's zone picker), read once."""
+    return tuple(sorted(available_timezones()))
 
 
 def local_time(instant: datetime, zone_name: str) -> datetime:

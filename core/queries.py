@@ -95,7 +95,8 @@ def list_schedules(
         query = query.where(_filter_clause(which, now))
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(s.userId.like(f"%{escaped}%", escape="\\"))
+        # User id or calendar expression ("MON-FRI", "0 9"): the admin page's one search box.
+        query = query.where(or_(s.userId.like(f"%{escaped}%", escape="\\"), s.cronExpr.like(f"%{escaped}%", escape="\\")))
     return [_schedule_from_row(r) for r in conn.execute(query)]
 
 
