@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
+from core.clock import epoch_ms, from_epoch_ms
 from core.domain import Schedule
 from core.scheduling import NextSlot, next_fixed_rate_slot, rescheduled_after_change
 
@@ -300,6 +301,44 @@ def validate_spread(value: object) -> int:
 def zone_names() -> tuple[str, ...]:
     """The IANA zone names this system knows (the settings page's zone picker), read once."""
     return tuple(sorted(available_timezones()))
+
+
+def spread_start(user_id: str, moment: datetime, interval_minutes: int) -> datetime:
+    """The first slot at or after `moment` on this user's grid: the Unix epoch plus a phase within
+    the interval (to the millisecond, from the user id: the same on every host) plus whole
+    intervals. Schedules created together (a bulk import) then fall due spread evenly over their
+    interval instead of all on one second, and fixed rate keeps each one's phase afterwards."""
+    step_ms = interval_minutes * 60_000
+    phase_ms = spread_offset(user_id, step_ms)
+    moment_ms = epoch_ms(moment)
+    steps = -((phase_ms - moment_ms) // step_ms)  # ceil((moment - phase) / step)
+    return from_epoch_ms(phase_ms + steps * step_ms)
+
+
+# Four years from a Monday (2024-01-01): every weekday, month length and a leap day weigh as often
+# as they do in the long run.
+_RATE_SPAN_START = datetime(2024, 1, 1)
+_RATE_SPAN_DAYS = 1461
+
+
+@lru_cache(maxsize=1024)
+def average_interval_minutes(expression: str) -> float:
+    """The average time between an expression's occurrences over a week, in minutes, for the
+    capacity figures: matching days over four years (croniter's own day rule, OR of day-of-month
+    and day-of-week) times the times per matching day. DST is ignored: it moves a run, it rarely
+    adds or removes one."""
+    fields = expression.split()
+    itr = croniter(expression, _RATE_SPAN_START)
+    minutes, hours = itr.expanded[0], itr.expanded[1]
+    per_day = (60 if minutes == ["*"] else len(minutes)) * (24 if hours == ["*"] else len(hours))
+    # Matching days: the same day fields at one fixed time of day, walked by croniter.
+    days_only = croniter(" ".join(["0", "0", *fields[2:]]), _RATE_SPAN_START - timedelta(minutes=1))
+    end = _RATE_SPAN_START + timedelta(days=_RATE_SPAN_DAYS)
+    days = 0
+    while days_only.get_next(datetime) < end:
+        days += 1
+    occurrences = days * per_day
+    return _RATE_SPAN_DAYS * 1440 / occurrences if occurrences else float("inf")
 
 
 def local_time(instant: datetime, zone_name: str) -> datetime:

@@ -13,7 +13,7 @@ How nextRunAt moves when settings change (also in README "Semantics"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -21,10 +21,13 @@ from sqlalchemy import Engine
 
 from core import queries, writes
 from core.clock import Clock
-from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, stored_rule, upcoming_slots, validate_spread
+from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, spread_start, stored_rule, upcoming_slots, validate_spread
 from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
 from core.scheduling import validate_interval, validate_user_id
+
+
+_IMPORT_CHUNK = 5000  # rows per INSERT statement of a bulk import (bounded packet size)
 
 
 @dataclass(frozen=True)
@@ -100,24 +103,30 @@ def _rule(user_id: str, interval: int, calendar: Calendar | None, current: Sched
                        time_zone=calendar.time_zone, spread_seconds=calendar.spread_seconds)
 
 
-def _next_run_after_change(current: Schedule, now: datetime, enabled: bool, rule: ScheduleRule) -> datetime | None:
+def _next_run_after_change(current: Schedule, now: datetime, enabled: bool, rule: ScheduleRule, *, spread: bool) -> datetime | None:
     if current.locked_by is not None:
         # Even an expired lease owns nextRunAt until the run finishes, is taken over or unlocked.
         return None
     enabling = enabled and not current.enabled
-    if enabled and (enabling or rule != rule_of(current)):
-        return next_slot_after_change(rule, now, current.run_slot)
+    old_rule = rule_of(current)
+    if enabled and (enabling or rule != old_rule):
+        after = next_slot_after_change(rule, now, current.run_slot)
+        if spread and rule.cron is None and rule.interval_minutes != old_rule.interval_minutes:
+            return spread_start(current.user_id, after, rule.interval_minutes)
+        return after
     return None
 
 
 class Schedules:
     """The schedule operations, on an engine and a clock only (the behaviour tests build one on a
-    bare database); `default_interval` is DEFAULT_INTERVAL_MINUTES."""
+    bare database); `default_interval` is DEFAULT_INTERVAL_MINUTES, `spread_start`
+    SPREAD_START_TIMES (off unless asked: an interval schedule is then due at once, as it always was)."""
 
-    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int) -> None:
+    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int, spread_start: bool = False) -> None:
         self.engine = engine
         self.clock = clock
         self.default_interval = default_interval
+        self.spread_start = spread_start
 
     def set(
         self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True,
@@ -143,7 +152,7 @@ class Schedules:
                     user_id=user_id,
                     enabled=True if enabled is None else enabled,
                     interval_minutes=new_interval,
-                    next_run_at=now if rule.cron is None else rule.after(now),
+                    next_run_at=self._first_slot(user_id, rule, now),
                     now=now,
                     calendar=columns,
                 )
@@ -153,13 +162,21 @@ class Schedules:
                 new_interval = current.interval_minutes if interval_minutes is None else interval_minutes
                 writes.update_schedule(
                     conn, user_id=user_id, now=now, enabled=new_enabled, interval_minutes=new_interval,
-                    next_run_at=_next_run_after_change(current, now, new_enabled, _rule(user_id, new_interval, columns, current)),
+                    next_run_at=_next_run_after_change(current, now, new_enabled, _rule(user_id, new_interval, columns, current),
+                                                       spread=self.spread_start),
                     calendar=columns,
                 )
                 created = False
             schedule = queries.get_schedule(conn, user_id)
         assert schedule is not None  # written in this transaction
         return ScheduleChange(schedule, created)
+
+    def _first_slot(self, user_id: str, rule: ScheduleRule, now: datetime) -> datetime:
+        """A new calendar schedule waits for its first occurrence; a new interval schedule is due
+        at once, or at its phase within the first interval when start times are spread."""
+        if rule.cron is not None:
+            return rule.after(now)
+        return spread_start(user_id, now, rule.interval_minutes) if self.spread_start else now
 
     def update(
         self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool,
@@ -211,6 +228,23 @@ class Schedules:
             # One row more than asked tells whether a next page exists without a COUNT over the table.
             rows = queries.list_schedules(conn, now=now, which=which, search=search or None, limit=limit + 1, offset=offset)
         return SchedulePage(rows[:limit], now, len(rows) > limit)
+
+    def create_many(self, user_ids: Sequence[str], *, interval: object) -> int:
+        """Create interval schedules for many new users in one transaction (a bulk import), each
+        first due as `set` would make it (spread over the interval with SPREAD_START_TIMES).
+        Every id and the interval are checked before anything is written; an existing id fails the
+        whole import (the database's primary key)."""
+        checked = [_checked(user_id, interval) for user_id in user_ids]
+        with self.engine.begin() as conn:
+            now = self.clock.now(conn)
+            rows = [
+                {"userId": user_id, "enabled": True, "intervalMinutes": minutes, "attempt": 0, "createdAt": now, "updatedAt": now,
+                 "nextRunAt": self._first_slot(user_id, ScheduleRule(minutes or self.default_interval), now)}
+                for user_id, minutes in checked
+            ]
+            for start in range(0, len(rows), _IMPORT_CHUNK):
+                writes.insert_schedules(conn, rows[start:start + _IMPORT_CHUNK])
+        return len(rows)
 
     def seed_demo_users(self, users: Iterable[tuple[str, int]]) -> list[str]:
         """Create the demo schedules that do not exist yet (a restart keeps what the demo changed)."""

@@ -11,6 +11,8 @@ from sqlalchemy import text
 from core.exceptions import InvalidInput, UnknownUser
 from core.executor import Runner
 from dispatcher.service import Dispatcher
+from core import capacity, queries
+from core.calendar import spread_start
 from services.schedules import CalendarChange, Schedules
 from tests.conftest import T0, Backend
 
@@ -105,3 +107,46 @@ def test_a_plain_sql_insert_is_an_interval_schedule_as_before(backend: Backend) 
         conn.execute(text("INSERT INTO UserMonitorSchedule (userId) VALUES ('host-made')"))
     row = backend.schedule("host-made")
     assert (row.kind, row.cron_expr, row.time_zone, row.spread_seconds, row.interval_minutes) == ("interval", None, "UTC", 0, 5)
+
+
+def spreading(backend: Backend) -> Schedules:
+    return Schedules(backend.engine, backend.clock, default_interval=5, spread_start=True)
+
+
+def test_with_spread_start_times_an_interval_schedule_starts_at_its_own_phase(backend: Backend) -> None:
+    first = spreading(backend).set("alice", interval=5).schedule.next_run_at
+    assert T0 <= first < T0 + timedelta(minutes=5)
+    assert first == spread_start("alice", T0, 5), "the same phase on every host: from the user id alone"
+    backend.clock.moment = first
+    assert tick(backend) == 1
+    assert backend.schedule("alice").next_run_at == first + timedelta(minutes=5), "fixed rate keeps the phase"
+    changed = spreading(backend).set("alice", interval=60).schedule.next_run_at
+    assert changed == spread_start("alice", first + timedelta(minutes=60), 60), "a new interval gets its phase in it"
+
+
+def test_a_bulk_import_in_one_transaction_is_spread_over_the_interval(backend: Backend) -> None:
+    users = [f"import-{i:04d}" for i in range(600)]
+    assert spreading(backend).create_many(users, interval=5) == 600
+    due = sorted(backend.schedule(u).next_run_at for u in users)
+    assert T0 <= due[0] and due[-1] < T0 + timedelta(minutes=5)
+    per_minute = [sum(1 for d in due if T0 + timedelta(minutes=m) <= d < T0 + timedelta(minutes=m + 1)) for m in range(5)]
+    assert max(per_minute) < 170, per_minute  # 120 each when perfectly even, not 600 at once
+    assert Schedules(backend.engine, backend.clock, default_interval=5).create_many(["plain-1"], interval=5) == 1
+    assert backend.schedule("plain-1").next_run_at == T0, "spreading off: due at once, as before"
+
+
+def test_a_bulk_import_with_one_bad_id_writes_nothing(backend: Backend) -> None:
+    with pytest.raises(InvalidInput):
+        spreading(backend).create_many(["ok-1", " bad"], interval=5)
+    with pytest.raises(UnknownUser):
+        schedules(backend).get("ok-1")
+
+
+def test_capacity_counts_a_calendar_schedule_by_its_average_rate_over_a_week(backend: Backend) -> None:
+    schedules(backend).set("hourly", calendar=CalendarChange(cron="0 * * * *", time_zone="Europe/Berlin"))
+    schedules(backend).set("weekdays", calendar=WEEKDAYS_AT_NINE)
+    schedules(backend).set("every-5", interval=5)
+    with backend.engine.connect() as conn:
+        loads = queries.interval_loads(conn, since=T0 - timedelta(hours=1))
+    # No runs yet: each user counts at the default run time, 10 s here.
+    assert capacity.demand(loads, default_seconds=10) == pytest.approx(10 / 3600 + 10 / (2016 * 60) + 10 / 300, rel=0.01)

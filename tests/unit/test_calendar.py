@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.calendar import local_time, next_occurrence, occurrences, parse_cron, spread_offset
+from core.calendar import average_interval_minutes, local_time, next_occurrence, occurrences, parse_cron, spread_offset, spread_start
 
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
@@ -223,3 +223,32 @@ def test_spread_offset_is_stable_and_bounded(user, bound) -> None:
 def test_spread_offset_is_the_same_on_every_host() -> None:
     # A fixed value: SHA-256, not Python's per-process salted hash().
     assert spread_offset("alice", 300) == 107
+
+
+@settings(max_examples=100)
+@given(user=st.text(min_size=1, max_size=20), interval=st.integers(1, 1440),
+       moment=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+def test_a_spread_start_is_within_one_interval_on_the_users_own_grid(user, interval, moment) -> None:
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    step = timedelta(minutes=interval)
+    first = spread_start(user, moment, interval)
+    assert moment <= first < moment + step
+    assert spread_start(user, moment + step, interval) == first + step, "the same phase every interval"
+    assert spread_start(user, first, interval) == first
+
+
+def test_spread_starts_of_many_users_fill_the_interval_evenly() -> None:
+    moment = datetime(2026, 1, 5, 12, 0)
+    seconds = [int((spread_start(f"user-{i}", moment, 5) - moment).total_seconds()) for i in range(30_000)]
+    counts = [0] * 300
+    for s in seconds:
+        counts[s] += 1
+    assert max(counts) / (sum(counts) / 300) < 1.35
+
+
+@pytest.mark.parametrize(("expression", "minutes"), [
+    ("* * * * *", 1), ("0 * * * *", 60), ("*/15 * * * *", 15), ("0 9 * * *", 1440),
+    ("0 9 * * MON-FRI", 7 * 1440 / 5), ("0 9,17 * * SAT,SUN", 7 * 1440 / 4), ("0 0 1 * *", 1461 * 1440 / 48),
+])
+def test_a_calendar_schedule_counts_at_its_average_interval(expression, minutes) -> None:
+    assert average_interval_minutes(expression) == pytest.approx(minutes, rel=0.005)

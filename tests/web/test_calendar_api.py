@@ -3,7 +3,11 @@ every schedule, the preview endpoint the settings page calls as the user types, 
 
 from __future__ import annotations
 
-from tests.web.conftest import WebHarness
+from datetime import datetime
+
+from core.calendar import spread_start
+from tests.conftest import T0, Backend
+from tests.web.conftest import WebHarness, make_harness
 
 ME = "/api/schedules/me"
 
@@ -55,3 +59,13 @@ def test_an_admin_sets_a_calendar_schedule(web: WebHarness) -> None:
                               headers=web.auth("root", admin=True))
     assert answer.status_code == 200, answer.text
     assert (answer.json()["kind"], answer.json()["timeZone"]) == ("cron", "Asia/Kolkata")
+
+
+def test_with_spread_start_times_on_a_new_schedule_starts_at_its_phase(backend: Backend) -> None:
+    harness = make_harness(backend, SPREAD_START_TIMES=True)
+    try:
+        body = harness.client.patch(ME, json={"intervalMinutes": 5}, headers=harness.auth("alice")).json()
+    finally:
+        harness.client.close()
+        harness.app.close()
+    assert datetime.fromisoformat(body["nextRunAt"]).replace(tzinfo=None) == spread_start("alice", T0, 5)
