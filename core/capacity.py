@@ -41,9 +41,10 @@ class RunCounts:
 @dataclass(frozen=True)
 class IntervalLoad:
     """The enabled users of one interval: how many, how many have a recent average run time,
-    and the sum of those averages in seconds."""
+    and the sum of those averages in seconds. A calendar schedule counts at its average interval
+    over a week (core.calendar.average_interval_minutes: "0 9 * * MON-FRI" is 2016 minutes)."""
 
-    interval_minutes: int
+    interval_minutes: float
     users: int
     timed_users: int
     timed_seconds: float

@@ -84,6 +84,13 @@ class Schedule:
     progress_message: str | None = None
     progress_at: datetime | None = None  # when that progress was stored
     manual_run_at: datetime | None = None  # when the user's own "Run now" last claimed a run (the cooldown)
+    cron_expr: str | None = None  # a calendar schedule's expression (None: an interval schedule)
+    time_zone: str = "UTC"  # the zone cron_expr is read in
+    spread_seconds: int = 0  # bound of a calendar schedule's stable per-user start offset
+
+    @property
+    def kind(self) -> str:
+        return "interval" if self.cron_expr is None else "cron"
 
     def is_running(self, now: datetime) -> bool:
         return self.locked_by is not None and self.locked_until is not None and self.locked_until > now
@@ -95,6 +102,15 @@ class Schedule:
         if self.locked_by is None:
             return RunState.IDLE
         return RunState.QUEUED if self.run_started_at is None else RunState.RUNNING
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The calendar columns of a schedule as one write: cron_expr None switches to the interval."""
+
+    cron_expr: str | None
+    time_zone: str = "UTC"
+    spread_seconds: int = 0
 
 
 @dataclass(frozen=True)

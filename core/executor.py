@@ -56,9 +56,9 @@ from core.event_loop import EventLoopThread
 from core.exceptions import RunTimedOut, TaskExited
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
+from core.calendar import next_slot
 from core.retry import Backoff
 from core.run_threads import RunThreads
-from core.scheduling import next_fixed_rate_slot
 from core.settings import Settings
 from core.tasks import RunContext, Task, load_task
 from core.text import clean_error
@@ -482,8 +482,8 @@ class Runner:
             if locked is None:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
-                interval, now = locked
-                nxt = next_fixed_rate_slot(run.slot, interval, now)
+                rule, now = locked
+                nxt = next_slot(rule, run.slot, now)
                 skipped = nxt.skipped
                 applied = fenced.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Select, Update, bindparam, func, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.calendar import ScheduleRule, stored_rule
 from core.clock import to_ms_precision
 from core.domain import RunStatus, truncate_error
 from schema.models import schedules
@@ -43,9 +44,12 @@ def _renew_lease(until: SqlTime) -> Update:
     return _fenced().values(lockedUntil=until, nextRunAt=until)
 
 
+_RULE_COLUMNS = (s.intervalMinutes, s.cronExpr, s.timeZone, s.spreadSeconds)  # what the next slot depends on
+
+
 @lru_cache(maxsize=32)
 def _lock_if_leased(now: SqlTime) -> Select[Any]:
-    return select(s.intervalMinutes, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+    return select(*_RULE_COLUMNS, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
 
 
 @lru_cache(maxsize=32)
@@ -74,11 +78,23 @@ def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: SqlT
     return conn.execute(_renew_lease(lease_until), {"uid": user_id, "token": token}).rowcount == 1
 
 
-def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: SqlTime) -> tuple[int, datetime] | None:
-    """(interval, now) with the row locked, if `token` still holds its lease; "now" is read in
-    the same round trip."""
+def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: SqlTime) -> tuple[ScheduleRule, datetime] | None:
+    """(the schedule's rule, now) with the row locked, if `token` still holds its lease; "now" is
+    read in the same round trip."""
     row = conn.execute(_lock_if_leased(now), {"uid": user_id, "token": token}).first()
-    return None if row is None else (row.intervalMinutes, _as_datetime(row.now))
+    return None if row is None else (_rule(user_id, row), _as_datetime(row.now))
+
+
+class _RuleRow(Protocol):
+    intervalMinutes: int
+    cronExpr: str | None
+    timeZone: str
+    spreadSeconds: int
+
+
+def _rule(user_id: str, row: _RuleRow) -> ScheduleRule:
+    return stored_rule(user_id=user_id, interval_minutes=row.intervalMinutes, cron_expr=row.cronExpr,
+                       time_zone=row.timeZone, spread_seconds=row.spreadSeconds)
 
 
 def _as_datetime(value: datetime | str) -> datetime:

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         default=60, ge=0, le=86_400,
         description="Seconds a user waits between two \"Run now\" requests (settings page, /api/schedules/me/run); 0: no limit. Admins and the CLI are exempt.",
     )
+    SPREAD_START_TIMES: bool = Field(
+        default=True,
+        description="Give each interval schedule a stable phase within its interval (from the user id) when it is created or its "
+                    "interval changes, so schedules created together do not all fall due on one second. false: due at once, as before.",
+    )
     WEB_BASE_URL: str = Field(default="http://127.0.0.1:10111", description="Public base URL of the web app, for sign-in links.")
 
     @field_validator("DATABASE_URL")

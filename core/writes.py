@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
 
 from core.capacity import Sample
-from core.domain import RunRecord, truncate_error
+from core.domain import Calendar, RunRecord, truncate_error
 from schema.models import runs, samples, schedules, status
 
 s = schedules.c
@@ -62,7 +62,18 @@ def prune_runs(conn: Connection, *, finished_before: datetime, batch: int = 5000
     return _delete_oldest(conn, runs, runs.c.finishedAt, before=finished_before, batch=batch)
 
 
-def insert_schedule(conn: Connection, *, user_id: str, enabled: bool, interval_minutes: int, next_run_at: datetime, now: datetime) -> None:
+def _calendar_values(calendar: Calendar | None) -> dict[str, object]:
+    # Absent: the columns keep their value (or default); so a write never names columns a database
+    # migrated only to an older revision lacks (tests of the migrations write through here).
+    if calendar is None:
+        return {}
+    return {"cronExpr": calendar.cron_expr, "timeZone": calendar.time_zone, "spreadSeconds": calendar.spread_seconds}
+
+
+def insert_schedule(
+    conn: Connection, *, user_id: str, enabled: bool, interval_minutes: int, next_run_at: datetime, now: datetime,
+    calendar: Calendar | None = None,
+) -> None:
     conn.execute(
         insert(schedules).values(
             userId=user_id,
@@ -72,6 +83,7 @@ def insert_schedule(conn: Connection, *, user_id: str, enabled: bool, interval_m
             attempt=0,
             createdAt=now,
             updatedAt=now,
+            **_calendar_values(calendar),
         )
     )
 
@@ -83,10 +95,12 @@ def insert_schedules(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Non
 
 
 def update_schedule(
-    conn: Connection, *, user_id: str, now: datetime, enabled: bool, interval_minutes: int, next_run_at: datetime | None
+    conn: Connection, *, user_id: str, now: datetime, enabled: bool, interval_minutes: int, next_run_at: datetime | None,
+    calendar: Calendar | None = None,
 ) -> None:
-    """Write settings; `next_run_at=None` leaves nextRunAt alone (the row is leased)."""
-    values: dict[str, object] = {"enabled": enabled, "intervalMinutes": interval_minutes, "updatedAt": now}
+    """Write settings; `next_run_at=None` leaves nextRunAt alone (the row is leased), `calendar=None`
+    the calendar columns."""
+    values: dict[str, object] = {"enabled": enabled, "intervalMinutes": interval_minutes, "updatedAt": now, **_calendar_values(calendar)}
     if next_run_at is not None:
         values["nextRunAt"] = next_run_at
     conn.execute(update(schedules).where(s.userId == user_id).values(**values))

@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -23,11 +24,14 @@ from core import shutdown
 from core.domain import Mode, ScheduleFilter
 from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, MonitorSchedulerError
 from core.logs import configure_logging
-from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+from core.calendar import ScheduleRule, parse_cron
+from core.clock import utc_naive
+from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, validate_interval
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from monitor_scheduler import console
 from monitor_scheduler.wiring import App
+from services.schedules import CalendarChange
 from worker.pool import run_workers
 
 logger = logging.getLogger(__name__)
@@ -112,14 +116,36 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
-    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled)
+    calendar = CalendarChange(cron=args.cron, time_zone=args.tz, spread=args.spread)
+    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled, calendar=calendar)
     verb = "created" if change.created else "updated"
     print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule)))
     return EXIT_OK
 
 
+def cmd_schedule_preview(_app: None, args: argparse.Namespace) -> int:
+    """The next slots of an expression or interval, without a database (needs_app=False)."""
+    try:
+        if args.cron is not None:
+            rule = ScheduleRule(0, parse_cron(args.cron, args.tz or "UTC"))
+        else:
+            if args.tz is not None:
+                raise ValueError("--tz goes with --cron (an interval is the same in every zone)")
+            rule = ScheduleRule(validate_interval(args.interval))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    zone = args.tz or "UTC"
+    start = args.start if args.start is not None else utc_naive(datetime.now(timezone.utc))
+    for slot in rule.upcoming(start, args.count):
+        print(console.slot_line(slot, zone))
+    return EXIT_OK
+
+
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.services.schedules.get(args.user))
+    if args.next:
+        zone = str(data["timeZone"])
+        data["nextRuns"] = [console.slot_line(slot, zone) for slot in app.services.schedules.upcoming(args.user, args.next)]
     data["recentRuns"] = [
         {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
          "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
@@ -211,6 +237,17 @@ def link_ttl(text: str) -> int:
     return int(seconds)
 
 
+MAX_PREVIEW_SLOTS = 10_000
+
+
+def instant(text: str) -> datetime:
+    """An argparse `type=` for --from: ISO 8601, UTC unless it names an offset."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an ISO 8601 time such as 2026-03-29T00:00Z, got {text!r}") from None
+    return utc_naive(moment)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
@@ -244,15 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     sched = sub.add_parser("schedule", help="show and change schedules").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sched.add_parser("set", help="create or change a user's schedule")
     p.add_argument("user")
-    p.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--interval", metavar="MINUTES", help="1-1440 (switches a calendar schedule back to an interval)")
+    kind.add_argument("--cron", metavar="EXPR", help='a calendar schedule: 5 fields, e.g. "0 9 * * MON-FRI"')
+    p.add_argument("--tz", metavar="ZONE", help="IANA time zone of the expression, e.g. Europe/Berlin (default: unchanged, else UTC)")
+    p.add_argument("--spread", metavar="DURATION",
+                   help="start a calendar schedule up to this late, by a stable per-user offset: 0 to 24h, e.g. 10m")
     toggle = p.add_mutually_exclusive_group()
     toggle.add_argument("--enable", dest="enabled", action="store_const", const=True)
     toggle.add_argument("--disable", dest="enabled", action="store_const", const=False)
     p.set_defaults(func=cmd_schedule_set, enabled=None)
+    p = sched.add_parser("preview", help="the next slots of a cron expression or an interval (no database)")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--cron", metavar="EXPR", help='5 fields, e.g. "0 9 * * MON-FRI"')
+    kind.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    p.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron, e.g. Europe/Berlin (default UTC)")
+    p.add_argument("--from", dest="start", type=instant, metavar="ISO-8601",
+                   help="slots after this time (default now; UTC unless an offset is given)")
+    p.add_argument("--count", type=whole_number(1, MAX_PREVIEW_SLOTS), default=10, metavar="N",
+                   help=f"slots shown, 1-{MAX_PREVIEW_SLOTS} (default 10)")
+    p.set_defaults(func=cmd_schedule_preview, needs_app=False, start=None)
     p = sched.add_parser("show", help="one user's schedule and recent runs")
     p.add_argument("user")
     p.add_argument("--runs", type=whole_number(1, MAX_HISTORY_RUNS), default=10, metavar="N",
                    help=f"recent runs shown, 1-{MAX_HISTORY_RUNS} (default 10)")
+    p.add_argument("--next", type=whole_number(1, MAX_PREVIEW_SLOTS), metavar="N",
+                   help=f"also its next N slots (nextRuns: UTC and local time), 1-{MAX_PREVIEW_SLOTS}")
     p.set_defaults(func=cmd_schedule_show)
     p = sched.add_parser("list", help="list schedules")
     filters = p.add_mutually_exclusive_group()
@@ -314,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands with heavy dependencies live in modules of their own, loaded only when one of them runs:
 # a cron pass (`dispatch`, every minute) then never imports FastAPI, uvicorn, JWT, Prometheus
-# (web), Alembic (schema, demo) or rq-scheduler and croniter (tick).
+# (web), Alembic (schema, demo) or rq-scheduler (tick).
 _WEB_COMMANDS = "monitor_scheduler.web_command:"
 _SCHEMA_COMMANDS = "monitor_scheduler.schema_command:"
 _TICK_COMMANDS = "monitor_scheduler.tick_command:"

@@ -10,6 +10,7 @@ from datetime import datetime
 from types import FrameType
 
 from core import shutdown
+from core.calendar import local_time
 from core.clock import utc_text
 from core.domain import DispatchSummary, Schedule
 from core.text import clean_error
@@ -28,11 +29,21 @@ def printable_error(error: str | None) -> str | None:
     return None if error is None else clean_error(error)
 
 
+def slot_line(slot: datetime, zone: str) -> str:
+    """One slot as `schedule preview` prints it: the UTC instant, then the wall-clock time there."""
+    local = local_time(slot, zone)
+    return f"{utc_text(slot)}  {local:%a %Y-%m-%d %H:%M} {local.tzname()} ({local:%z}) {zone}"
+
+
 def schedule_dict(schedule: Schedule) -> dict[str, object]:
     return {
         "userId": schedule.user_id,
         "enabled": schedule.enabled,
+        "kind": schedule.kind,
         "intervalMinutes": schedule.interval_minutes,
+        "cron": schedule.cron_expr,
+        "timeZone": schedule.time_zone,
+        "spreadSeconds": schedule.spread_seconds,
         "nextRunAt": fmt(schedule.next_run_at),
         "lastRunAt": fmt(schedule.last_run_at),
         "lastStatus": schedule.last_status,

@@ -94,9 +94,16 @@ schedules = Table(
     Column("progressMessage", MessageType, nullable=True),
     Column("progressAt", Millis, nullable=True),
     # When the user's own "Run now" last claimed a run (migration 0005): the cooldown's clock,
-    # written by that claim (core.lease.claim_user); operators' runs leave it alone.
+    # written by that claim (core.claims.claim_user); operators' runs leave it alone.
     Column("manualRunAt", Millis, nullable=True),
+    # Calendar schedules (migration 0007): NULL cronExpr is an interval schedule (every row before,
+    # and plain-SQL inserts); otherwise a 5-field expression read in timeZone (core/calendar.py),
+    # started up to spreadSeconds late by a stable per-user offset. nextRunAt stays the UTC slot.
+    Column("cronExpr", String(100), nullable=True),
+    Column("timeZone", String(64), nullable=False, server_default=text("'UTC'")),
+    Column("spreadSeconds", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
+    CheckConstraint("spreadSeconds BETWEEN 0 AND 86400", name="ck_UserMonitorSchedule_spread"),
     # The due query is `enabled = 1 AND nextRunAt <= now ORDER BY nextRunAt`: an index range scan in
     # ORDER BY order, so SKIP LOCKED locks only the rows it returns (no filesort).
     Index("ix_UserMonitorSchedule_due", "enabled", "nextRunAt"),

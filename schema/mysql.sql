@@ -145,3 +145,15 @@ ALTER TABLE `UserMonitorSchedule` ADD COLUMN `manualRunAt` DATETIME(3);
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0007
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `cronExpr` VARCHAR(100);
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `timeZone` VARCHAR(64) NOT NULL DEFAULT 'UTC';
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `spreadSeconds` INTEGER NOT NULL DEFAULT 0;
+
+ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_spread` CHECK (spreadSeconds BETWEEN 0 AND 86400);
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0005';
+

@@ -43,7 +43,8 @@ class Services:
 
     def __init__(self, wiring: Wiring) -> None:
         self.settings = wiring.settings
-        self.schedules = Schedules(wiring.engine, wiring.clock, default_interval=wiring.settings.DEFAULT_INTERVAL_MINUTES)
+        self.schedules = Schedules(wiring.engine, wiring.clock, default_interval=wiring.settings.DEFAULT_INTERVAL_MINUTES,
+                                   spread_start=wiring.settings.SPREAD_START_TIMES)
         self.runs = Runs(wiring.settings, wiring.engine, wiring.clock, wiring.dispatcher, self.schedules)
         # The Redis client is only built (no connection yet) in queue mode: sync mode has none.
         self.status = Status(wiring.settings, wiring.engine, wiring.clock, wiring.redis if wiring.settings.queue_mode_available else None)

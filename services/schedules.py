@@ -1,27 +1,33 @@
 """Schedules: set, show, list and seed them. Each method owns its transaction and its clock read.
 
 How nextRunAt moves when settings change (also in README "Semantics"):
-- a new schedule is due at once (nextRunAt = now);
+- a new interval schedule is due at once (nextRunAt = now); a new calendar schedule at its first
+  occurrence after now;
 - disabling leaves nextRunAt alone; a run in flight still finishes and is recorded;
-- enabling, or changing the interval, of a schedule that is not running sets
-  nextRunAt = max(now, last slot + interval) (due now if it never ran);
+- enabling, or changing the rule (interval, or expression, zone, spread), of a schedule that is not
+  running sets nextRunAt = max(now, last slot + interval) for an interval (due now if it never
+  ran), the first occurrence after now for a calendar schedule;
 - while a run holds the lease, only the settings change: the run's fenced finish computes the
-  next slot from the new interval.
+  next slot from the new rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from core import queries, writes
 from core.clock import Clock
-from core.domain import Schedule, ScheduleFilter
+from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, spread_start, stored_rule, upcoming_slots, validate_spread
+from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
-from core.scheduling import rescheduled_after_change, validate_interval, validate_user_id
+from core.scheduling import validate_interval, validate_user_id
+
+
+_IMPORT_CHUNK = 5000  # rows per INSERT statement of a bulk import (bounded packet size)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,17 @@ class SchedulePage:
     has_more: bool
 
 
+@dataclass(frozen=True)
+class CalendarChange:
+    """What a caller asked of the calendar columns: `cron` an expression (switch to or stay a
+    calendar schedule), `time_zone`/`spread` None keep the current ones; `to_interval` switches back."""
+
+    cron: object | None = None
+    time_zone: object | None = None
+    spread: object | None = None
+    to_interval: bool = False
+
+
 def _checked(user_id: str, interval: object | None) -> tuple[str, int | None]:
     try:
         validate_user_id(user_id)
@@ -53,43 +70,91 @@ def _checked(user_id: str, interval: object | None) -> tuple[str, int | None]:
         raise InvalidInput(str(exc)) from None
 
 
-def _next_run_after_change(current: Schedule, now: datetime, enabled: bool, interval: int) -> datetime | None:
+def _calendar(change: CalendarChange, current: Schedule | None) -> Calendar | None:
+    """The calendar columns to write (None: leave them), validated: InvalidInput names the problem."""
+    wants_cron = change.cron is not None
+    if change.to_interval and wants_cron:
+        raise InvalidInput("a schedule is an interval or a cron expression, not both")
+    if change.to_interval:
+        return Calendar(None) if current is not None and current.cron_expr is not None else None
+    is_cron = wants_cron or (current is not None and current.cron_expr is not None)
+    if not is_cron:
+        if change.time_zone is not None or change.spread is not None:
+            raise InvalidInput("a time zone and a spread go with a cron expression (an interval schedule's start is spread by itself)")
+        return None
+    if not wants_cron and change.time_zone is None and change.spread is None:
+        return None
+    expression = change.cron if wants_cron else (current.cron_expr if current is not None else None)
+    zone = change.time_zone if change.time_zone is not None else (current.time_zone if current is not None else "UTC")
+    spread = change.spread if change.spread is not None else (current.spread_seconds if current is not None else 0)
+    try:
+        rule = parse_cron(expression, zone)
+        return Calendar(rule.expression, rule.zone_name, validate_spread(spread))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _rule(user_id: str, interval: int, calendar: Calendar | None, current: Schedule | None) -> ScheduleRule:
+    if calendar is None and current is not None:
+        calendar = Calendar(current.cron_expr, current.time_zone, current.spread_seconds)
+    if calendar is None:
+        return ScheduleRule(interval)
+    return stored_rule(user_id=user_id, interval_minutes=interval, cron_expr=calendar.cron_expr,
+                       time_zone=calendar.time_zone, spread_seconds=calendar.spread_seconds)
+
+
+def _next_run_after_change(current: Schedule, now: datetime, enabled: bool, rule: ScheduleRule, *, spread: bool) -> datetime | None:
     if current.locked_by is not None:
         # Even an expired lease owns nextRunAt until the run finishes, is taken over or unlocked.
         return None
     enabling = enabled and not current.enabled
-    interval_changed = interval != current.interval_minutes
-    if enabled and (enabling or interval_changed):
-        return rescheduled_after_change(now, current.run_slot, interval)
+    old_rule = rule_of(current)
+    if enabled and (enabling or rule != old_rule):
+        after = next_slot_after_change(rule, now, current.run_slot)
+        if spread and rule.cron is None and rule.interval_minutes != old_rule.interval_minutes:
+            return spread_start(current.user_id, after, rule.interval_minutes)
+        return after
     return None
 
 
 class Schedules:
     """The schedule operations, on an engine and a clock only (the behaviour tests build one on a
-    bare database); `default_interval` is DEFAULT_INTERVAL_MINUTES."""
+    bare database); `default_interval` is DEFAULT_INTERVAL_MINUTES, `spread_start`
+    SPREAD_START_TIMES (off unless asked: an interval schedule is then due at once, as it always was)."""
 
-    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int) -> None:
+    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int, spread_start: bool = False) -> None:
         self.engine = engine
         self.clock = clock
         self.default_interval = default_interval
+        self.spread_start = spread_start
 
-    def set(self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True) -> ScheduleChange:
+    def set(
+        self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True,
+        calendar: CalendarChange = CalendarChange(),
+    ) -> ScheduleChange:
         """Validate, then create or change a schedule in one transaction (InvalidInput/UnknownUser
-        raise before anything is written)."""
+        raise before anything is written). An interval given without `calendar` switches a
+        calendar schedule back to that interval."""
         user_id, interval_minutes = _checked(user_id, interval)
+        if interval_minutes is not None and calendar.cron is None:
+            calendar = replace(calendar, to_interval=True)
         with self.engine.begin() as conn:
             now = self.clock.now(conn)
             current = queries.get_schedule(conn, user_id, for_update=True)
+            columns = _calendar(calendar, current)
             if current is None:
                 if not create:
                     raise UnknownUser(f"no schedule for user {user_id!r}")
+                new_interval = interval_minutes or self.default_interval
+                rule = _rule(user_id, new_interval, columns, None)
                 writes.insert_schedule(
                     conn,
                     user_id=user_id,
                     enabled=True if enabled is None else enabled,
-                    interval_minutes=interval_minutes or self.default_interval,
-                    next_run_at=now,
+                    interval_minutes=new_interval,
+                    next_run_at=self._first_slot(user_id, rule, now),
                     now=now,
+                    calendar=columns,
                 )
                 created = True
             else:
@@ -97,17 +162,53 @@ class Schedules:
                 new_interval = current.interval_minutes if interval_minutes is None else interval_minutes
                 writes.update_schedule(
                     conn, user_id=user_id, now=now, enabled=new_enabled, interval_minutes=new_interval,
-                    next_run_at=_next_run_after_change(current, now, new_enabled, new_interval),
+                    next_run_at=_next_run_after_change(current, now, new_enabled, _rule(user_id, new_interval, columns, current),
+                                                       spread=self.spread_start),
+                    calendar=columns,
                 )
                 created = False
             schedule = queries.get_schedule(conn, user_id)
         assert schedule is not None  # written in this transaction
         return ScheduleChange(schedule, created)
 
-    def update(self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool) -> Snapshot:
+    def _first_slot(self, user_id: str, rule: ScheduleRule, now: datetime) -> datetime:
+        """A new calendar schedule waits for its first occurrence; a new interval schedule is due
+        at once, or at its phase within the first interval when start times are spread."""
+        if rule.cron is not None:
+            return rule.after(now)
+        return spread_start(user_id, now, rule.interval_minutes) if self.spread_start else now
+
+    def update(
+        self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool,
+        calendar: CalendarChange = CalendarChange(),
+    ) -> Snapshot:
         """`set`, then the schedule as the web shows it (with the "now" it was read at)."""
-        change = self.set(user_id, interval=interval, enabled=enabled, create=create)
+        change = self.set(user_id, interval=interval, enabled=enabled, create=create, calendar=calendar)
         return self.read(change.schedule.user_id)
+
+    def upcoming(self, user_id: str, count: int) -> list[datetime]:
+        """The next `count` slots of a stored schedule (UnknownUser if none)."""
+        with self.engine.connect() as conn:
+            schedule, now = queries.get_schedule(conn, user_id), self.clock.now(conn)
+        if schedule is None:
+            raise UnknownUser(f"no schedule for user {user_id!r}")
+        return upcoming_slots(schedule, now, count)
+
+    def preview(self, *, cron: object | None, time_zone: object | None, interval: object | None, count: int,
+                after: datetime | None = None) -> list[datetime]:
+        """The next `count` slots of an expression in a zone, or of an interval, after `after`
+        (default now), touching no schedule: the settings page's preview as the user types."""
+        try:
+            if cron is not None:
+                rule = ScheduleRule(0, parse_cron(cron, "UTC" if time_zone is None else time_zone))
+            else:
+                rule = ScheduleRule(validate_interval(interval))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if after is None:
+            with self.engine.connect() as conn:
+                after = self.clock.now(conn)
+        return rule.upcoming(after, count)
 
     def get(self, user_id: str) -> Schedule:
         """The schedule, or UnknownUser."""
@@ -127,6 +228,23 @@ class Schedules:
             # One row more than asked tells whether a next page exists without a COUNT over the table.
             rows = queries.list_schedules(conn, now=now, which=which, search=search or None, limit=limit + 1, offset=offset)
         return SchedulePage(rows[:limit], now, len(rows) > limit)
+
+    def create_many(self, user_ids: Sequence[str], *, interval: object) -> int:
+        """Create interval schedules for many new users in one transaction (a bulk import), each
+        first due as `set` would make it (spread over the interval with SPREAD_START_TIMES).
+        Every id and the interval are checked before anything is written; an existing id fails the
+        whole import (the database's primary key)."""
+        checked = [_checked(user_id, interval) for user_id in user_ids]
+        with self.engine.begin() as conn:
+            now = self.clock.now(conn)
+            rows = [
+                {"userId": user_id, "enabled": True, "intervalMinutes": minutes, "attempt": 0, "createdAt": now, "updatedAt": now,
+                 "nextRunAt": self._first_slot(user_id, ScheduleRule(minutes or self.default_interval), now)}
+                for user_id, minutes in checked
+            ]
+            for start in range(0, len(rows), _IMPORT_CHUNK):
+                writes.insert_schedules(conn, rows[start:start + _IMPORT_CHUNK])
+        return len(rows)
 
     def seed_demo_users(self, users: Iterable[tuple[str, int]]) -> list[str]:
         """Create the demo schedules that do not exist yet (a restart keeps what the demo changed)."""

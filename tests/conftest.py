@@ -87,7 +87,10 @@ class Backend:
     overrides: dict[str, object] = field(default_factory=dict)
 
     def settings(self, **overrides: object) -> Settings:
-        values: dict[str, object] = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task"}
+        # SPREAD_START_TIMES off: the tests state exact slots ("due at once"); spreading has its own
+        # (tests/behaviour/test_calendar_schedules.py, tests/web/test_calendar_api.py).
+        values: dict[str, object] = {"DATABASE_URL": self.url, "REDIS_URL": "", "MONITOR_TASK": "worker.tasks:noop_task",
+                                     "SPREAD_START_TIMES": False}
         values.update(self.overrides)
         values.update(overrides)
         return load_settings(env_file=None, **values)
@@ -136,6 +139,7 @@ def cli_env(**values: str) -> dict[str, str]:
     """Environment for running the CLI as a subprocess: this interpreter's, plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DISPATCH_", "MONITOR_TASK"))}
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["SPREAD_START_TIMES"] = "false"  # exact slots, as Backend.settings
     env.update(values)
     return env
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import override
 
+from core.calendar import MAX_SPREAD_SECONDS, local_time, upcoming_slots
 from core.domain import RunRecord, Schedule
 from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES, validate_user_id
+from services.schedules import CalendarChange
 
 # The documented shape of a user id (scheduling.validate_user_id is the rule and runs too): no
 # control, format or separator characters, no whitespace at either end.
@@ -42,6 +44,24 @@ class ScheduleUpdate(BaseModel):
     intervalMinutes: int | None = Field(
         default=None, ge=MIN_INTERVAL_MINUTES, le=MAX_INTERVAL_MINUTES, description="Minutes between runs (1-1440)."
     )
+
+    kind: Literal["interval", "cron"] | None = Field(
+        default=None, description='"interval": runs every intervalMinutes (switches a calendar schedule back); '
+                                  '"cron": a calendar schedule (needs cron, or keeps the current expression).')
+    cron: str | None = Field(default=None, max_length=100, description='A 5-field cron expression such as "0 9 * * MON-FRI" (implies kind "cron").')
+    timeZone: str | None = Field(default=None, max_length=64, description="IANA time zone of the expression, e.g. Europe/Berlin (default: unchanged, else UTC).")
+    spreadSeconds: int | None = Field(default=None, ge=0, le=MAX_SPREAD_SECONDS,
+                                      description="A calendar schedule starts up to this many seconds late, by a stable per-user offset.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScheduleUpdate:
+        if self.kind == "interval" and self.cron is not None:
+            raise ValueError('kind "interval" and a cron expression contradict each other')
+        return self
+
+    def calendar_change(self) -> CalendarChange:
+        """The calendar fields as the service takes them (it validates expression, zone, spread)."""
+        return CalendarChange(cron=self.cron, time_zone=self.timeZone, spread=self.spreadSeconds, to_interval=self.kind == "interval")
 
     @field_validator("intervalMinutes", mode="before")
     @classmethod
@@ -76,10 +96,18 @@ class ErrorOut(BaseModel):
     errors: list[dict[str, object]] | None = Field(default=None, description="Field errors (validation only).")
 
 
+NEXT_RUNS_SHOWN = 5
+
+
 class ScheduleOut(BaseModel):
     userId: str
     enabled: bool
+    kind: Literal["interval", "cron"] = Field(description="interval: every intervalMinutes; cron: the cron expression in timeZone.")
     intervalMinutes: int
+    cron: str | None = Field(description="The calendar schedule's expression (null for an interval schedule).")
+    timeZone: str = Field(description="IANA zone the expression is read in.")
+    spreadSeconds: int = Field(description="Bound of the calendar schedule's stable per-user start offset.")
+    nextRuns: list[datetime] = Field(description=f"The next {NEXT_RUNS_SHOWN} slots (UTC; empty while disabled).")
     nextRunAt: datetime
     lastRunAt: datetime | None
     lastStatus: str | None
@@ -101,7 +129,12 @@ class ScheduleOut(BaseModel):
         return cls(
             userId=schedule.user_id,
             enabled=schedule.enabled,
+            kind=schedule.kind,
             intervalMinutes=schedule.interval_minutes,
+            cron=schedule.cron_expr,
+            timeZone=schedule.time_zone,
+            spreadSeconds=schedule.spread_seconds,
+            nextRuns=[aware(slot) for slot in upcoming_slots(schedule, now, NEXT_RUNS_SHOWN)],
             nextRunAt=aware(schedule.next_run_at),
             lastRunAt=aware(schedule.last_run_at),
             lastStatus=schedule.last_status,
@@ -130,6 +163,23 @@ class AdminScheduleOut(ScheduleOut):
             lockedUntil=aware(schedule.locked_until),
             staleLease=schedule.locked_by is not None and not schedule.is_running(now),
         )
+
+
+class SlotOut(BaseModel):
+    at: datetime = Field(description="The slot (UTC).")
+    local: str = Field(description="The slot's wall-clock time in the zone, e.g. 2026-03-30T09:00:00+02:00.")
+    label: str = Field(description='Short form for people, e.g. "Mon 09:00".')
+
+
+class PreviewOut(BaseModel):
+    timeZone: str
+    slots: list[SlotOut]
+
+    @classmethod
+    def of(cls, slots: list[datetime], zone: str) -> PreviewOut:
+        locals_ = [local_time(slot, zone) for slot in slots]
+        return cls(timeZone=zone, slots=[SlotOut(at=aware(slot), local=loc.isoformat(), label=f"{loc:%a %H:%M}")
+                                         for slot, loc in zip(slots, locals_)])
 
 
 class RunOut(BaseModel):

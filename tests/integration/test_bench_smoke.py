@@ -28,6 +28,7 @@ EXPECTED: dict[str, list[str]] = {
     "sqlite_sync": ["runs_per_s"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
     "overload": ["ratio", "succeeded_in_window", "capacity_runs", "runs_per_user_max"],
+    "spreading": ["users", "with_max_over_mean", "without_max_over_mean"],
     "threads_vs_processes": ["threads_jobs_per_s", "processes_jobs_per_s", "rate_ratio", "threads_rss_mb", "processes_rss_mb", "big_rss_mb", "recorded_runs"],
 }
 

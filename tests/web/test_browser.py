@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 from core import domain, queries
+from core.clock import Clock, FixedClock
 from core.domain import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
@@ -74,12 +75,14 @@ class LiveServer:
         return found
 
 
-def serve(database_url: str, **overrides: str) -> Iterator[LiveServer]:
-    """The app with the production clock, served by uvicorn in a background thread."""
+def serve(database_url: str, clock: Clock | None = None, **overrides: str) -> Iterator[LiveServer]:
+    """The app with the production clock (or `clock`), served by uvicorn in a background thread.
+    SPREAD_START_TIMES off: the tests state exact slots."""
     port = free_port()
     settings = load_settings(env_file=None, DATABASE_URL=database_url, REDIS_URL=overrides.pop("REDIS_URL", ""),
-                             MONITOR_TASK=TASK, SECRET_KEY=SECRET_KEY, WEB_BASE_URL=f"http://127.0.0.1:{port}", **overrides)
-    app = App.from_settings(settings)
+                             MONITOR_TASK=TASK, SECRET_KEY=SECRET_KEY, WEB_BASE_URL=f"http://127.0.0.1:{port}",
+                             SPREAD_START_TIMES=False, **overrides)
+    app = App.from_settings(settings, clock=clock)
     api = create_app(app.services)
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=server.run, name="uvicorn-under-test", daemon=True)
@@ -175,6 +178,38 @@ def test_a_user_signs_in_changes_the_interval_and_runs_now(live: LiveServer, pag
 def repo_runs(live: LiveServer, user_id: str) -> list[domain.RunRecord]:
     with live.app.engine.connect() as conn:
         return queries.recent_runs(conn, user_id=user_id)
+
+
+def test_a_calendar_schedule_made_in_the_browser_is_claimed_at_its_slot_and_moves_on(sqlite_url: str, page) -> None:
+    # Monday 2026-03-23 23:00 UTC; the clock is the app's own, moved by the test (no waiting, the session stays live).
+    clock = FixedClock(datetime(2026, 3, 23, 23, 0))
+    for live in serve(sqlite_url, clock=clock):
+        live.seed("carol", interval=5)
+        page.goto(live.link("carol"))
+        page.check("#kind-cron")
+        page.fill("#cron", "30 2 * * MON-FRI")
+        page.fill("#time-zone", "Europe/Berlin")
+        # The preview is the server's, as the user types: Tuesday, Wednesday... at 02:30 Berlin time.
+        expect(page.locator("#preview time").first).to_have_text("Tue 02:30")
+        page.fill("#cron", "0 0 30 2 *")
+        expect(page.locator("#cron-error")).to_contain_text("never fires")
+        page.fill("#cron", "30 2 * * MON-FRI")
+        expect(page.locator("#cron-error")).to_be_hidden()
+        page.click("#save")
+        expect(page.locator("#saved-note")).to_have_text("Saved.")
+        schedule = live.schedule("carol")
+        assert (schedule.cron_expr, schedule.time_zone) == ("30 2 * * MON-FRI", "Europe/Berlin")
+        assert schedule.next_run_at == datetime(2026, 3, 24, 1, 30)  # Tuesday 02:30 CET
+        screenshot(page, "settings-calendar")
+
+        clock.moment = datetime(2026, 3, 24, 1, 30)
+        summary = live.web.services.runs.dispatch_pass(Mode.SYNC)
+        assert summary.claimed == 1 and summary.succeeded == 1, summary
+        [run] = repo_runs(live, "carol")
+        assert run.slot == datetime(2026, 3, 24, 1, 30)
+        assert live.schedule("carol").next_run_at == datetime(2026, 3, 25, 1, 30), "Wednesday 02:30 CET"
+        page.reload()
+        expect(page.locator("#next-run time")).to_have_attribute("datetime", "2026-03-25T01:30:00.000Z")
 
 
 def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) -> None:

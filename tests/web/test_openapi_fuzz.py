@@ -47,4 +47,14 @@ def test_the_api_matches_its_openapi_schema(case: schemathesis.Case, fuzzed: Web
     headers = {"Authorization": f"Bearer {fuzzed.token('fuzz-admin', admin=True)}", "x-cron-secret": CRON_SECRET}
     # Every default check except negative_data_rejection: query strings are parsed leniently on
     # purpose (`limit=10.0` is 10, unknown parameters are ignored), which that check counts as a failure.
-    case.call_and_validate(headers=headers, excluded_checks=[schemathesis.checks.negative_data_rejection])
+    excluded = [schemathesis.checks.negative_data_rejection]
+    if _names_a_calendar(case):
+        # Whether a cron expression fires, or a zone exists, is not expressible in JSON Schema: a
+        # schema-valid "0 0 30 2 *" or "Mars/Olympus" is rightly 422 (tests/behaviour/test_calendar_schedules.py).
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    case.call_and_validate(headers=headers, excluded_checks=excluded)
+
+
+def _names_a_calendar(case: schemathesis.Case) -> bool:
+    fields = {**(case.body if isinstance(case.body, dict) else {}), **(case.query or {})}
+    return any(fields.get(name) is not None for name in ("cron", "timeZone", "spreadSeconds", "kind"))

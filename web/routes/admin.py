@@ -136,7 +136,8 @@ def _read(web: Web, user_id: str) -> AdminScheduleOut:
 
 
 def _update(web: Web, user_id: str, body: ScheduleUpdate) -> AdminScheduleOut:
-    snapshot = web.services.schedules.update(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False)
+    snapshot = web.services.schedules.update(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False,
+                                             calendar=body.calendar_change())
     assert snapshot.schedule is not None
     return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
 

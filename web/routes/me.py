@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from services.runs import HISTORY_LIMIT
 from web.deps import CurrentUser, Web, body_doc, json_body
-from web.models import RunNowOut, RunOut, ScheduleOut, ScheduleUpdate, SummaryOut
+from core.calendar import upcoming_slots
+from web.models import NEXT_RUNS_SHOWN, PreviewOut, RunNowOut, RunOut, ScheduleOut, ScheduleUpdate, SummaryOut
 from web.routes import error_responses
 
 router = APIRouter(prefix="/api/schedules/me", tags=["my schedule"])
@@ -30,9 +31,29 @@ def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
 def update_mine(
     web: Web, user: CurrentUser, body: Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
 ) -> ScheduleOut:
-    snapshot = web.services.schedules.update(user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True)
+    snapshot = web.services.schedules.update(user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True,
+                                             calendar=body.calendar_change())
     assert snapshot.schedule is not None
     return ScheduleOut.of(snapshot.schedule, snapshot.now)
+
+
+@router.get("/preview", response_model=PreviewOut, responses=error_responses(401, 422), summary="Preview the slots of an expression or interval",
+            description="What the settings page shows as the user types: the next slots of `cron` in `timeZone`, or of `interval`, "
+                        "computed by the scheduler's own rule; neither: those of my stored schedule. Nothing is written.")
+def preview(
+    web: Web, user: CurrentUser,
+    cron: Annotated[str | None, Query(max_length=100)] = None,
+    timeZone: Annotated[str | None, Query(max_length=64)] = None,
+    interval: Annotated[int | None, Query(ge=1, le=1440)] = None,
+    count: Annotated[int, Query(ge=1, le=50)] = NEXT_RUNS_SHOWN,
+) -> PreviewOut:
+    if cron is None and interval is None:  # my stored schedule's next slots (none without one)
+        snapshot = web.services.schedules.read(user.user_id)
+        if snapshot.schedule is None:
+            return PreviewOut(timeZone="UTC", slots=[])
+        return PreviewOut.of(upcoming_slots(snapshot.schedule, snapshot.now, count), snapshot.schedule.time_zone)
+    slots = web.services.schedules.preview(cron=cron, time_zone=timeZone, interval=interval, count=count)
+    return PreviewOut.of(slots, (timeZone or "UTC") if cron is not None else "UTC")
 
 
 @router.post("/run", response_model=RunNowOut, responses=error_responses(401, 403, 404, 409, 429, 503), summary="Run my monitor now",

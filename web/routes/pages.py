@@ -9,6 +9,7 @@ Templates autoescape everything; user ids and errors are never marked safe.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from core.calendar import upcoming_slots, zone_names
 from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, RunNowTooSoon, UnknownUser
 from core.domain import RunState, Schedule, ScheduleFilter
@@ -39,6 +41,8 @@ from web.deps import (
 )
 from web.errors import lease_held_text
 from web.middleware.head import is_head
+from web.models import NEXT_RUNS_SHOWN, PreviewOut
+from services.schedules import CalendarChange
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +173,30 @@ def logout(request: Request, web: Web) -> Response:
 # --- the user's own settings ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CalendarForm:
+    """The settings form's calendar fields as typed (re-shown with the error after a refusal)."""
+
+    kind: str = "interval"
+    cron: str = ""
+    time_zone: str = "UTC"
+    spread_minutes: str = "0"
+    error: str | None = None
+
+    @classmethod
+    def of(cls, schedule: Schedule | None) -> CalendarForm:
+        if schedule is None or schedule.cron_expr is None:
+            return cls(time_zone=schedule.time_zone if schedule else "UTC")
+        return cls("cron", schedule.cron_expr, schedule.time_zone, str(schedule.spread_seconds // 60))
+
+
 def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int = 200, error: str | None = None,
-                   form_interval: str | None = None, form_enabled: bool | None = None) -> HTMLResponse:
+                   form_interval: str | None = None, form_enabled: bool | None = None,
+                   calendar: CalendarForm | None = None) -> HTMLResponse:
     snapshot = web.services.schedules.read(user_id)
     schedule = snapshot.schedule
+    form = calendar or CalendarForm.of(schedule)
+    preview = PreviewOut.of(upcoming_slots(schedule, snapshot.now, NEXT_RUNS_SHOWN), schedule.time_zone).slots if schedule else []
     return render(
         request, "settings.html", status_code,
         schedule=schedule,
@@ -183,6 +207,8 @@ def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int
         form_enabled=form_enabled if form_enabled is not None else (schedule.enabled if schedule else True),
         mode=web.settings.default_mode.value,
         cooldown=web.settings.RUN_NOW_COOLDOWN,
+        form_kind=form.kind, form_cron=form.cron, form_zone=form.time_zone, form_spread=form.spread_minutes,
+        cron_error=form.error, zones=zone_names(), preview=preview,
     )
 
 
@@ -196,11 +222,24 @@ def save_settings(
     request: Request, web: Web, user: PageUser,
     interval: Annotated[str, Form(max_length=32)] = "",
     enabled: Annotated[str | None, Form(max_length=8)] = None,
+    kind: Annotated[str, Form(pattern="^(interval|cron)$")] = "interval",
+    cron: Annotated[str, Form(max_length=100)] = "",
+    time_zone: Annotated[str, Form(max_length=64)] = "UTC",
+    spread: Annotated[str, Form(max_length=8)] = "0",
 ) -> Response:
+    form = CalendarForm(kind, cron, time_zone, spread)
     try:
-        web.services.schedules.update(user.user_id, enabled=enabled is not None, interval=interval, create=True)
+        if kind == "cron":
+            # The page asks for minutes; the rule (and its message) is the service's, in any unit.
+            change = CalendarChange(cron=cron, time_zone=time_zone, spread=f"{spread.strip() or '0'}m")
+            web.services.schedules.update(user.user_id, enabled=enabled is not None, interval=None, create=True, calendar=change)
+        else:
+            web.services.schedules.update(user.user_id, enabled=enabled is not None, interval=interval, create=True)
     except InvalidInput as exc:
-        return _settings_page(request, web, user.user_id, status_code=422, error=str(exc), form_interval=interval, form_enabled=enabled is not None)
+        calendar_error = str(exc) if kind == "cron" else None
+        return _settings_page(request, web, user.user_id, status_code=422, error=None if calendar_error else str(exc),
+                              form_interval=interval, form_enabled=enabled is not None,
+                              calendar=replace(form, error=calendar_error))
     flash(request, "ok", "Saved.")
     return see_other("/settings")
 

@@ -168,22 +168,92 @@ function settingsPage(page) {
     if (runs.ok) renderRuns(runs.data);
   }
 
+  // Calendar schedules: the preview comes from the server (GET /api/schedules/me/preview), so
+  // the page and the scheduler never disagree about DST or the expression's meaning.
+  const cronInput = document.getElementById("cron");
+  const zoneInput = document.getElementById("time-zone");
+  const spreadInput = document.getElementById("spread");
+  const cronError = document.getElementById("cron-error");
+  const preview = document.getElementById("preview");
+  const isCron = () => document.getElementById("kind-cron").checked;
+  let previewTimer = null;
+  let previewSeq = 0;
+
+  function showCronError(message) {
+    cronError.textContent = message || "";
+    cronError.hidden = !message;
+  }
+
+  function renderPreview(slots) {
+    const nodes = [document.createTextNode(slots.length ? "Next runs: " : "")];
+    slots.forEach((slot, i) => {
+      const el = document.createElement("time");
+      el.dateTime = slot.at;
+      el.textContent = slot.label;
+      el.title = slot.local;
+      nodes.push(el);
+      if (i < slots.length - 1) nodes.push(document.createTextNode(", "));
+    });
+    preview.replaceChildren(...nodes);
+  }
+
+  async function updatePreview() {
+    const seq = ++previewSeq;
+    const params = isCron()
+      ? new URLSearchParams({ cron: cronInput.value.trim(), timeZone: zoneInput.value.trim() || "UTC" })
+      : new URLSearchParams({ interval: input.value.trim() });
+    if (isCron() && !cronInput.value.trim()) { showCronError(null); renderPreview([]); return; }
+    if (!isCron() && validateInterval(input.value)) { renderPreview([]); return; }
+    const result = await api("GET", `/api/schedules/me/preview?${params}`);
+    if (seq !== previewSeq) return;  // a newer keystroke's answer wins
+    if (result.ok) { if (isCron()) showCronError(null); renderPreview(result.data.slots); }
+    else { renderPreview([]); if (isCron()) showCronError(result.data ? result.data.message : "No preview."); }
+  }
+
+  function previewSoon() {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(() => updatePreview().catch(() => {}), 250);
+  }
+
+  function showKind() {
+    document.getElementById("interval-fields").hidden = isCron();
+    document.getElementById("calendar-fields").hidden = !isCron();
+    previewSoon();
+  }
+
+  document.getElementById("kind-interval").addEventListener("change", showKind);
+  document.getElementById("kind-cron").addEventListener("change", showKind);
+  [cronInput, zoneInput].forEach((el) => el.addEventListener("input", previewSoon));
+
+  function requestBody() {
+    if (!isCron()) return { enabled: enabled.checked, kind: "interval", intervalMinutes: Number(input.value.trim()) };
+    const spread = Number(spreadInput.value.trim() || "0");
+    return { enabled: enabled.checked, cron: cronInput.value.trim(), timeZone: zoneInput.value.trim() || "UTC",
+             spreadSeconds: Number.isInteger(spread) ? spread * 60 : -1 };
+  }
+
   // The page validates first; the server validates again and its message is shown the same way.
   form.noValidate = true;
-  input.addEventListener("input", () => showError(validateInterval(input.value)));
+  input.addEventListener("input", () => { showError(validateInterval(input.value)); previewSoon(); });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     savedNote.textContent = "";
-    const problem = validateInterval(input.value);
-    if (problem) { showError(problem); input.focus(); return; }
+    if (!isCron()) {
+      const problem = validateInterval(input.value);
+      if (problem) { showError(problem); input.focus(); return; }
+    }
     showError(null);
-    const result = await api("PATCH", "/api/schedules/me", { enabled: enabled.checked, intervalMinutes: Number(input.value.trim()) });
+    showCronError(null);
+    const result = await api("PATCH", "/api/schedules/me", requestBody());
     if (result.ok) {
       if (page.dataset.hasSchedule !== "yes") { window.location.reload(); return; }
       renderSchedule(result.data);
+      renderPreview([]);
+      updatePreview().catch(() => {});
       savedNote.textContent = "Saved.";
     } else if (result.status === 422 || result.status === 400) {
-      showError(result.data ? result.data.message : "Not saved.");
+      const message = result.data ? result.data.message : "Not saved.";
+      if (isCron()) showCronError(message); else showError(message);
     } else {
       savedNote.textContent = (result.data && result.data.message) || `Not saved (HTTP ${result.status}).`;
     }
