@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
+from core import shutdown
 from core.domain import RunStatus
 from core.executor import Runner
 from core.tasks import RunContext
@@ -146,3 +147,69 @@ def test_a_pass_fills_a_slot_as_soon_as_a_run_ends(backend: Backend) -> None:
     assert summary.succeeded == 6
     assert sorted(quick_while_slow) == [f"user-00000{i}" for i in range(1, 6)]
     assert [r.status for r in backend.runs("user-000000")] == [RunStatus.SUCCEEDED.value]
+
+
+def test_passes_at_once_in_one_process_share_the_sync_threads(backend: Backend) -> None:
+    """Given SYNC_THREADS=2 and 8 due users, when two passes of the same dispatcher run at once
+    (the embedded loop beside the sync HTTP trigger), 4 users each, then never more than 2 tasks run at once,
+    and every user runs once."""
+    backend.add_schedules(8)
+    lock = threading.Lock()
+    running: list[int] = [0]
+    most: list[int] = [0]
+    ran: list[str] = []
+
+    def task(user_id: str, context: RunContext) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            ran.append(user_id)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    dispatcher = sync_dispatcher(backend, task, SYNC_THREADS=2, DISPATCH_BATCH_SIZE=4)  # 4 users each
+    summaries = []
+    passes = [threading.Thread(target=lambda: summaries.append(dispatcher.tick())) for _ in range(2)]
+    for thread in passes:
+        thread.start()
+    for thread in passes:
+        thread.join(30)
+
+    assert [s.succeeded for s in summaries] == [4, 4] and sorted(ran) == [f"user-{i:06d}" for i in range(8)]
+    assert most[0] <= 2
+    assert leases_held(backend) == 0
+
+
+def test_a_stop_request_records_the_runs_going_side_by_side_and_leaves_no_lease(backend: Backend) -> None:
+    """Given SYNC_THREADS=3 and three due users all in their task at once, when one of them gets a
+    real stop request (Ctrl-C), then the pass stops: that run is failed, the two others are recorded
+    failed as stopped (their late results are refused), and no lease is held."""
+    backend.add_schedules(3)
+    all_in = threading.Barrier(3, timeout=20)
+    release = threading.Event()
+
+    def task(user_id: str, context: RunContext) -> None:
+        all_in.wait()
+        if user_id == "user-000000":
+            shutdown.request()  # what the entry point's signal handler does on a real SIGINT
+            raise KeyboardInterrupt
+        release.wait(30)
+
+    dispatcher = sync_dispatcher(backend, task, SYNC_THREADS=3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dispatcher.tick()
+    finally:
+        shutdown.forget()
+        release.set()
+
+    assert leases_held(backend) == 0
+    assert backend.schedule("user-000000").last_status == "failed"
+    for user_id in ("user-000001", "user-000002"):
+        row = backend.schedule(user_id)
+        assert row.last_status == "failed" and "stopped" in (row.last_error or ""), row
+    deadline = time.monotonic() + 10
+    while len(backend.runs()) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(r.status for r in backend.runs()) == ["failed", "failed", "failed", "stale", "stale"]
