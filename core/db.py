@@ -17,7 +17,10 @@
   surfaces, not PendingRollbackError).
 - SQLite: WAL and a busy timeout so a dispatcher and a web process can share the file, and every
   transaction starts with BEGIN IMMEDIATE, which takes the single write lock up front: two claims
-  are serialized instead of one failing half-way with "database is locked". synchronous=NORMAL:
+  are serialized instead of one failing half-way with "database is locked". The same holds for
+  SYNC_THREADS runs finishing at once (tests/behaviour/test_sync_threads.py: 20 finish together):
+  each waits its turn for the lock (busy timeout) for the few milliseconds a finish takes. The
+  pool is sized like a server's (one connection per run thread, monitor_scheduler.wiring). synchronous=NORMAL:
   with WAL, a commit is safe against a crash of the process but not a power cut, which may lose the
   last transactions; leases make that harmless (an unrecorded run is run again after its TTL), and
   it saves an fsync per commit.
