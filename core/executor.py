@@ -17,7 +17,7 @@ The check at the start is retried the same way within one lease length.
 
 A run has one deadline, JOB_TIMEOUT, in every mode, and one arbiter of "did the task return, or
 did the timeout come first": this Runner (`_InProgress.ended`, claimed once under one lock).
-- Sync mode (`InlineRuns`, `execute_within` for one run): each task runs on one of the runner's
+- Sync mode (`InlineRuns`): each task runs on one of the runner's
   run threads (core.run_threads; reused, none started per run), up to SYNC_THREADS side by side,
   while the pass's thread waits for them, each up to JOB_TIMEOUT; past it, the pass's thread claims
   the timeout and records the run failed through the fenced finish (the lease is released, the
@@ -321,16 +321,6 @@ class Runner:
     def from_settings(cls, settings: Settings, engine: Engine, clock: Clock | None = None) -> Runner:
         """The one place a Runner is assembled: MONITOR_TASK is imported (and built) here."""
         return cls(engine, settings, clock or clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
-
-    def execute_within(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, timeout: float | None = None) -> RunResult:
-        """`execute` on one of the run threads, waiting at most `timeout` seconds (JOB_TIMEOUT): past
-        it, the run is recorded failed here and the caller goes on; the task keeps its thread until
-        it returns (its late result is then refused). One run of InlineRuns, which a sync pass
-        uses for several at once."""
-        runs = InlineRuns(self, timeout=timeout)
-        runs.try_start(run, enqueued_at=enqueued_at, capped=False)
-        [result] = runs.wait()
-        return result
 
     def _execute_handed(self, handoff: _Handoff) -> None:
         try:
