@@ -18,10 +18,6 @@ from datetime import datetime
 # Runs one worker process executes at once (its --threads); absent means 1 (a plain RQ worker).
 WORKER_THREADS_FIELD = "monitor_threads"
 
-# Sync mode has no workers: the dispatcher runs each claimed run itself, one at a time. That one
-# runner is the capacity (several sync dispatchers at once would offer more; see docs/operations.md).
-SYNC_CAPACITY = 1
-
 
 @dataclass(frozen=True)
 class RunCounts:

@@ -17,7 +17,10 @@
   surfaces, not PendingRollbackError).
 - SQLite: WAL and a busy timeout so a dispatcher and a web process can share the file, and every
   transaction starts with BEGIN IMMEDIATE, which takes the single write lock up front: two claims
-  are serialized instead of one failing half-way with "database is locked". synchronous=NORMAL:
+  are serialized instead of one failing half-way with "database is locked". The same holds for
+  SYNC_THREADS runs finishing at once (tests/behaviour/test_sync_threads.py: 20 finish together):
+  each waits its turn for the lock (busy timeout) for the few milliseconds a finish takes. The
+  pool is sized like a server's (one connection per run thread, monitor_scheduler.wiring). synchronous=NORMAL:
   with WAL, a commit is safe against a crash of the process but not a power cut, which may lose the
   last transactions; leases make that harmless (an unrecorded run is run again after its TTL), and
   it saves an fsync per commit.
@@ -41,6 +44,7 @@ from core.retry import Backoff
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_POOL_SIZE = 5  # connections kept; as many again may open at a peak
 PING_AFTER_IDLE_SECONDS = 30.0
 # run_transaction: one more run, at once (a fresh connection either works or the server is down,
 # and then the callers' own retry loops wait: core.executor).
@@ -49,10 +53,10 @@ RECONNECT_ONCE = Backoff(first=0.0, retries=1)
 T = TypeVar("T")
 
 
-def create_db_engine(url: str, *, pool_size: int = 5) -> Engine:
+def create_db_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, pool_size)
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -179,8 +183,11 @@ def _peer_closed(dbapi_connection: DBAPIConnection) -> bool:
     return bool(poller.poll(0))
 
 
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+def _sqlite_engine(url: str, pool_size: int) -> Engine:
+    # A file database gets a QueuePool (SQLAlchemy 2); :memory: a single-connection pool that
+    # takes no size.
+    sized = {} if make_url(url).database in (None, "", ":memory:") else {"pool_size": pool_size, "max_overflow": pool_size}
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **sized)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

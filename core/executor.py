@@ -17,10 +17,11 @@ The check at the start is retried the same way within one lease length.
 
 A run has one deadline, JOB_TIMEOUT, in every mode, and one arbiter of "did the task return, or
 did the timeout come first": this Runner (`_InProgress.ended`, claimed once under one lock).
-- Sync mode (`execute_within`): the task runs on one of the runner's run threads (core.run_threads;
-  reused, none started per run) while the pass's thread waits up to JOB_TIMEOUT; past it, the
-  pass's thread claims the timeout and records the run failed through the fenced finish (the lease
-  is released, the user moves on) and the pass goes on.
+- Sync mode (`InlineRuns`): each task runs on one of the runner's
+  run threads (core.run_threads; reused, none started per run), up to SYNC_THREADS side by side,
+  while the pass's thread waits for them, each up to JOB_TIMEOUT; past it, the pass's thread claims
+  the timeout and records the run failed through the fenced finish (the lease is released, the
+  user moves on) and the pass goes on.
 - The threaded worker: its watchdog claims the timeout (`claim_timeout`, no database) and hands
   the recording (`record_timeout`) to another thread, so one slow write blocks no other timeout.
 - The default worker: RQ's SIGALRM raises `RunTimedOut` into the task (worker.timeouts); the
@@ -35,6 +36,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -101,17 +103,6 @@ delivers to another thread (a run thread) does not wake a lock wait, so Ctrl-C w
 run (CPython runs signal handlers in the main thread, between its own waits)."""
 
 
-def _acquire_within(lock: threading.Lock, seconds: float) -> bool:
-    """`lock.acquire(timeout=seconds)` in slices, so that the main thread sees Ctrl-C meanwhile."""
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        if lock.acquire(timeout=min(left, SIGNAL_CHECK_PERIOD)):
-            return True
-
-
 @dataclass(eq=False)
 class _InProgress:
     """A run whose task is running: who ended it (the task's return or its timeout, first claim
@@ -124,12 +115,14 @@ class _InProgress:
 
 class _Handoff:
     """A run handed to a run thread and its outcome (a lock is the cheapest wait: ~8 µs a run
-    against ~18 µs for a concurrent.futures.Future)."""
+    against ~18 µs for a concurrent.futures.Future); `ended` hears of it when the outcome is in,
+    so that one thread can wait for several runs at once (InlineRuns)."""
 
-    __slots__ = ("run", "enqueued_at", "done", "result", "error")
+    __slots__ = ("run", "enqueued_at", "began", "capped", "ended", "done", "result", "error")
 
-    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None) -> None:
-        self.run, self.enqueued_at = run, enqueued_at
+    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None, ended: queue.SimpleQueue[_Handoff], *, capped: bool) -> None:
+        self.run, self.enqueued_at, self.ended, self.capped = run, enqueued_at, ended, capped
+        self.began = time.monotonic()
         self.done = threading.Lock()
         self.done.acquire()  # released by the run thread when the outcome is in
         self.result: RunResult | None = None
@@ -140,6 +133,88 @@ class _Handoff:
             raise self.error
         assert self.result is not None
         return self.result
+
+
+class InlineRuns:
+    """Runs started on the runner's run threads by one thread that waits for them (a sync pass),
+    each held to JOB_TIMEOUT by that thread, side by side up to the free `slots` (SYNC_THREADS,
+    shared by every pass of the process: dispatcher.sinks.InlineSink).
+
+    The waiting thread is the one arbiter's caller for each of them: past its deadline a run's
+    timeout is claimed and recorded failed here (`Runner.claim_timeout`/`record_timeout`), its slot
+    is freed, and the task keeps its thread until it returns (its late result is refused). A stop
+    request (Ctrl-C) while waiting records every run still going failed ("stopped"), then is raised.
+    A run not `capped` takes no slot (a direct run a person waits for: see InlineSink)."""
+
+    def __init__(self, runner: Runner, *, slots: threading.Semaphore | None = None, timeout: float | None = None) -> None:
+        self._runner = runner
+        self._slots = slots
+        self._timeout = runner.settings.JOB_TIMEOUT if timeout is None else timeout
+        self._ended: queue.SimpleQueue[_Handoff] = queue.SimpleQueue()
+        self._flights: dict[_Handoff, None] = {}  # in start order
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    def try_start(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, capped: bool = True, wait: float = 0.0) -> bool:
+        """Start `run` if a slot is free (waiting up to `wait` seconds for one); False if none was."""
+        if capped and self._slots is not None:
+            if not (self._slots.acquire(timeout=wait) if wait > 0 else self._slots.acquire(blocking=False)):
+                return False
+        handoff = _Handoff(run, enqueued_at, self._ended, capped=capped)
+        self._flights[handoff] = None
+        self._runner.run_threads.submit(self._runner._execute_handed, handoff)
+        return True
+
+    def wait(self, *, every: bool = False, at_most: float | None = None) -> list[RunResult]:
+        """The outcomes of the runs that ended: wait until one has (every one with `every`; at
+        most `at_most` seconds, then maybe none), timing out those past JOB_TIMEOUT meanwhile."""
+        results: list[RunResult] = []
+        give_up = None if at_most is None else time.monotonic() + at_most
+        try:
+            while self._flights and (every or not results):
+                now = time.monotonic()
+                for handoff in [h for h in self._flights if now - h.began >= self._timeout]:
+                    results.append(self._time_out(handoff, now))
+                if not self._flights or (results and not every):
+                    break
+                left = min(h.began for h in self._flights) + self._timeout - now
+                if give_up is not None:
+                    if now >= give_up:
+                        break
+                    left = min(left, give_up - now)
+                try:  # in slices, so that the main thread sees Ctrl-C meanwhile (SIGNAL_CHECK_PERIOD)
+                    handoff = self._ended.get(timeout=max(0.0, min(left, SIGNAL_CHECK_PERIOD)))
+                except queue.Empty:
+                    continue
+                if handoff in self._flights:  # else: timed out here already, its late result was refused
+                    self._end(handoff)
+                    results.append(handoff.outcome())
+        except BaseException:
+            self.stop()
+            raise
+        return results
+
+    def stop(self, error: str = "stopped: the process was asked to stop") -> None:
+        """Record every run still going failed with `error` (those whose task returned meanwhile
+        keep their own outcome); their slots are freed."""
+        for handoff in list(self._flights):
+            self._end(handoff)
+            if self._runner.claim_timeout(handoff.run):
+                self._runner.record_timeout(handoff.run, elapsed=time.monotonic() - handoff.began, enqueued_at=handoff.enqueued_at, error=error)
+
+    def _time_out(self, handoff: _Handoff, now: float) -> RunResult:
+        self._end(handoff)
+        if self._runner.claim_timeout(handoff.run):
+            return self._runner.record_timeout(handoff.run, elapsed=now - handoff.began, enqueued_at=handoff.enqueued_at)
+        handoff.done.acquire()  # its task returned (or had not started) first: its own outcome, being written
+        return handoff.outcome()
+
+    def _end(self, handoff: _Handoff) -> None:
+        del self._flights[handoff]
+        if handoff.capped and self._slots is not None:
+            self._slots.release()
 
 
 class LeaseKeeper:
@@ -247,27 +322,6 @@ class Runner:
         """The one place a Runner is assembled: MONITOR_TASK is imported (and built) here."""
         return cls(engine, settings, clock or clock_for_dialect(engine.dialect.name), load_task(settings.MONITOR_TASK, settings))
 
-    def execute_within(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, timeout: float | None = None) -> RunResult:
-        """`execute` on one of the run threads, waiting at most `timeout` seconds (JOB_TIMEOUT): past
-        it, the run is recorded failed here and the caller goes on; the task keeps its thread until
-        it returns (its late result is then refused). What sync mode uses: a pass, the embedded
-        loop, the sync HTTP trigger, `dispatch --user`."""
-        limit = self.settings.JOB_TIMEOUT if timeout is None else timeout
-        began = time.monotonic()
-        handoff = _Handoff(run, enqueued_at)
-        self.run_threads.submit(self._execute_handed, handoff)
-        try:
-            if _acquire_within(handoff.done, limit):
-                return handoff.outcome()
-        except BaseException:  # a stop request (Ctrl-C) while waiting: record the run, then stop
-            if self.claim_timeout(run):
-                self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at, error="stopped: the process was asked to stop")
-            raise
-        if self.claim_timeout(run):
-            return self.record_timeout(run, elapsed=time.monotonic() - began, enqueued_at=enqueued_at)
-        handoff.done.acquire()  # its task returned (or had not started) first: its own outcome, being written
-        return handoff.outcome()
-
     def _execute_handed(self, handoff: _Handoff) -> None:
         try:
             handoff.result = self.execute(handoff.run, enqueued_at=handoff.enqueued_at)
@@ -275,6 +329,7 @@ class Runner:
             handoff.error = exc
         finally:
             handoff.done.release()
+            handoff.ended.put(handoff)
 
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         """Run the task on this thread and record its outcome (the module docstring)."""

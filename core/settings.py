@@ -23,6 +23,9 @@ DEFAULT_SQLITE_FILE = "monitor-scheduler.db"
 # guards the dispatch trigger, and 16 random characters are past any online guessing.
 MIN_SECRET_KEY_LENGTH = 32
 MIN_CRON_SECRET_LENGTH = 16
+# Most sync-mode runs at once: each holds a database connection at its start and its end (the
+# engine's pool is sized for them: monitor_scheduler.wiring), and SQLite has one writer.
+MAX_SYNC_THREADS = 256
 
 
 class Settings(BaseSettings):
@@ -77,6 +80,10 @@ class Settings(BaseSettings):
     )
     SYNC_TIME_BUDGET: float = Field(
         default=50.0, gt=0, description="Seconds a sync-mode pass may spend before it stops claiming."
+    )
+    SYNC_THREADS: int = Field(
+        default=4, ge=1, le=MAX_SYNC_THREADS,
+        description="Runs a sync-mode dispatcher process executes at once, on threads (each held to JOB_TIMEOUT). 1: one at a time.",
     )
     HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
     HEALTH_MAX_PASS_AGE: int = Field(

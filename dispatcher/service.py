@@ -13,7 +13,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,7 +79,7 @@ class Dispatcher:
 
     @classmethod
     def inline(cls, settings: Settings, engine: Engine, clock: Clock, runner: Runner) -> Dispatcher:
-        sink = InlineSink(runner, time_budget=settings.SYNC_TIME_BUDGET)
+        sink = InlineSink(runner, time_budget=settings.SYNC_TIME_BUDGET, threads=settings.SYNC_THREADS)
         return cls(engine, clock, DispatchPolicy.from_settings(settings), sink)
 
     @property
@@ -105,6 +106,24 @@ class Dispatcher:
 
     def _claim_loop(self, now: datetime, summary: DispatchSummary) -> None:
         self.sink.begin_pass()
+        with self._ending_pass(summary):
+            self._claim_batches(now, summary)
+
+    @contextmanager
+    def _ending_pass(self, summary: DispatchSummary) -> Iterator[None]:
+        """The sink's runs still going end with the pass (sync mode), whatever ended the claims; on
+        a stop request (Ctrl-C) they are recorded stopped instead of waited for."""
+        try:
+            yield
+        except Exception:
+            self.sink.end_pass(summary, stopping=False)
+            raise
+        except BaseException:
+            self.sink.end_pass(summary, stopping=True)
+            raise
+        self.sink.end_pass(summary, stopping=False)
+
+    def _claim_batches(self, now: datetime, summary: DispatchSummary) -> None:
         remaining = self.policy.batch_size
         until = claims.lease_until(now, self.policy.lease_ms)
         while remaining > 0:
@@ -228,7 +247,8 @@ class Dispatcher:
             raise LeaseHeld(f"user {user_id!r} was claimed by another dispatcher while its lost run was checked")
         summary.claimed = len(claimed)
         try:
-            self._deliver(claimed, summary)
+            with self._ending_pass(summary):
+                self._deliver(claimed, summary)
         finally:
             summary.duration_ms = int((time.perf_counter() - started) * 1000)
         logger.info("direct run user=%s token=%s %s", user_id, claimed[0].token, summary.line())

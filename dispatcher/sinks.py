@@ -8,14 +8,14 @@ returning the runs it did not deliver (their leases are released by the loop).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from core.capacity import SYNC_CAPACITY
 from core.domain import ClaimedRun, DispatchSummary, Trigger
-from core.executor import Runner
+from core.executor import InlineRuns, Runner, RunResult
 from dispatcher.enqueue import RqEnqueuer
 from dispatcher.workers import available_capacity
 
@@ -27,6 +27,8 @@ SYNC_CLAIM_BATCH = 20
 # How long after RQ marked a job started its lease may still look expired: the worker renews it
 # first thing (core.executor's start_run), so this only covers that statement's round trip.
 START_GRACE = timedelta(seconds=10)
+# Seconds a sync pass waits at a time for a run slot that another pass holds, between budget checks.
+SLOT_WAIT_SLICE = 0.2
 
 
 class Sink(Protocol):
@@ -48,6 +50,9 @@ class Sink(Protocol):
 
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
         """Hand the runs on; return those not handed on. Raise QueueUnavailable if none could be."""
+
+    def end_pass(self, summary: DispatchSummary, *, stopping: bool) -> None:
+        """After the last claim: wait for what still runs here (`stopping`: a stop request; end it now)."""
 
     def capacity(self) -> int | None:
         """Runs that can execute at once downstream (None: unknown), for the pass's sample."""
@@ -88,17 +93,25 @@ class QueueSink:
         summary.enqueued += len(claimed)
         return ()
 
+    def end_pass(self, summary: DispatchSummary, *, stopping: bool) -> None:
+        pass  # the queue's jobs run on the workers
+
     def capacity(self) -> int | None:
         """The live RQ workers' threads; unknown (None) when Redis fails after a successful pass."""
-        return available_capacity(self.enqueuer.queue)
+        return available_capacity(self.enqueuer.queue, sync_threads=0)  # a queue is given: never read
 
 
 class InlineSink:
-    """Run each claimed run here, through the same executor the workers use, within a time budget.
+    """Run the claimed runs here, up to `threads` (SYNC_THREADS) side by side, through the same
+    executor, lease and fencing the workers use, within a time budget.
 
-    Each run gets JOB_TIMEOUT, as on a worker: the executor runs the task on one of its run threads
-    and, past the timeout, records the run failed and hands the pass back (`Runner.execute_within`);
-    a task that never returns keeps its thread, and its late result is refused (`stale`)."""
+    Each run gets JOB_TIMEOUT, as on a worker: the pass's thread waits for its runs and, past a
+    run's timeout, records it failed and goes on (core.executor.InlineRuns); a task that never
+    returns keeps its thread, and its late result is refused (`stale`). A run starts only while the
+    budget lasts; runs claimed and not started are handed back (`released`, due again at once),
+    and the pass ends when its runs have ended. The `threads` slots are shared by every pass of
+    the process (the embedded loop and the sync HTTP trigger may run passes at once); a direct run
+    (Run now, `dispatch --user`: a person waits for it) takes none and starts at once."""
 
     mode = "sync"
     trigger = Trigger.SYNC
@@ -107,31 +120,61 @@ class InlineSink:
     def alive(self, parked: Sequence[ClaimedRun], now: datetime) -> set[str]:
         return set()
 
-    def __init__(self, runner: Runner, *, time_budget: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, runner: Runner, *, time_budget: float, threads: int = 1, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.runner = runner
         self.time_budget = time_budget
+        self.threads = threads
         self.monotonic = monotonic
-        self._deadline = 0.0
+        self._slots = threading.BoundedSemaphore(threads)
+        self._pass = threading.local()  # a pass runs on one thread; passes may run at once
 
     def begin_pass(self) -> None:
-        self._deadline = self.monotonic() + self.time_budget
+        self._pass.deadline = self.monotonic() + self.time_budget
+        self._pass.runs = InlineRuns(self.runner, slots=self._slots)
 
     def claim_limit(self) -> int:
-        return SYNC_CLAIM_BATCH
+        return max(SYNC_CLAIM_BATCH, self.threads)
 
     def must_stop(self, summary: DispatchSummary) -> bool:
-        if self.monotonic() < self._deadline:
+        if self.monotonic() < self._pass.deadline:
             return False
         summary.budget_exhausted = True
         return True
 
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
-        for index, run in enumerate(claimed):
-            if self.must_stop(summary):
-                return claimed[index:]
-            summary.count_run(self.runner.execute_within(run, enqueued_at=run.claimed_at).status)
+        runs: InlineRuns = self._pass.runs
+        try:
+            for index, run in enumerate(claimed):
+                while True:
+                    if self.must_stop(summary):
+                        return claimed[index:]
+                    # Waits for a slot in short slices when this pass has no run of its own to
+                    # wait for (another pass holds them all), so the budget is checked meanwhile.
+                    if runs.try_start(run, enqueued_at=run.claimed_at, capped=run.trigger is not Trigger.MANUAL,
+                                      wait=0.0 if runs.in_flight else SLOT_WAIT_SLICE):
+                        break
+                    self._count(runs.wait(at_most=SLOT_WAIT_SLICE), summary)
+        except BaseException:  # a stop request: record the runs going before their leases are released
+            runs.stop()
+            raise
         return ()
 
+    def end_pass(self, summary: DispatchSummary, *, stopping: bool) -> None:
+        """Wait for the runs still going (each up to JOB_TIMEOUT); `stopping`: record them failed now."""
+        runs: InlineRuns | None = getattr(self._pass, "runs", None)
+        if runs is None:
+            return
+        self._pass.runs = None
+        if stopping:
+            runs.stop()
+        else:
+            self._count(runs.wait(every=True), summary)
+
+    @staticmethod
+    def _count(results: Sequence[RunResult], summary: DispatchSummary) -> None:
+        for result in results:
+            summary.count_run(result.status)
+
     def capacity(self) -> int | None:
-        """This dispatcher runs its claims itself, one at a time."""
-        return SYNC_CAPACITY
+        """This dispatcher runs its claims itself, `threads` at once."""
+        return self.threads

@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.worker_registration import get_keys
 
-from core.capacity import SYNC_CAPACITY, WORKER_THREADS_FIELD
+from core.capacity import WORKER_THREADS_FIELD
 from core.exceptions import QueueUnavailable
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,13 @@ def worker_capacity(queue: Queue) -> int:
     return sum(_threads(announced) for alive, announced in zip(answers[::2], answers[1::2]) if alive)
 
 
-def available_capacity(queue: Queue | None) -> int | None:
+def available_capacity(queue: Queue | None, *, sync_threads: int) -> int | None:
     """Runs at once downstream, as every reader of the capacity counts it (the pass's sample, the
     admin page, the API, /metrics, `check`): the live workers of `queue`; in sync mode (`queue`
-    None) the dispatcher itself, one at a time; None (unknown) when Redis does not answer."""
+    None) the dispatcher itself, `sync_threads` (SYNC_THREADS) at once; None (unknown) when Redis
+    does not answer."""
     if queue is None:
-        return SYNC_CAPACITY
+        return sync_threads
     try:
         return worker_capacity(queue)
     except QueueUnavailable as exc:

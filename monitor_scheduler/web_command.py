@@ -97,7 +97,7 @@ def _start_embedded(app: App, web: WebState, args: argparse.Namespace, stop: thr
     user_link = sign_in_url(url, web.token_key, DEMO_USER, admin=False, ttl_seconds=EMBEDDED_LINK_TTL_SECONDS)
     print(
         f"\nmonitor-scheduler (embedded): database {services.settings.DATABASE_URL}, sync-mode dispatcher every "
-        f"{EMBEDDED_DISPATCH_EVERY:.0f} s, demo users {', '.join(users)}\n"
+        f"{EMBEDDED_DISPATCH_EVERY:.0f} s running up to {services.settings.SYNC_THREADS} runs at once (SYNC_THREADS), demo users {', '.join(users)}\n"
         f"  sign in as the demo admin ({DEMO_ADMIN}): {admin_link}\n"
         f"  sign in as a demo user   ({DEMO_USER}): {user_link}\n"
         "  (each link works once; restart for new ones)\n",

@@ -15,7 +15,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from core.clock import Clock, clock_for_dialect
-from core.db import create_db_engine
+from core.db import DEFAULT_POOL_SIZE, create_db_engine
 from core.exceptions import ConfigurationError
 from core.executor import Runner
 from core.settings import Settings
@@ -34,7 +34,9 @@ class App:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> App:
-        engine = create_db_engine(settings.DATABASE_URL)
+        # One connection for each sync-mode run at once (its start and its finish), beside the
+        # web's and the lease keeper's: the default pool would make SYNC_THREADS runs queue for one.
+        engine = create_db_engine(settings.DATABASE_URL, pool_size=max(DEFAULT_POOL_SIZE, settings.SYNC_THREADS + 2))
         return cls(settings, engine, clock or clock_for_dialect(engine.dialect.name))
 
     @cached_property

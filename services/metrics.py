@@ -75,7 +75,7 @@ class SchedulerCollector(Collector):
             f"{PREFIX}_capacity_needed", "Runs at once the enabled schedules need: sum of average run seconds / interval seconds", value=report.needed,
         )
         if report.capacity is not None:
-            yield GaugeMetricFamily(f"{PREFIX}_capacity_available", "Runs the live workers execute at once (workers x threads; 1 in sync mode)", value=report.capacity)
+            yield GaugeMetricFamily(f"{PREFIX}_capacity_available", "Runs the live workers execute at once (workers x threads; SYNC_THREADS in sync mode)", value=report.capacity)
         yield GaugeMetricFamily(f"{PREFIX}_backlog", "Runs waiting for a worker: due plus queued", value=report.backlog)
         family = GaugeMetricFamily(f"{PREFIX}_runs", "Schedules by where their run is", labels=["state"])
         for state, count in (("due", counts.due), ("queued", counts.queued), ("running", counts.running)):

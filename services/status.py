@@ -91,7 +91,7 @@ class Status:
     def capacity(self) -> CapacityReport:
         """Needed against available now, the backlog and its expected wait, and since when demand
         has stayed above capacity (from the passes' samples)."""
-        available = available_capacity(self._queue())
+        available = available_capacity(self._queue(), sync_threads=self.settings.SYNC_THREADS)
         with self.engine.connect() as conn:
             return health.capacity_report(
                 conn, now=self.clock.now(conn), available=available,

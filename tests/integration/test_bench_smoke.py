@@ -26,6 +26,7 @@ EXPECTED: dict[str, list[str]] = {
                         "fork.ours_jobs_per_s", "fork.bare_jobs_per_s", "fork.ratio", "threaded.ours_jobs_per_s", "threaded.ratio"],
     "lag": ["runs", "expected_runs", "p99_s"],
     "sqlite_sync": ["runs_per_s"],
+    "sync_threads": ["pass_s", "serial_s", "ratio", "succeeded"],
     "dispatcher_memory": ["peak_rss_mb", "idle_peak_rss_mb", "enqueued"],
     "overload": ["ratio", "succeeded_in_window", "capacity_runs", "runs_per_user_max"],
     "spreading": ["users", "with_max_over_mean", "without_max_over_mean"],
@@ -65,6 +66,8 @@ def test_benchmark_smoke(script: str, bench_env: dict[str, str]) -> None:
         assert isinstance(value, (int, float)) and value > 0, f"{script}: {key} = {value!r}"
     if script == "overload":
         assert (data["lost"], data["skipped"], data["exited"]) == (0, 0, 0), data
+    if script == "sync_threads":
+        assert data["succeeded"] == data["users"] and data["ratio"] < 1, "the runs of one pass overlap"
     if script == "lag":
         assert data["runs"] == data["expected_runs"], data
     if script in ("dispatch_throughput", "dispatcher_memory"):

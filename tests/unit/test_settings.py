@@ -36,6 +36,9 @@ def test_both_mysql_url_spellings_work(url: str) -> None:
         ("RUN_NOW_COOLDOWN", "-1"),
         ("RUN_NOW_COOLDOWN", "one minute"),
         ("RUN_NOW_COOLDOWN", "86401"),
+        ("SYNC_THREADS", "0"),
+        ("SYNC_THREADS", "257"),
+        ("SYNC_THREADS", "many"),
     ],
 )
 def test_a_bad_value_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -67,6 +70,11 @@ def test_short_secrets_are_named(name: str, short: str, long: str) -> None:
         f"invalid setting {name}: must be at least {len(long)} characters (a long random value)"
     ]
     assert load_settings(env_file=None, **{name: long}).weak_secrets() == []
+
+
+def test_sync_mode_runs_four_at_once_by_default_and_one_on_request() -> None:
+    assert load_settings(env_file=None).SYNC_THREADS == 4
+    assert load_settings(env_file=None, SYNC_THREADS=1).SYNC_THREADS == 1
 
 
 def test_run_now_cooldown_defaults_to_a_minute_and_zero_turns_it_off() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,8 @@ from core import queries, writes
 from core.capacity import WORKER_THREADS_FIELD, Sample
 from core.domain import RunRecord
 from tests.conftest import T0
-from tests.web.conftest import WebHarness
+from tests.conftest import Backend
+from tests.web.conftest import WebHarness, make_harness
 
 ADMIN = "/api/admin"
 
@@ -29,6 +31,14 @@ def given_samples(web: WebHarness, *rows: Sample) -> None:
     with web.backend.engine.begin() as conn:
         for row in rows:
             writes.insert_sample(conn, row)
+
+
+@pytest.fixture
+def web(backend: Backend) -> Iterator[WebHarness]:
+    """Sync mode running one run at a time (SYNC_THREADS=1): the capacity these stories count on."""
+    harness = make_harness(backend, SYNC_THREADS=1)
+    yield harness
+    harness.client.close()
 
 
 def metrics(web: WebHarness) -> dict[tuple[str, tuple], float]:
@@ -74,6 +84,19 @@ def test_the_admin_page_shows_the_figures_and_a_chart_of_due_queued_running_and_
 def test_without_samples_the_page_says_so_instead_of_an_empty_chart(web: WebHarness) -> None:
     page = web.browser_client("root", admin=True).get("/admin").text
     assert 'id="capacity-chart-empty"' in page and 'id="capacity-chart"' not in page
+
+
+def test_sync_mode_offers_sync_threads_runs_at_once(backend: Backend) -> None:
+    # Given sync mode with SYNC_THREADS=3 and 6 due users whose runs take 40 s,
+    harness = make_harness(backend, SYNC_THREADS=3)
+    harness.backend.add_schedules(6, interval=2)
+    for i in range(6):
+        history(harness, f"user-{i:06d}", 40)
+    # then the admin API and /metrics count 3 runs at once, and the wait is the backlog shared by 3.
+    body = harness.client.get(f"{ADMIN}/overview", headers=harness.auth("root", admin=True)).json()
+    assert (body["capacity"]["available"], body["capacity"]["expectedWaitSeconds"]) == (3, pytest.approx(6 * 40 / 3))
+    assert metrics(harness)[("monitor_scheduler_capacity_available", ())] == 3
+    harness.client.close()
 
 
 def test_capacity_gauges_in_metrics(web: WebHarness) -> None:
