@@ -214,6 +214,24 @@ def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(
 
 
 @pytest.mark.redis
+def test_the_queued_note_of_a_form_post_goes_when_the_worker_starts_the_run(live_queue: LiveServer, page, tmp_path: Path) -> None:
+    live_queue.seed("quinn")
+    page.goto(live_queue.link("quinn"))
+    # The form posted without the script's handler (form.submit() fires no submit event), as a
+    # browser does before the script loaded: the server answers with its note.
+    page.evaluate("document.getElementById('run-form').submit()")
+    expect(page.locator("#flash")).to_have_text("Run of quinn queued for a worker.")
+    expect(page.locator("#status")).to_have_text("queued")
+    env = cli_env(DATABASE_URL=live_queue.app.settings.DATABASE_URL, REDIS_URL=live_queue.app.settings.REDIS_URL or "", MONITOR_TASK=TASK)
+    worker = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    # The page's poll sees the run finished and drops the note that said it waits.
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#flash")).to_have_count(0)
+
+
+@pytest.mark.redis
 def test_a_slow_run_shows_its_progress_without_a_reload_then_the_finished_run(live_queue: LiveServer, page, tmp_path: Path) -> None:
     live_queue.seed("slow-sam")
     page.goto(live_queue.link("slow-sam"))
