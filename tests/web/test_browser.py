@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from core import domain, queries
+from core import domain, queries, writes
+from core.capacity import Sample
 from core.domain import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
@@ -370,3 +371,36 @@ def test_an_admin_sees_all_users_and_uses_the_filters(live: LiveServer, page) ->
     expect(page.locator("tr[data-user=carol]")).to_contain_text("succeeded")
     page.click("#unlock")
     expect(page.locator("#flash")).to_contain_text("Unlocked 0 expired lease(s).")
+
+
+def test_the_capacity_chart_has_axes_a_capacity_line_and_a_gap_where_no_pass_ran(live: LiveServer, page) -> None:
+    # Given passes every minute for the last 4 hours, except none for 40 minutes 2 hours ago,
+    with live.app.engine.begin() as conn:
+        now = live.app.clock.now(conn)
+        for m in range(240):
+            if not 100 <= m < 140:
+                writes.insert_sample(conn, Sample(now - timedelta(minutes=m), due=(m // 20) % 5, queued=(m // 30) % 3, running=2, demand=2.5, capacity=3))
+    page.goto(live.link("root", admin=True))
+    chart = page.locator("#capacity-chart")
+    expect(chart).to_be_visible()
+    # Axes: the baseline, five labelled y gridlines from 0 and hourly UTC labels along x.
+    axis = chart.locator("line.axis").bounding_box()  # a horizontal line: no height, so not "visible" to Playwright
+    assert axis is not None and axis["width"] > 600
+    expect(chart.locator(".y-labels text")).to_have_count(5)
+    expect(chart.locator(".y-labels text").first).to_have_text("0")
+    assert all(re.fullmatch(r"\d\d:00", t) for t in chart.locator(".x-labels text[text-anchor=middle]").all_text_contents())
+    expect(chart.locator(".x-labels text[text-anchor=middle]")).to_have_count(6)
+    # The capacity is a dashed line at 3; every series breaks at the gap, which is a shaded band.
+    capacity = chart.locator("polyline.series-capacity")
+    expect(capacity).to_have_count(2)
+    assert capacity.first.evaluate("el => getComputedStyle(el).strokeDasharray") not in ("", "none")
+    expect(chart.locator("polyline.series-due")).to_have_count(2)
+    gap = chart.locator("rect.gap")
+    expect(gap).to_have_count(1)
+    expect(gap).to_be_visible()
+    expect(gap.locator("title")).to_contain_text("No dispatch pass from")
+    box, plot = gap.bounding_box(), chart.bounding_box()
+    assert box is not None and plot is not None and 0.05 * plot["width"] < box["width"] < 0.15 * plot["width"], "40 minutes of 6 hours"
+    expect(page.locator(".legend [data-series=gap]")).to_have_text("no dispatch pass")
+    chart.scroll_into_view_if_needed()
+    screenshot(page, "admin-capacity-gap")
