@@ -141,16 +141,20 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_check(app: App, args: argparse.Namespace) -> int:
-    """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
-    report = app.services.status.health()
-    capacity = app.services.status.capacity()
-    age = report.last_pass_age_seconds
-    wait = capacity.expected_wait_seconds
-    facts = (
-        f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
-        f" capacity_needed={capacity.needed:.1f} capacity_available={'unknown' if capacity.capacity is None else capacity.capacity}"
-        f" backlog={capacity.backlog} expected_wait={'unknown' if wait is None else f'{wait:.0f}s'}"
-    )
+    """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes.
+    `--json` prints the body of GET /healthz/scheduler instead of the line (same exit code)."""
+    report = app.services.status.scheduler_health()
+    if args.json:
+        print(json.dumps(report.as_json()))
+        return EXIT_OK if report.ok else EXIT_FAILED
+    age, lag, capacity = report.last_pass_age_seconds, report.scheduling_lag_seconds, report.capacity
+    facts = f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={'unknown' if lag is None else f'{lag:.0f}s'}"
+    if capacity is not None:
+        wait = capacity.expected_wait_seconds
+        facts += (
+            f" capacity_needed={capacity.needed:.1f} capacity_available={'unknown' if capacity.capacity is None else capacity.capacity}"
+            f" backlog={capacity.backlog} expected_wait={'unknown' if wait is None else f'{wait:.0f}s'}"
+        )
     if report.ok:
         print(f"ok {facts}")
         return EXIT_OK
@@ -271,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", default="* * * * *", help="croniter expression (default: every minute)")
     p.set_defaults(func=_TICK_COMMANDS + "cmd_tick")
 
-    sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long").set_defaults(func=cmd_check)
+    p = sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long")
+    p.add_argument("--json", action="store_true", help="print the body of GET /healthz/scheduler (with the capacity figures) instead of one line; default: one line")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("unlock", help="release expired leases (recording the lost runs)")
     p.add_argument("--expired", action="store_true", required=True, help="only expired leases (the only kind)")
