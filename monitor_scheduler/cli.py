@@ -121,8 +121,8 @@ def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     data = console.schedule_dict(app.services.schedules.get(args.user))
     data["recentRuns"] = [
-        {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
+        {"slot": console.json_time(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
+         "finishedAt": console.json_time(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
          "progressMessage": r.progress_message}
         for r in app.services.runs.history(args.user, limit=args.runs)
     ]
