@@ -23,7 +23,7 @@ from core import shutdown
 from core.domain import Mode, ScheduleFilter
 from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, MonitorSchedulerError
 from core.logs import configure_logging
-from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
+from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from monitor_scheduler import console
@@ -96,8 +96,8 @@ def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else app.settings.WORKER_THREADS
     worker_class = args.worker_class or app.settings.WORKER_CLASS
-    if threads < 1:
-        raise ConfigurationError("invalid setting --threads: must be at least 1")
+    if not 1 <= threads <= MAX_WORKER_THREADS:
+        raise ConfigurationError(f"invalid setting --threads: must be from 1 to {MAX_WORKER_THREADS}")
     if threads > 1 and worker_class == "fork":
         raise ConfigurationError("invalid setting WORKER_THREADS: threads need WORKER_CLASS=simple (fork runs one job per process)")
     app.runner()  # fail fast: MONITOR_TASK must import before any worker starts
@@ -182,6 +182,8 @@ MAX_LIST_LIMIT = 10_000
 MAX_OFFSET = 10_000_000  # as the admin API's
 MAX_HISTORY_RUNS = 10_000
 MAX_WORKER_PROCESSES = 256  # as WORKER_CONCURRENCY
+MAX_WORKER_THREADS = 1000  # as WORKER_THREADS
+MAX_PORT = 65535
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() would read "٥" and "1_0")
 
 
@@ -216,6 +218,15 @@ def link_ttl(text: str) -> int:
 
 
 
+_FILTER_HELP = {
+    ScheduleFilter.DUE: "only schedules due now and not leased (default: every schedule)",
+    ScheduleFilter.RUNNING: "only schedules whose run holds a live lease (queued or running)",
+    ScheduleFilter.FAILING: "only schedules whose last run failed or was lost",
+    ScheduleFilter.DISABLED: "only disabled schedules",
+    ScheduleFilter.STALE: "only schedules whose lease expired without a result (see unlock)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -230,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dispatch", help="one dispatch pass (or run one user now with --user)")
     p.add_argument("--mode", choices=[m.value for m in Mode], help="default: queue when REDIS_URL is set, else sync")
-    p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run)")
+    p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run); default: a pass over every due user")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--loop", action="store_true", help="keep dispatching every --every until SIGTERM")
-    p.add_argument("--via-http", metavar="URL", help="ask the web app at URL to dispatch (POST /api/cron/one-click-start)")
+    p.add_argument("--via-http", metavar="URL", help="ask the web app at URL to dispatch (POST /api/cron/one-click-start); default: dispatch in this process")
     p.add_argument("--every", default="60s", help="loop period: 10s, 500ms, 1m (default 60s)")
     p.set_defaults(func=cmd_dispatch)
 
@@ -241,37 +252,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=whole_number(1, MAX_WORKER_PROCESSES), metavar="N",
                    help=f"worker processes, 1-{MAX_WORKER_PROCESSES} (default WORKER_CONCURRENCY)")
     p.add_argument("--worker-class", choices=["simple", "fork"], help="default WORKER_CLASS")
-    p.add_argument("--threads", type=int, help="runs at once in each worker process (default WORKER_THREADS)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"runs at once in each worker process, 1-{MAX_WORKER_THREADS} (default WORKER_THREADS)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
 
     sched = sub.add_parser("schedule", help="show and change schedules").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sched.add_parser("set", help="create or change a user's schedule")
-    p.add_argument("user")
-    p.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    p.add_argument("user", help="the user id (1-64 characters; see the user id rule in README)")
+    p.add_argument("--interval", metavar="MINUTES",
+                   help=f"run every MINUTES, {MIN_INTERVAL_MINUTES}-{MAX_INTERVAL_MINUTES}; default: unchanged, DEFAULT_INTERVAL_MINUTES for a new schedule")
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True,
+                        help="run the schedule automatically (default: unchanged, enabled for a new schedule)")
+    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
+                        help="stop automatic runs; run now still works (default: unchanged)")
     p.set_defaults(func=cmd_schedule_set, enabled=None)
     p = sched.add_parser("show", help="one user's schedule and recent runs")
-    p.add_argument("user")
+    p.add_argument("user", help="the user id whose schedule is shown")
     p.add_argument("--runs", type=whole_number(1, MAX_HISTORY_RUNS), default=10, metavar="N",
                    help=f"recent runs shown, 1-{MAX_HISTORY_RUNS} (default 10)")
     p.set_defaults(func=cmd_schedule_show)
     p = sched.add_parser("list", help="list schedules")
     filters = p.add_mutually_exclusive_group()
     for f in ScheduleFilter:
-        filters.add_argument(f"--{f.value}", action="store_true")
-    p.add_argument("--search", help="user id contains")
+        filters.add_argument(f"--{f.value}", action="store_true", help=_FILTER_HELP[f])
+    p.add_argument("--search", metavar="TEXT", help="only user ids containing TEXT; default: every user")
     p.add_argument("--limit", type=whole_number(1, MAX_LIST_LIMIT), default=100, metavar="N",
                    help=f"schedules shown, 1-{MAX_LIST_LIMIT} (default 100)")
     p.add_argument("--offset", type=whole_number(0, MAX_OFFSET), default=0, metavar="N",
                    help=f"schedules skipped first, 0-{MAX_OFFSET} (default 0)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the schedules as a JSON array; default: a table")
     p.set_defaults(func=cmd_schedule_list)
 
     p = sub.add_parser("tick", help="register the dispatch pass with rq-scheduler (no crontab needed)")
-    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("action", choices=["install", "uninstall", "status"], help="register the job, remove it, or show it")
     p.add_argument("--cron", default="* * * * *", help="croniter expression (default: every minute)")
     p.set_defaults(func=_TICK_COMMANDS + "cmd_tick")
 
@@ -294,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_DEMO_COMMANDS + "cmd_demo")
     p = sub.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=10111, help="port (default 10111)")
+    p.add_argument("--port", type=whole_number(1, MAX_PORT), default=10111, help=f"port, 1-{MAX_PORT} (default 10111)")
     p.add_argument("--dev", action="store_true", help="development: without SECRET_KEY use a random per-process key")
     p.add_argument(
         "--embedded", action="store_true",
