@@ -325,10 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the link stays valid: 30s, 15m, 2h; from 1s to 168h (7 days), default 15m")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
 
-    p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)")
+    p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process and refuse their tokens issued before (logout everywhere)")
     p.add_argument("user", help="the user id whose sessions end")
     p.add_argument("--admin-only", action="store_true",
-                   help="end only the sessions with admin rights (after taking the admin grant back)")
+                   help="end only the sessions, tokens and links with admin rights (after taking the admin grant back); default: all of them")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_sign_out")
     return parser
 

@@ -268,7 +268,7 @@ def test_a_plain_sql_insert_on_sqlite_reads_back_as_datetimes_and_runs(sqlite_ba
     assert sqlite_backend.schedule("host-made").last_status == "succeeded"
 
 
-HEAD = "0005"  # the newest migration (0005: manualRunAt, the "Run now" cooldown)
+HEAD = "0006"  # the newest migration (0006: WebSignOut, sign-out everywhere refuses older Bearer tokens)
 
 
 @pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])

@@ -223,6 +223,7 @@ def test_the_queued_note_of_a_form_post_goes_when_the_worker_starts_the_run(live
     page.evaluate("document.getElementById('run-form').submit()")
     expect(page.locator("#flash")).to_have_text("Run of quinn queued for a worker.")
     expect(page.locator("#status")).to_have_text("queued")
+    screenshot(page, "settings-queued-note")
     env = cli_env(DATABASE_URL=live_queue.app.settings.DATABASE_URL, REDIS_URL=live_queue.app.settings.REDIS_URL or "", MONITOR_TASK=TASK)
     worker = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"],
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
@@ -230,6 +231,7 @@ def test_the_queued_note_of_a_form_post_goes_when_the_worker_starts_the_run(live
     # The page's poll sees the run finished and drops the note that said it waits.
     expect(page.locator("#status")).to_have_text("succeeded")
     expect(page.locator("#flash")).to_have_count(0)
+    screenshot(page, "settings-queued-note-gone")
 
 
 @pytest.mark.redis
