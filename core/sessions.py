@@ -1,4 +1,5 @@
-"""Every SQL statement on the web's own tables: used sign-in tokens and browser sessions.
+"""Every SQL statement on the web's own tables: used sign-in tokens, browser sessions and the
+users' sign-outs everywhere (which Bearer tokens they refuse).
 
 Only the web imports this module (the dispatcher and workers never touch these tables). Like the
 repository, callers pass the connection inside the transaction they own and "now" explicitly.
@@ -19,10 +20,11 @@ from sqlalchemy import Connection, delete, insert, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
-from schema.models import used_sign_in_tokens, web_sessions
+from schema.models import used_sign_in_tokens, web_sessions, web_sign_outs
 
 t = used_sign_in_tokens.c
 w = web_sessions.c
+o = web_sign_outs.c
 
 SESSION_SECRET_BYTES = 32
 
@@ -95,3 +97,35 @@ def revoke_user_sessions(conn: Connection, *, user_id: str, now: datetime, admin
     if admin_only:
         query = query.where(w.isAdmin == true())
     return conn.execute(query.values(revokedAt=now)).rowcount
+
+
+# --- sign-outs everywhere (Bearer tokens) ---------------------------------------------------------
+
+
+def record_sign_out(conn: Connection, *, user_id: str, now: datetime, admin_only: bool = False) -> None:
+    """From `now` on, Bearer tokens of `user_id` issued before it are refused (with `admin_only`:
+    only those with admin rights). An UPDATE, else an INSERT; of two sign-outs racing to insert the
+    first row, the loser's INSERT fails on the primary key and its UPDATE then applies."""
+    column = "adminSignedOutAt" if admin_only else "signedOutAt"
+    values = {column: now}
+    if conn.execute(update(web_sign_outs).where(o.userId == user_id).values(values)).rowcount:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(web_sign_outs).values(userId=user_id, **values))
+    except IntegrityError:
+        conn.execute(update(web_sign_outs).where(o.userId == user_id).values(values))
+
+
+@dataclass(frozen=True)
+class SignOut:
+    """When a user was last signed out everywhere (all tokens) and out of admin rights."""
+
+    signed_out_at: datetime | None
+    admin_signed_out_at: datetime | None
+
+
+def load_sign_out(conn: Connection, *, user_id: str) -> SignOut | None:
+    """The user's sign-outs, None if never signed out: one primary-key read."""
+    row = conn.execute(select(o.signedOutAt, o.adminSignedOutAt).where(o.userId == user_id)).first()
+    return None if row is None else SignOut(row.signedOutAt, row.adminSignedOutAt)

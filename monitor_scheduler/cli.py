@@ -26,7 +26,7 @@ from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, Mo
 from core.logs import configure_logging
 from core.calendar import ScheduleRule, parse_cron
 from core.clock import utc_naive
-from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS, validate_interval
+from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS, validate_interval
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from monitor_scheduler import console
@@ -100,8 +100,8 @@ def _dispatch_loop(app: App, mode: Mode, args: argparse.Namespace) -> int:
 def cmd_worker(app: App, args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else app.settings.WORKER_THREADS
     worker_class = args.worker_class or app.settings.WORKER_CLASS
-    if threads < 1:
-        raise ConfigurationError("invalid setting --threads: must be at least 1")
+    if not 1 <= threads <= MAX_WORKER_THREADS:
+        raise ConfigurationError(f"invalid setting --threads: must be from 1 to {MAX_WORKER_THREADS}")
     if threads > 1 and worker_class == "fork":
         raise ConfigurationError("invalid setting WORKER_THREADS: threads need WORKER_CLASS=simple (fork runs one job per process)")
     app.runner()  # fail fast: MONITOR_TASK must import before any worker starts
@@ -147,8 +147,8 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
         zone = str(data["timeZone"])
         data["nextRuns"] = [console.slot_line(slot, zone) for slot in app.services.schedules.upcoming(args.user, args.next)]
     data["recentRuns"] = [
-        {"slot": console.fmt(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.fmt(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
+        {"slot": console.json_time(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
+         "finishedAt": console.json_time(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
          "progressMessage": r.progress_message}
         for r in app.services.runs.history(args.user, limit=args.runs)
     ]
@@ -167,16 +167,20 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_check(app: App, args: argparse.Namespace) -> int:
-    """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes."""
-    report = app.services.status.health()
-    capacity = app.services.status.capacity()
-    age = report.last_pass_age_seconds
-    wait = capacity.expected_wait_seconds
-    facts = (
-        f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={report.scheduling_lag_seconds:.0f}s"
-        f" capacity_needed={capacity.needed:.1f} capacity_available={'unknown' if capacity.capacity is None else capacity.capacity}"
-        f" backlog={capacity.backlog} expected_wait={'unknown' if wait is None else f'{wait:.0f}s'}"
-    )
+    """Exit 0 when healthy, 1 with the reasons otherwise: for PM2, systemd and Kubernetes probes.
+    `--json` prints the body of GET /healthz/scheduler instead of the line (same exit code)."""
+    report = app.services.status.scheduler_health()
+    if args.json:
+        print(json.dumps(report.as_json()))
+        return EXIT_OK if report.ok else EXIT_FAILED
+    age, lag, capacity = report.last_pass_age_seconds, report.scheduling_lag_seconds, report.capacity
+    facts = f"last_pass_age={'never' if age is None else f'{age:.0f}s'} scheduling_lag={'unknown' if lag is None else f'{lag:.0f}s'}"
+    if capacity is not None:
+        wait = capacity.expected_wait_seconds
+        facts += (
+            f" capacity_needed={capacity.needed:.1f} capacity_available={'unknown' if capacity.capacity is None else capacity.capacity}"
+            f" backlog={capacity.backlog} expected_wait={'unknown' if wait is None else f'{wait:.0f}s'}"
+        )
     if report.ok:
         print(f"ok {facts}")
         return EXIT_OK
@@ -204,6 +208,8 @@ MAX_LIST_LIMIT = 10_000
 MAX_OFFSET = 10_000_000  # as the admin API's
 MAX_HISTORY_RUNS = 10_000
 MAX_WORKER_PROCESSES = 256  # as WORKER_CONCURRENCY
+MAX_WORKER_THREADS = 1000  # as WORKER_THREADS
+MAX_PORT = 65535
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only (int() would read "٥" and "1_0")
 
 
@@ -249,6 +255,15 @@ def instant(text: str) -> datetime:
     return utc_naive(moment)
 
 
+_FILTER_HELP = {
+    ScheduleFilter.DUE: "only schedules due now and not leased (default: every schedule)",
+    ScheduleFilter.RUNNING: "only schedules whose run holds a live lease (queued or running)",
+    ScheduleFilter.FAILING: "only schedules whose last run failed or was lost",
+    ScheduleFilter.DISABLED: "only disabled schedules",
+    ScheduleFilter.STALE: "only schedules whose lease expired without a result (see unlock)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monitor-scheduler", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -263,10 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dispatch", help="one dispatch pass (or run one user now with --user)")
     p.add_argument("--mode", choices=[m.value for m in Mode], help="default: queue when REDIS_URL is set, else sync")
-    p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run)")
+    p.add_argument("--user", metavar="ID", help="direct mode: run this user now (never beside a live run); default: a pass over every due user")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--loop", action="store_true", help="keep dispatching every --every until SIGTERM")
-    p.add_argument("--via-http", metavar="URL", help="ask the web app at URL to dispatch (POST /api/cron/one-click-start)")
+    p.add_argument("--via-http", metavar="URL", help="ask the web app at URL to dispatch (POST /api/cron/one-click-start); default: dispatch in this process")
     p.add_argument("--every", default="60s", help="loop period: 10s, 500ms, 1m (default 60s)")
     p.set_defaults(func=cmd_dispatch)
 
@@ -274,58 +289,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=whole_number(1, MAX_WORKER_PROCESSES), metavar="N",
                    help=f"worker processes, 1-{MAX_WORKER_PROCESSES} (default WORKER_CONCURRENCY)")
     p.add_argument("--worker-class", choices=["simple", "fork"], help="default WORKER_CLASS")
-    p.add_argument("--threads", type=int, help="runs at once in each worker process (default WORKER_THREADS)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"runs at once in each worker process, 1-{MAX_WORKER_THREADS} (default WORKER_THREADS)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
 
     sched = sub.add_parser("schedule", help="show and change schedules").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = sched.add_parser("set", help="create or change a user's schedule")
-    p.add_argument("user")
+    p.add_argument("user", help="the user id (1-64 characters; see the user id rule in README)")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--interval", metavar="MINUTES", help="1-1440 (switches a calendar schedule back to an interval)")
-    kind.add_argument("--cron", metavar="EXPR", help='a calendar schedule: 5 fields, e.g. "0 9 * * MON-FRI"')
+    kind.add_argument("--interval", metavar="MINUTES",
+                      help=f"run every MINUTES, {MIN_INTERVAL_MINUTES}-{MAX_INTERVAL_MINUTES} (switches a calendar schedule back to an interval); "
+                      "default: unchanged, DEFAULT_INTERVAL_MINUTES for a new schedule")
+    kind.add_argument("--cron", metavar="EXPR", help='a calendar schedule: 5 fields, e.g. "0 9 * * MON-FRI" (default: unchanged)')
     p.add_argument("--tz", metavar="ZONE", help="IANA time zone of the expression, e.g. Europe/Berlin (default: unchanged, else UTC)")
     p.add_argument("--spread", metavar="DURATION",
-                   help="start a calendar schedule up to this late, by a stable per-user offset: 0 to 24h, e.g. 10m")
+                   help="start a calendar schedule up to this late, by a stable per-user offset: 0 to 24h, e.g. 10m (default: unchanged, else 0)")
     toggle = p.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True)
-    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False)
+    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True,
+                        help="run the schedule automatically (default: unchanged, enabled for a new schedule)")
+    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
+                        help="stop automatic runs; run now still works (default: unchanged)")
     p.set_defaults(func=cmd_schedule_set, enabled=None)
     p = sched.add_parser("preview", help="the next slots of a cron expression or an interval (no database)")
     kind = p.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--cron", metavar="EXPR", help='5 fields, e.g. "0 9 * * MON-FRI"')
-    kind.add_argument("--interval", metavar="MINUTES", help="1-1440")
+    kind.add_argument("--cron", metavar="EXPR", help='5 fields, e.g. "0 9 * * MON-FRI" (no default: --cron or --interval)')
+    kind.add_argument("--interval", metavar="MINUTES", help="1-1440 (no default: --cron or --interval)")
     p.add_argument("--tz", metavar="ZONE", help="IANA time zone of --cron, e.g. Europe/Berlin (default UTC)")
     p.add_argument("--from", dest="start", type=instant, metavar="ISO-8601",
-                   help="slots after this time (default now; UTC unless an offset is given)")
+                   help="slots after this time, 0001-01-01 to 9999-12-31 (default now; UTC unless an offset is given)")
     p.add_argument("--count", type=whole_number(1, MAX_PREVIEW_SLOTS), default=10, metavar="N",
                    help=f"slots shown, 1-{MAX_PREVIEW_SLOTS} (default 10)")
     p.set_defaults(func=cmd_schedule_preview, needs_app=False, start=None)
     p = sched.add_parser("show", help="one user's schedule and recent runs")
-    p.add_argument("user")
+    p.add_argument("user", help="the user id whose schedule is shown")
     p.add_argument("--runs", type=whole_number(1, MAX_HISTORY_RUNS), default=10, metavar="N",
                    help=f"recent runs shown, 1-{MAX_HISTORY_RUNS} (default 10)")
     p.add_argument("--next", type=whole_number(1, MAX_PREVIEW_SLOTS), metavar="N",
-                   help=f"also its next N slots (nextRuns: UTC and local time), 1-{MAX_PREVIEW_SLOTS}")
+                   help=f"also its next N slots (nextRuns: UTC and local time), 1-{MAX_PREVIEW_SLOTS} (default: none)")
     p.set_defaults(func=cmd_schedule_show)
     p = sched.add_parser("list", help="list schedules")
     filters = p.add_mutually_exclusive_group()
     for f in ScheduleFilter:
-        filters.add_argument(f"--{f.value}", action="store_true")
-    p.add_argument("--search", help="user id contains")
+        filters.add_argument(f"--{f.value}", action="store_true", help=_FILTER_HELP[f])
+    p.add_argument("--search", metavar="TEXT", help="only user ids containing TEXT; default: every user")
     p.add_argument("--limit", type=whole_number(1, MAX_LIST_LIMIT), default=100, metavar="N",
                    help=f"schedules shown, 1-{MAX_LIST_LIMIT} (default 100)")
     p.add_argument("--offset", type=whole_number(0, MAX_OFFSET), default=0, metavar="N",
                    help=f"schedules skipped first, 0-{MAX_OFFSET} (default 0)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the schedules as a JSON array; default: a table")
     p.set_defaults(func=cmd_schedule_list)
 
     p = sub.add_parser("tick", help="register the dispatch pass with rq-scheduler (no crontab needed)")
-    p.add_argument("action", choices=["install", "uninstall", "status"])
+    p.add_argument("action", choices=["install", "uninstall", "status"], help="register the job, remove it, or show it")
     p.add_argument("--cron", default="* * * * *", help="croniter expression (default: every minute)")
     p.set_defaults(func=_TICK_COMMANDS + "cmd_tick")
 
-    sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long").set_defaults(func=cmd_check)
+    p = sub.add_parser("check", help="exit 0 if dispatch passes succeed and due users do not wait too long")
+    p.add_argument("--json", action="store_true", help="print the body of GET /healthz/scheduler (with the capacity figures) instead of one line; default: one line")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("unlock", help="release expired leases (recording the lost runs)")
     p.add_argument("--expired", action="store_true", required=True, help="only expired leases (the only kind)")
@@ -342,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_DEMO_COMMANDS + "cmd_demo")
     p = sub.add_parser("web", help="serve the web app: settings page, admin overview, JSON API, cron endpoint")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=10111, help="port (default 10111)")
+    p.add_argument("--port", type=whole_number(1, MAX_PORT), default=10111, help=f"port, 1-{MAX_PORT} (default 10111)")
     p.add_argument("--dev", action="store_true", help="development: without SECRET_KEY use a random per-process key")
     p.add_argument(
         "--embedded", action="store_true",
@@ -358,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long the link stays valid: 30s, 15m, 2h; from 1s to 168h (7 days), default 15m")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_login_link")
 
-    p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process (logout everywhere)")
+    p = sub.add_parser("sign-out", help="end a user's web sessions on every browser and web process and refuse their tokens issued before (logout everywhere)")
     p.add_argument("user", help="the user id whose sessions end")
     p.add_argument("--admin-only", action="store_true",
-                   help="end only the sessions with admin rights (after taking the admin grant back)")
+                   help="end only the sessions, tokens and links with admin rights (after taking the admin grant back); default: all of them")
     p.set_defaults(func=_WEB_COMMANDS + "cmd_sign_out")
     return parser
 

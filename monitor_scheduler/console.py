@@ -20,7 +20,14 @@ logger = logging.getLogger(__name__)
 
 
 def fmt(moment: datetime | None) -> str:
+    """A time in a table for people: "-" when not set."""
     return utc_text(moment, sep=" ")
+
+
+def json_time(moment: datetime | None) -> str | None:
+    """A time in the command line's JSON: ISO 8601 as the API writes it, null when not set (a
+    script reading it should not have to know our table's "-")."""
+    return None if moment is None else utc_text(moment)
 
 
 def printable_error(error: str | None) -> str | None:
@@ -44,17 +51,17 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
         "cron": schedule.cron_expr,
         "timeZone": schedule.time_zone,
         "spreadSeconds": schedule.spread_seconds,
-        "nextRunAt": fmt(schedule.next_run_at),
-        "lastRunAt": fmt(schedule.last_run_at),
+        "nextRunAt": json_time(schedule.next_run_at),
+        "lastRunAt": json_time(schedule.last_run_at),
         "lastStatus": schedule.last_status,
         "lastError": printable_error(schedule.last_error),
-        "lockedUntil": fmt(schedule.locked_until),
+        "lockedUntil": json_time(schedule.locked_until),
         "lockedBy": schedule.locked_by,
         "state": schedule.state.value,
-        "runStartedAt": fmt(schedule.run_started_at),
+        "runStartedAt": json_time(schedule.run_started_at),
         "progress": schedule.progress,
         "progressMessage": schedule.progress_message,
-        "progressAt": fmt(schedule.progress_at),
+        "progressAt": json_time(schedule.progress_at),
     }
 
 

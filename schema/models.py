@@ -174,6 +174,18 @@ web_sessions = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
+# One row per user ever signed out everywhere (migration 0006): Bearer tokens are not stored, so
+# "sign out everywhere" refuses those of the user issued (`iat`) before `signedOutAt` (or, with
+# `admin: true`, before `adminSignedOutAt`). One primary-key read per Bearer request.
+web_sign_outs = Table(
+    "WebSignOut",
+    metadata,
+    Column("userId", UserIdType, primary_key=True),
+    Column("signedOutAt", Millis, nullable=True),
+    Column("adminSignedOutAt", Millis, nullable=True),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 # One row per dispatch pass (migration 0004): the backlog and the capacity at that moment, for the
 # admin page's chart and `check`'s "demand above capacity for too long". Pruned by age.
 samples = Table(

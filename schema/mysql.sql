@@ -145,7 +145,18 @@ ALTER TABLE `UserMonitorSchedule` ADD COLUMN `manualRunAt` DATETIME(3);
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
--- Running upgrade 0005 -> 0007
+-- Running upgrade 0005 -> 0006
+
+CREATE TABLE `WebSignOut` (
+    `userId` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL, 
+    `signedOutAt` DATETIME(3), 
+    `adminSignedOutAt` DATETIME(3), 
+    PRIMARY KEY (`userId`)
+)ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_unicode_ci;
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
+-- Running upgrade 0006 -> 0007
 
 ALTER TABLE `UserMonitorSchedule` ADD COLUMN `cronExpr` VARCHAR(100);
 
@@ -155,5 +166,5 @@ ALTER TABLE `UserMonitorSchedule` ADD COLUMN `spreadSeconds` INTEGER NOT NULL DE
 
 ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_spread` CHECK (spreadSeconds BETWEEN 0 AND 86400);
 
-UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0005';
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
 

@@ -44,6 +44,25 @@ class SessionService:
             sessions.end_session(conn, secret=secret)
 
     def revoke_user(self, user_id: str, *, admin_only: bool = False) -> int:
-        """End every live session of `user_id` (or only those with admin rights)."""
+        """Sign `user_id` out everywhere (or out of admin rights only): end every live session and,
+        in the same transaction, refuse from now on the Bearer tokens issued before now."""
         with self.engine.begin() as conn:
-            return sessions.revoke_user_sessions(conn, user_id=user_id, now=self.clock.now(conn), admin_only=admin_only)
+            now = self.clock.now(conn)
+            sessions.record_sign_out(conn, user_id=user_id, now=now, admin_only=admin_only)
+            return sessions.revoke_user_sessions(conn, user_id=user_id, now=now, admin_only=admin_only)
+
+    def token_revoked(self, user_id: str, *, admin: bool, issued_at: float | None) -> datetime | None:
+        """When the user was signed out, if that refuses a Bearer token issued at `issued_at` (its
+        `iat`, unix seconds; None when the token has none), else None.
+
+        `iat` has whole seconds: a token issued in the very second of the sign-out counts as
+        before it (refused; the host mints another a second later). A token without `iat` cannot
+        show it is newer than a sign-out, so once a user was signed out everywhere it is refused."""
+        with self.engine.connect() as conn:
+            found = sessions.load_sign_out(conn, user_id=user_id)
+        if found is None:
+            return None
+        for moment in (found.signed_out_at, found.admin_signed_out_at if admin else None):
+            if moment is not None and (issued_at is None or datetime(1970, 1, 1) + timedelta(seconds=issued_at) < moment.replace(microsecond=0) + timedelta(seconds=1)):
+                return moment
+        return None

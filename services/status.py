@@ -63,15 +63,41 @@ class Readiness:
     redis: str
 
 
+def _iso(moment: datetime | None) -> str | None:
+    """Naive UTC from the database as ISO 8601 with its zone, as the API writes times."""
+    return None if moment is None else moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def capacity_figures(report: CapacityReport) -> dict[str, object]:
+    """The capacity as the API spells it (JSON-ready, camelCase): the admin overview,
+    /healthz/scheduler and `check --json` give these same figures, which `check` prints."""
+    counts = report.load.counts
+    return {
+        "needed": report.needed, "available": report.capacity,
+        "due": counts.due, "queued": counts.queued, "running": counts.running, "backlog": report.backlog,
+        "averageRunSeconds": report.load.average_run_seconds, "expectedWaitSeconds": report.expected_wait_seconds,
+        "overloaded": report.overloaded, "overloadedSince": _iso(report.overloaded_since),
+    }
+
+
 @dataclass(frozen=True)
 class SchedulerHealth:
     problems: list[str]
     last_pass_age_seconds: float | None = None
     scheduling_lag_seconds: float | None = None
+    capacity: CapacityReport | None = None  # None when the database could not be read
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def as_json(self) -> dict[str, object]:
+        """The body of GET /healthz/scheduler and of `monitor-scheduler check --json`."""
+        return {
+            "status": "ok" if self.ok else "unhealthy", "problems": self.problems,
+            "lastPassAgeSeconds": self.last_pass_age_seconds, "schedulingLagSeconds": self.scheduling_lag_seconds,
+            "capacity": None if self.capacity is None else capacity_figures(self.capacity),
+        }
 
 
 class Status:
@@ -165,16 +191,18 @@ class Status:
         return Readiness(database == "ok" and not redis.startswith("unreachable"), database, redis)
 
     def scheduler_health(self) -> SchedulerHealth:
-        """The dead-man check of `monitor-scheduler check`, for the web: a recent successful pass,
-        no due user waiting too long; a database it cannot read is a problem, never a 500."""
+        """The dead-man check of `monitor-scheduler check` and /healthz/scheduler: a recent
+        successful pass, no due user waiting too long, demand not above capacity for too long, with
+        the capacity figures; a database it cannot read is a problem, never a 500 or a traceback."""
         try:
             report = self.health()
+            capacity = self.capacity()
         except SQLAlchemyError as exc:
             logger.warning("scheduler health: database unreachable: %s", exc)
             return SchedulerHealth([f"database unreachable: {exc.__class__.__name__}"])
         if not report.ok:
             logger.warning("scheduler health: %s", "; ".join(report.problems))
-        return SchedulerHealth(list(report.problems), report.last_pass_age_seconds, report.scheduling_lag_seconds)
+        return SchedulerHealth(list(report.problems), report.last_pass_age_seconds, report.scheduling_lag_seconds, capacity)
 
 
 def _summary_from_json(detail: str | None) -> DispatchSummary | None:

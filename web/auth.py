@@ -74,9 +74,21 @@ def decode_token(secret: str, token: str) -> tuple[Principal, dict[str, object]]
     return Principal(user_id, admin), claims
 
 
+def refuse_signed_out(principal: Principal, claims: dict[str, object], sessions: SessionService) -> None:
+    """A Bearer token of a user signed out everywhere (`monitor-scheduler sign-out`) after the
+    token was issued (`iat`) is refused; so is one without `iat` once the user was signed out."""
+    issued = claims.get("iat")
+    issued_at = float(issued) if isinstance(issued, int | float) and not isinstance(issued, bool) else None
+    when = sessions.token_revoked(principal.user_id, admin=principal.admin, issued_at=issued_at)
+    if when is not None:
+        reason = "issued before" if issued_at is not None else "without 'iat' after"
+        raise AuthError(f"token revoked: {reason} the user was signed out everywhere at {when:%Y-%m-%d %H:%M:%S} UTC; ask for a new token")
+
+
 def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
     """A sign-in link's token: valid, carrying a `jti`, and not used before (by any process)."""
     principal, claims = decode_token(secret, token)
+    refuse_signed_out(principal, claims, used)  # a link mailed before a sign-out everywhere dies with it
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise AuthError("sign-in tokens need a 'jti' claim (one-time links)")

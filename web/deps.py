@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from services.sessions import SessionService
-from web.auth import AuthError, Principal, csrf_token_for, decode_token, same_secret
+from web.auth import AuthError, Principal, csrf_token_for, decode_token, refuse_signed_out, same_secret
 from web.state import WebState
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -87,11 +87,12 @@ def current_user(
     if credentials is not None:
         try:
             bearer, claims = decode_token(web.token_key, credentials.credentials)
+            if "jti" in claims:
+                # A one-time sign-in link's token: used or not, a leaked link must not open the API.
+                raise AuthError("sign-in link tokens (with a 'jti' claim) are not API credentials")
+            refuse_signed_out(bearer, claims, session_store(web))
         except AuthError as exc:
             raise unauthorized(str(exc)) from None
-        if "jti" in claims:
-            # A one-time sign-in link's token: used or not, a leaked link must not open the API.
-            raise unauthorized("sign-in link tokens (with a 'jti' claim) are not API credentials")
         return bearer
     if request.headers.get("authorization"):
         raise unauthorized("Authorization header must be 'Bearer <token>'")

@@ -300,3 +300,5 @@ class SchedulerHealthOut(BaseModel):
                                             "a due user waiting past HEALTH_MAX_DUE_AGE, or the database unreachable")
     lastPassAgeSeconds: float | None = Field(description="Seconds since the last successful dispatch pass (any dispatcher)")
     schedulingLagSeconds: float | None = Field(description="Age of the oldest due schedule; 0 when none waits")
+    capacity: CapacityOut | None = Field(description="The capacity figures `check` prints (as in GET /api/admin/overview); "
+                                                     "null when the database could not be read")

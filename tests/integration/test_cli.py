@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -256,18 +257,31 @@ def test_commands_that_need_redis_say_so_without_a_traceback(workdir: Path, comm
     assert "REDIS_URL" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_schedule_json_says_null_for_a_time_that_is_not_set(workdir: Path) -> None:
+    assert run(workdir, "migrate").returncode == 0
+    created = json.loads(run(workdir, "schedule", "set", "alice").stdout.split(" ", 1)[1])
+    shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
+    listed = json.loads(run(workdir, "schedule", "list", "--json").stdout)[0]
+    for body in (created, shown, listed):
+        assert (body["lastRunAt"], body["lockedUntil"], body["runStartedAt"], body["progressAt"]) == (None, None, None, None)
+        assert "-" not in body.values()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["nextRunAt"]), "ISO 8601, as the API writes times"
+    table = run(workdir, "schedule", "list").stdout.splitlines()[1].split()
+    assert table[5:] == ["-", "-", "-"], "the table for people keeps its dash (lastRunAt, lastStatus, lockedBy)"
+
+
 def test_schedule_show_prints_the_state_and_progress_and_history_keeps_the_last_message(workdir: Path) -> None:
     assert run(workdir, "migrate").returncode == 0
     assert run(workdir, "schedule", "set", "alice").returncode == 0
     shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
-    assert (shown["state"], shown["progress"], shown["progressMessage"], shown["runStartedAt"]) == ("idle", None, None, "-")
+    assert (shown["state"], shown["progress"], shown["progressMessage"], shown["runStartedAt"]) == ("idle", None, None, None)
 
     env = cli_env(DATABASE_URL=f"sqlite:///{workdir / 'cli.db'}", MONITOR_TASK="tests.tasks:progress_task")
     assert run(workdir, "dispatch", env=env).returncode == 0
 
     shown = json.loads(run(workdir, "schedule", "show", "alice").stdout)
     assert (shown["state"], shown["progress"], shown["progressMessage"]) == ("idle", 1.0, "all of alice's endpoints answered")
-    assert shown["runStartedAt"] != "-" and shown["progressAt"] != "-"
+    assert shown["runStartedAt"].endswith("Z") and shown["progressAt"].endswith("Z")
     assert shown["recentRuns"][0]["progressMessage"] == "all of alice's endpoints answered"
 
     engine = create_db_engine(f"sqlite:///{workdir / 'cli.db'}")

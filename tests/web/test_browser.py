@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from core import domain, queries
+from core import domain, queries, writes
+from core.capacity import Sample
 from core.clock import Clock, FixedClock
 from core.domain import Mode
 from monitor_scheduler.wiring import App
@@ -249,6 +250,26 @@ def test_run_now_in_queue_mode_shows_the_run_in_progress_until_a_worker_runs_it(
 
 
 @pytest.mark.redis
+def test_the_queued_note_of_a_form_post_goes_when_the_worker_starts_the_run(live_queue: LiveServer, page, tmp_path: Path) -> None:
+    live_queue.seed("quinn")
+    page.goto(live_queue.link("quinn"))
+    # The form posted without the script's handler (form.submit() fires no submit event), as a
+    # browser does before the script loaded: the server answers with its note.
+    page.evaluate("document.getElementById('run-form').submit()")
+    expect(page.locator("#flash")).to_have_text("Run of quinn queued for a worker.")
+    expect(page.locator("#status")).to_have_text("queued")
+    screenshot(page, "settings-queued-note")
+    env = cli_env(DATABASE_URL=live_queue.app.settings.DATABASE_URL, REDIS_URL=live_queue.app.settings.REDIS_URL or "", MONITOR_TASK=TASK)
+    worker = subprocess.run([PYTHON, "-m", "monitor_scheduler.cli", "worker", "--concurrency", "1", "--burst"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0, worker.stderr
+    # The page's poll sees the run finished and drops the note that said it waits.
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#flash")).to_have_count(0)
+    screenshot(page, "settings-queued-note-gone")
+
+
+@pytest.mark.redis
 def test_a_slow_run_shows_its_progress_without_a_reload_then_the_finished_run(live_queue: LiveServer, page, tmp_path: Path) -> None:
     live_queue.seed("slow-sam")
     page.goto(live_queue.link("slow-sam"))
@@ -387,3 +408,36 @@ def test_an_admin_sees_all_users_and_uses_the_filters(live: LiveServer, page) ->
     expect(page.locator("tr[data-user=carol]")).to_contain_text("succeeded")
     page.click("#unlock")
     expect(page.locator("#flash")).to_contain_text("Unlocked 0 expired lease(s).")
+
+
+def test_the_capacity_chart_has_axes_a_capacity_line_and_a_gap_where_no_pass_ran(live: LiveServer, page) -> None:
+    # Given passes every minute for the last 4 hours, except none for 40 minutes 2 hours ago,
+    with live.app.engine.begin() as conn:
+        now = live.app.clock.now(conn)
+        for m in range(240):
+            if not 100 <= m < 140:
+                writes.insert_sample(conn, Sample(now - timedelta(minutes=m), due=(m // 20) % 5, queued=(m // 30) % 3, running=2, demand=2.5, capacity=3))
+    page.goto(live.link("root", admin=True))
+    chart = page.locator("#capacity-chart")
+    expect(chart).to_be_visible()
+    # Axes: the baseline, five labelled y gridlines from 0 and hourly UTC labels along x.
+    axis = chart.locator("line.axis").bounding_box()  # a horizontal line: no height, so not "visible" to Playwright
+    assert axis is not None and axis["width"] > 600
+    expect(chart.locator(".y-labels text")).to_have_count(5)
+    expect(chart.locator(".y-labels text").first).to_have_text("0")
+    assert all(re.fullmatch(r"\d\d:00", t) for t in chart.locator(".x-labels text[text-anchor=middle]").all_text_contents())
+    expect(chart.locator(".x-labels text[text-anchor=middle]")).to_have_count(6)
+    # The capacity is a dashed line at 3; every series breaks at the gap, which is a shaded band.
+    capacity = chart.locator("polyline.series-capacity")
+    expect(capacity).to_have_count(2)
+    assert capacity.first.evaluate("el => getComputedStyle(el).strokeDasharray") not in ("", "none")
+    expect(chart.locator("polyline.series-due")).to_have_count(2)
+    gap = chart.locator("rect.gap")
+    expect(gap).to_have_count(1)
+    expect(gap).to_be_visible()
+    expect(gap.locator("title")).to_contain_text("No dispatch pass from")
+    box, plot = gap.bounding_box(), chart.bounding_box()
+    assert box is not None and plot is not None and 0.05 * plot["width"] < box["width"] < 0.15 * plot["width"], "40 minutes of 6 hours"
+    expect(page.locator(".legend [data-series=gap]")).to_have_text("no dispatch pass")
+    chart.scroll_into_view_if_needed()
+    screenshot(page, "admin-capacity-gap")

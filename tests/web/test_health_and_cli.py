@@ -3,6 +3,7 @@ prints a link the app accepts once."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -194,3 +195,30 @@ def test_the_web_command_serves_and_dispatch_via_http_uses_its_cron_endpoint(sql
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_dead_man_check_carries_the_capacity_figures_of_the_overview(web: WebHarness) -> None:
+    # Given 3 users due and a pass that ran them, then 2 more due,
+    web.backend.add_schedules(3, interval=1)
+    web.cron({})
+    web.backend.add_schedules(2, prefix="later")
+    body = web.client.get("/healthz/scheduler").json()
+    overview = web.client.get("/api/admin/overview", headers=web.auth("root", admin=True)).json()
+    # then /healthz/scheduler carries the figures `check` prints, the same as the admin overview's.
+    assert body["capacity"] == overview["capacity"]
+    sync_threads = web.app.settings.SYNC_THREADS  # sync mode offers SYNC_THREADS runs at once
+    assert (body["capacity"]["available"], body["capacity"]["due"], body["capacity"]["backlog"]) == (sync_threads, 2, 2)
+
+
+def test_check_json_prints_the_dead_man_checks_body_with_the_capacity(sqlite_url: str, tmp_path: Path) -> None:
+    # Sync mode (no REDIS_URL) with SYNC_THREADS=3: three runs at once available.
+    unhealthy = run_cli("check", "--json", cwd=tmp_path, DATABASE_URL=sqlite_url, SYNC_THREADS="3")
+    body = json.loads(unhealthy.stdout)
+    assert unhealthy.returncode == 1 and body["status"] == "unhealthy" and body["problems"] == ["no dispatch pass has succeeded yet"]
+    assert set(body) == {"status", "problems", "lastPassAgeSeconds", "schedulingLagSeconds", "capacity"}
+    assert (body["capacity"]["available"], body["capacity"]["backlog"], body["capacity"]["overloaded"]) == (3, 0, False)
+    assert run_cli("dispatch", cwd=tmp_path, DATABASE_URL=sqlite_url).returncode == 0
+    healthy = run_cli("check", "--json", cwd=tmp_path, DATABASE_URL=sqlite_url)
+    assert healthy.returncode == 0 and json.loads(healthy.stdout)["status"] == "ok"
+    line = run_cli("check", cwd=tmp_path, DATABASE_URL=sqlite_url, SYNC_THREADS="3")
+    assert line.returncode == 0 and line.stdout.startswith("ok ") and "capacity_available=3" in line.stdout

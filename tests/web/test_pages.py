@@ -4,9 +4,12 @@ form posts, server-side validation of the settings form, escaping, security head
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import pytest
 
+from core import fenced
+from tests.conftest import T0
 from tests.web.conftest import WebHarness
 from tests.web.test_cron_api import hold_lease
 
@@ -216,3 +219,23 @@ def test_the_admin_form_refuses_a_non_nfc_user_id(web: WebHarness) -> None:
     assert response.status_code == 303
     assert "NFC form" in admin.get("/admin").text
     assert web.backend.schedule("jos\u00e9-000000").interval_minutes == 5
+
+
+@pytest.mark.redis
+def test_the_queued_note_goes_once_a_worker_has_started_the_run(queue_web: WebHarness) -> None:
+    waiting, started = queue_web.backend.add_schedules(2, prefix="alice")
+    # Given two users who each queue a run from the page,
+    clients = {user: queue_web.browser_client(user) for user in (waiting, started)}
+    for user, client in clients.items():
+        assert client.post("/settings/run", data={"csrf_token": queue_web.csrf(client)}).status_code == 303
+    # when a worker starts the second one's run before its page comes back,
+    token = queue_web.backend.schedule(started).locked_by or ""
+    with queue_web.backend.engine.begin() as conn:
+        clock = queue_web.backend.clock
+        assert fenced.start_run(conn, user_id=started, token=token, lease_until=clock.sql_now(20 * 60_000), now=clock.sql_now())
+    # then the first page says the run waits, the second shows it running without the stale note.
+    page = clients[waiting].get("/settings").text
+    assert f"Run of {waiting} queued for a worker." in page and 'pill-queued">queued<' in page
+    page = clients[started].get("/settings").text
+    assert 'pill-running">running<' in page
+    assert 'id="flash"' not in page and "queued for a worker" not in page

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from core.clock import epoch_ms, utc_naive
 from core.db import create_db_engine
 from services.sessions import SessionService
-from tests.conftest import Backend
+from tests.conftest import T0, Backend
 from tests.web.conftest import WebHarness, make_harness
 from tests.web.test_health_and_cli import run_cli
 
@@ -234,3 +234,69 @@ def test_the_question_escapes_both_user_ids(web: WebHarness) -> None:
     page = admin.get(web.sign_in_link(evil)).text
     assert evil not in page
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+
+
+# --- sign out everywhere: Bearer tokens and links issued before it ------------------------------
+
+T0_EPOCH = int(T0.replace(tzinfo=UTC).timestamp())  # the harness's clock, which times the sign-out
+
+
+def given_users(web: WebHarness, *user_ids: str) -> None:
+    for user_id in user_ids:
+        web.app.services.schedules.set(user_id, interval=5, enabled=True)
+
+
+def test_signing_out_everywhere_refuses_bearer_tokens_issued_before_it(web: WebHarness) -> None:
+    # Given a token alice's host issued a minute before she is signed out everywhere,
+    given_users(web, "alice", "bob")
+    old = web.token("alice", iat=T0_EPOCH - 60)
+    assert web.client.get(ME, headers={"Authorization": f"Bearer {old}"}).status_code == 200
+    web.app.services.sessions.revoke_user("alice")
+    # then it is refused, with the reason, and a token issued after the sign-out works.
+    refused = web.client.get(ME, headers={"Authorization": f"Bearer {old}"})
+    assert refused.status_code == 401 and "signed out everywhere at 2026-01-05 12:00:00 UTC" in refused.json()["message"]
+    assert web.client.get(ME, headers={"Authorization": f"Bearer {web.token('alice', iat=T0_EPOCH + 1)}"}).status_code == 200
+    assert web.client.get(ME, headers={"Authorization": f"Bearer {web.token('bob', iat=T0_EPOCH - 60)}"}).status_code == 200, "only alice"
+
+
+def test_a_token_of_the_very_second_of_the_sign_out_is_refused_and_one_without_iat_too(web: WebHarness) -> None:
+    given_users(web, "alice")
+    without_iat = web.token("alice", iat=None)
+    assert web.client.get(ME, headers={"Authorization": f"Bearer {without_iat}"}).status_code == 200, "never signed out: accepted"
+    web.backend.clock.advance(milliseconds=400)
+    web.app.services.sessions.revoke_user("alice")
+    for token in (web.token("alice", iat=T0_EPOCH), without_iat):
+        response = web.client.get(ME, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401 and "token revoked" in response.json()["message"]
+
+
+def test_signing_out_of_admin_rights_refuses_only_the_admin_tokens_issued_before(web: WebHarness) -> None:
+    given_users(web, "ops")
+    admin, plain = web.token("ops", admin=True, iat=T0_EPOCH - 60), web.token("ops", iat=T0_EPOCH - 60)
+    web.app.services.sessions.revoke_user("ops", admin_only=True)
+    assert web.client.get("/api/admin/overview", headers={"Authorization": f"Bearer {admin}"}).status_code == 401
+    assert web.client.get(ME, headers={"Authorization": f"Bearer {plain}"}).status_code == 200
+    fresh = web.token("ops", admin=True, iat=T0_EPOCH + 1)
+    assert web.client.get("/api/admin/overview", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
+
+def test_a_sign_in_link_mailed_before_the_sign_out_no_longer_signs_in(web: WebHarness) -> None:
+    def link(iat: int) -> str:
+        return "/login?token=" + web.token("alice", iat=iat, jti=secrets.token_hex(8))
+
+    mailed = link(T0_EPOCH - 60)
+    web.app.services.sessions.revoke_user("alice")
+    response = web.client.get(mailed)
+    assert response.status_code == 401 and "invalid, expired or was already used" in response.text
+    assert web.client.get(link(T0_EPOCH + 1)).status_code == 303, "a link issued after the sign-out works"
+
+
+def test_the_sign_out_command_revokes_the_users_bearer_tokens(sqlite_web: WebHarness, tmp_path: Path) -> None:
+    # The real clock on both sides: the CLI's sign-out and the host's token.
+    given_users(sqlite_web, "alice")
+    before = sqlite_web.token("alice", iat=int(datetime.now(UTC).timestamp()) - 5)
+    assert run_cli("sign-out", "alice", cwd=tmp_path, DATABASE_URL=sqlite_web.backend.url).returncode == 0
+    assert run_cli("sign-out", "alice", cwd=tmp_path, DATABASE_URL=sqlite_web.backend.url).returncode == 0, "twice is fine"
+    assert sqlite_web.client.get(ME, headers={"Authorization": f"Bearer {before}"}).status_code == 401
+    after = sqlite_web.token("alice", iat=int(datetime.now(UTC).timestamp()) + 2)
+    assert sqlite_web.client.get(ME, headers={"Authorization": f"Bearer {after}"}).status_code == 200

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, sta
 from core.domain import ScheduleFilter
 from core.scheduling import MAX_USER_ID_LENGTH
 from services.runs import HISTORY_LIMIT
+from services.status import capacity_figures
 from web.deps import AdminUser, Web, body_doc, json_body
 from web.errors import mark_operator
 from web.models import (
@@ -87,14 +88,8 @@ def overview(web: Web, _admin: AdminUser) -> OverviewOut:
     queue = web.services.status.queue_health()
     status_ = web.services.status.dispatcher_status()
     capacity = web.services.status.capacity()
-    counts = capacity.load.counts
     return OverviewOut(
-        capacity=CapacityOut(
-            needed=capacity.needed, available=capacity.capacity, due=counts.due, queued=counts.queued, running=counts.running,
-            backlog=capacity.backlog, averageRunSeconds=capacity.load.average_run_seconds,
-            expectedWaitSeconds=capacity.expected_wait_seconds, overloaded=capacity.overloaded,
-            overloadedSince=aware(capacity.overloaded_since),
-        ),
+        capacity=CapacityOut.model_validate(capacity_figures(capacity)),
         queue=QueueHealthOut(
             mode=queue.mode, reachable=queue.reachable, queueLength=queue.queue_length, workers=queue.workers,
             failedJobs=queue.failed_jobs, startedJobs=queue.started_jobs, error=queue.error,

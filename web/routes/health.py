@@ -35,9 +35,8 @@ def readyz(web: Web) -> JSONResponse:
             responses={503: {"model": SchedulerHealthOut, "description": "Unhealthy: the problems are listed"}})
 def scheduler_health(web: Web) -> JSONResponse:
     health = web.services.status.scheduler_health()
-    body = SchedulerHealthOut(status="ok" if health.ok else "unhealthy", problems=health.problems,
-                              lastPassAgeSeconds=health.last_pass_age_seconds, schedulingLagSeconds=health.scheduling_lag_seconds)
-    return JSONResponse(body.model_dump(), status_code=200 if health.ok else 503)
+    body = SchedulerHealthOut.model_validate(health.as_json())
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if health.ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics, computed from the database at scrape time", response_class=PlainTextResponse,

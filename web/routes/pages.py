@@ -257,7 +257,11 @@ def _run_and_flash(request: Request, web: Web, user_id: str, *, operator: bool) 
     except MonitorSchedulerError as exc:
         flash(request, "error", _run_error_text(exc, operator=operator))
         return
-    flash(request, "ok", f"Run of {user_id} queued." if summary.enqueued else f"Run of {user_id} finished.")
+    # "queued": the settings page drops the note once the run has left the queue (settings.html, app.js).
+    if summary.enqueued:
+        flash(request, "queued", f"Run of {user_id} queued for a worker.")
+    else:
+        flash(request, "ok", f"Run of {user_id} finished.")
 
 
 def _run_error_text(exc: MonitorSchedulerError, *, operator: bool) -> str:

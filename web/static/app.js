@@ -112,6 +112,10 @@ function settingsPage(page) {
 
   function renderSchedule(s) {
     lastStatus = statusLabel(s);
+    // The server's "queued for a worker" note (a form post without this script) holds only while
+    // the run waits: drop it once a worker has started the run or it finished (settings.html does too).
+    const note = document.getElementById("flash");
+    if (note && note.dataset.kind === "queued" && s.state !== "queued") note.remove();
     replaceContent(document.getElementById("status"), pill(lastStatus));
     renderProgress(s);
     // While a run holds the lease, nextRunAt is only the lease's expiry; the run's finish sets the next slot.

@@ -8,10 +8,8 @@
 - UserMonitorSchedule.spreadSeconds: the bound of a cron schedule's per-user start offset
   ("09:00 plus up to 10 minutes"), 0 to 86400, default 0.
 
-down_revision is 0005: 0006 is being written beside this one (the coordinator chains them).
-
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -21,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
