@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.domain import Mode
 from core.exceptions import ConfigurationError
-from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
+from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS
 
 DEFAULT_SQLITE_FILE = "monitor-scheduler.db"
 # Shortest secrets the web accepts outside --dev (docs/web.md "Secrets"): SECRET_KEY signs every
@@ -85,7 +85,10 @@ class Settings(BaseSettings):
         default=4, ge=1, le=MAX_SYNC_THREADS,
         description="Runs a sync-mode dispatcher process executes at once, on threads (each held to JOB_TIMEOUT). 1: one at a time.",
     )
-    HISTORY_RETENTION_DAYS: int = Field(default=30, ge=1, description="`prune` deletes run history older than this.")
+    HISTORY_RETENTION_DAYS: int = Field(
+        default=30, ge=MIN_RETENTION_DAYS, le=MAX_RETENTION_DAYS,  # the range `prune --days` takes: beyond it the cutoff date overflows
+        description="`prune` deletes run history older than this.",
+    )
     HEALTH_MAX_PASS_AGE: int = Field(
         default=300, ge=1, description="`check` and /healthz/scheduler fail when no dispatch pass succeeded for this many seconds."
     )

@@ -38,6 +38,8 @@ def test_both_mysql_url_spellings_work(url: str) -> None:
         ("RUN_NOW_COOLDOWN", "86401"),
         ("SYNC_THREADS", "0"),
         ("SYNC_THREADS", "257"),
+        ("HISTORY_RETENTION_DAYS", "0"),
+        ("HISTORY_RETENTION_DAYS", "36501"),
         ("SYNC_THREADS", "many"),
     ],
 )
