@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    false,
     func,
     literal,
     or_,
@@ -95,7 +96,7 @@ def due_rows_query(now: datetime, limit: int) -> Select[Any]:
         # Pin the plan: on a small or freshly loaded table the optimizer may prefer a scan plus
         # filesort, and with SKIP LOCKED that locks every row it scans.
         .with_hint(schedules, "FORCE INDEX (ix_UserMonitorSchedule_due)", "mysql")
-        .where(s.enabled == true(), s.nextRunAt <= now, lease_is_free(now))
+        .where(s.enabled == true(), s.paused == false(), s.nextRunAt <= now, lease_is_free(now))
         .order_by(s.nextRunAt)
         .limit(limit)
         .with_for_update(skip_locked=True)

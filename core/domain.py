@@ -87,6 +87,14 @@ class Schedule:
     cron_expr: str | None = None  # a calendar schedule's expression (None: an interval schedule)
     time_zone: str = "UTC"  # the zone cron_expr is read in
     spread_seconds: int = 0  # bound of a calendar schedule's stable per-user start offset
+    # When a run fails (migration 0008); None takes the settings default.
+    retries: int | None = None  # attempts after the first within one slot
+    retry_backoff_seconds: int | None = None  # base delay of the exponential backoff
+    pause_after: int | None = None  # consecutive failed slots before pausing (0: never)
+    failed_slots: int = 0  # consecutive slots whose final outcome was a failure
+    paused: bool = False  # a state of its own: not claimed until resumed
+    paused_at: datetime | None = None
+    paused_reason: str | None = None
 
     @property
     def kind(self) -> str:
@@ -130,6 +138,7 @@ class RunRecord:
     worker: str | None
     id: int | None = None
     progress_message: str | None = None  # the run's last progress message
+    result: str | None = None  # the task's returned JSON text (<= 4 KB), or a note why it was not kept
 
 
 @dataclass

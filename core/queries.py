@@ -58,6 +58,13 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         cron_expr=row.cronExpr,
         time_zone=row.timeZone,
         spread_seconds=row.spreadSeconds,
+        retries=row.retries,
+        retry_backoff_seconds=row.retryBackoffSeconds,
+        pause_after=row.pauseAfter,
+        failed_slots=row.failedSlots,
+        paused=bool(row.paused),
+        paused_at=row.pausedAt,
+        paused_reason=row.pausedReason,
     )
 
 
@@ -74,7 +81,7 @@ def get_schedule(conn: Connection, user_id: str, *, for_update: bool = False) ->
 
 def _filter_clause(which: ScheduleFilter, now: datetime) -> ColumnElement[bool]:
     if which is ScheduleFilter.DUE:
-        return and_(s.enabled == true(), s.nextRunAt <= now, lease_is_free(now))
+        return and_(s.enabled == true(), s.paused == false(), s.nextRunAt <= now, lease_is_free(now))
     if which is ScheduleFilter.RUNNING:
         return and_(s.lockedBy.is_not(None), s.lockedUntil > now)
     if which is ScheduleFilter.STALE:
@@ -144,6 +151,7 @@ def recent_runs(conn: Connection, *, user_id: str | None = None, limit: int = 20
             duration_ms=r.durationMs,
             worker=r.worker,
             progress_message=r.progressMessage,
+            result=r.result,
         )
         for r in conn.execute(query)
     ]

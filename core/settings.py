@@ -126,6 +126,19 @@ class Settings(BaseSettings):
         description="Give each interval schedule a stable phase within its interval (from the user id) when it is created or its "
                     "interval changes, so schedules created together do not all fall due on one second. false: due at once, as before.",
     )
+    # When a run fails (issue 17); each schedule may override them (NULL columns take these).
+    DEFAULT_RETRIES: int = Field(
+        default=0, ge=0, le=10,
+        description="Attempts after the first within one slot when a run fails, times out or is lost (0: none; the next slot runs as usual).",
+    )
+    RETRY_BACKOFF_SECONDS: int = Field(
+        default=30, ge=1, le=86_400,
+        description="Base delay before a retry: doubled each attempt, capped, with a stable per-user jitter.",
+    )
+    PAUSE_AFTER_FAILED_SLOTS: int = Field(
+        default=0, ge=0, le=1000,
+        description="Pause a schedule after this many consecutive failed slots, until the user or an admin resumes it (0: never).",
+    )
     WEB_BASE_URL: str = Field(default="http://127.0.0.1:10111", description="Public base URL of the web app, for sign-in links.")
 
     @field_validator("DATABASE_URL")

@@ -40,6 +40,7 @@ def insert_runs(conn: Connection, records: Iterable[RunRecord]) -> None:
             "durationMs": r.duration_ms,
             "worker": r.worker[:128] if r.worker else None,
             "progressMessage": r.progress_message or None,
+            "result": r.result,
         }
         for r in records
     ]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     column,
+    false,
     text,
     true,
 )
@@ -121,13 +122,28 @@ schedules = Table(
     Column("cronExpr", String(100), nullable=True),
     Column("timeZone", String(64), nullable=False, server_default=text("'UTC'")),
     Column("spreadSeconds", Integer, nullable=False, server_default=text("0")),
+    # When a run fails (migration 0008): retries within the slot and their backoff, and the pause
+    # after `pauseAfter` consecutive failed slots; NULL takes the settings default (core.settings).
+    Column("retries", Integer, nullable=True),
+    Column("retryBackoffSeconds", Integer, nullable=True),
+    Column("pauseAfter", Integer, nullable=True),  # 0: never pause this schedule
+    Column("failedSlots", Integer, nullable=False, server_default=text("0")),  # consecutive failed slots
+    # Paused is a state of its own (not a far-future nextRunAt), excluded by the claim like a
+    # disabled row; the user or an admin resumes it.
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("pausedAt", Millis, nullable=True),
+    Column("pausedReason", ErrorText, nullable=True),
     # Expressions, not SQL text: the camelCase names are quoted per dialect (PostgreSQL folds an
     # unquoted intervalMinutes to intervalminutes).
     CheckConstraint(column("intervalMinutes").between(1, 1440), name="ck_UserMonitorSchedule_interval"),
     CheckConstraint(column("spreadSeconds").between(0, 86400), name="ck_UserMonitorSchedule_spread"),
-    # The due query is `enabled = 1 AND nextRunAt <= now ORDER BY nextRunAt`: an index range scan in
-    # ORDER BY order, so SKIP LOCKED locks only the rows it returns (no filesort).
-    Index("ix_UserMonitorSchedule_due", "enabled", "nextRunAt"),
+    CheckConstraint(column("retries").between(0, 10), name="ck_UserMonitorSchedule_retries"),
+    CheckConstraint(column("retryBackoffSeconds").between(1, 86400), name="ck_UserMonitorSchedule_retryBackoff"),
+    CheckConstraint(column("pauseAfter").between(0, 1000), name="ck_UserMonitorSchedule_pauseAfter"),
+    # The due query is `enabled = 1 AND paused = 0 AND nextRunAt <= now ORDER BY nextRunAt`: an
+    # index range scan in ORDER BY order, so SKIP LOCKED locks only the rows it returns (no
+    # filesort), and paused rows are never scanned.
+    Index("ix_UserMonitorSchedule_due", "enabled", "paused", "nextRunAt"),
     Index("ix_UserMonitorSchedule_lockedUntil", "lockedUntil"),
     **MYSQL_TABLE_OPTIONS,
 )
@@ -150,6 +166,7 @@ runs = Table(
     Column("durationMs", Integer, nullable=True),
     Column("worker", String(128), nullable=True),
     Column("progressMessage", MessageType, nullable=True),  # the last progress message of the run
+    Column("result", ErrorText, nullable=True),  # the task's returned JSON, <= 4 KB (migration 0008)
     Index("ix_UserMonitorRun_user", "userId", "id"),
     Index("ix_UserMonitorRun_finishedAt", "finishedAt"),
     **MYSQL_TABLE_OPTIONS,

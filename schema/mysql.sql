@@ -168,3 +168,33 @@ ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_spread`
 
 UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
 
+-- Running upgrade 0007 -> 0008
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN retries INTEGER;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `retryBackoffSeconds` INTEGER;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `pauseAfter` INTEGER;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `failedSlots` INTEGER NOT NULL DEFAULT 0;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN paused BOOL NOT NULL DEFAULT false;
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `pausedAt` DATETIME(3);
+
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN `pausedReason` TEXT CHARACTER SET utf8mb4;
+
+ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_retries` CHECK (retries BETWEEN 0 AND 10);
+
+ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_retryBackoff` CHECK (retryBackoffSeconds BETWEEN 1 AND 86400);
+
+ALTER TABLE `UserMonitorSchedule` ADD CONSTRAINT `ck_UserMonitorSchedule_pauseAfter` CHECK (pauseAfter BETWEEN 0 AND 1000);
+
+DROP INDEX `ix_UserMonitorSchedule_due` ON `UserMonitorSchedule`;
+
+CREATE INDEX `ix_UserMonitorSchedule_due` ON `UserMonitorSchedule` (enabled, paused, `nextRunAt`);
+
+ALTER TABLE `UserMonitorRun` ADD COLUMN result TEXT CHARACTER SET utf8mb4;
+
+UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
+

@@ -268,7 +268,7 @@ def test_a_plain_sql_insert_on_sqlite_reads_back_as_datetimes_and_runs(sqlite_ba
     assert sqlite_backend.schedule("host-made").last_status == "succeeded"
 
 
-HEAD = "0007"  # the newest migration (0006: WebSignOut; 0007: cronExpr, timeZone, spreadSeconds: calendar schedules)
+HEAD = "0008"  # the newest migration (0006: WebSignOut; 0007: calendar schedules; 0008: retries, pause, run result)
 
 
 @pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
