@@ -156,6 +156,15 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     engine.dispose()
 
 
+@pytest.fixture(params=[pytest.param("mysql", marks=pytest.mark.mysql), pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """A test of what a database server does (plans, locks, clients, time zones), once per server."""
+    url = request.getfixturevalue(_URL_FIXTURES[request.param])
+    engine = create_db_engine(url)
+    yield Backend(request.param, url, engine, FixedClock(T0))
+    engine.dispose()
+
+
 @pytest.fixture
 def sqlite_backend(sqlite_url: str) -> Iterator[Backend]:
     engine = create_db_engine(sqlite_url)
