@@ -167,36 +167,25 @@ def psql(postgres, database: str, sql: bytes) -> str:
     return done.stdout.decode()
 
 
-@pytest.mark.postgres
-def test_applying_the_postgresql_ddl_by_hand_gives_the_migrated_schema(postgres, postgres_url: str) -> None:
-    by_hand_url = postgres.create_database("by_hand_ddl")
+def test_applying_the_ddl_by_hand_gives_the_migrated_schema(server_backend: Backend, request: pytest.FixtureRequest) -> None:
+    """schema/mysql.sql through the mariadb client's stdin, schema/postgresql.sql through psql,
+    exactly as each file's header tells operators: the same columns, indexes (and on PostgreSQL
+    CHECKs) as the migrated database."""
+    postgres = server_backend.name == "postgresql"
+    server = request.getfixturevalue("postgres" if postgres else "mariadb")
+    by_hand_url = server.create_database("by_hand_ddl")
     by_hand = create_db_engine(by_hand_url)
-    migrated = create_db_engine(postgres_url)
+    describe = _pg_columns_and_indexes if postgres else _columns_and_indexes
     try:
-        # Exactly as the file's header tells operators to apply it: psql -f.
-        psql(postgres, "by_hand_ddl", POSTGRESQL_DDL_FILE.read_bytes())
-        with by_hand.connect() as a, migrated.connect() as b:
-            assert _pg_columns_and_indexes(a) == _pg_columns_and_indexes(b)
+        if postgres:
+            psql(server, "by_hand_ddl", POSTGRESQL_DDL_FILE.read_bytes())
+        else:
+            mariadb_client(server, "by_hand_ddl", MYSQL_DDL_FILE.read_bytes())
+        with by_hand.connect() as a, server_backend.engine.connect() as b:
+            assert describe(a) == describe(b)
     finally:
         by_hand.dispose()
-        migrated.dispose()
-        postgres.drop_database("by_hand_ddl")
-
-
-@pytest.mark.mysql
-def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:
-    by_hand_url = mariadb.create_database("by_hand_ddl")
-    by_hand = create_db_engine(by_hand_url)
-    migrated = create_db_engine(mysql_url)
-    try:
-        # Exactly as the file's header tells operators to apply it: the real client, stdin.
-        mariadb_client(mariadb, "by_hand_ddl", MYSQL_DDL_FILE.read_bytes())
-        with by_hand.connect() as a, migrated.connect() as b:
-            assert _columns_and_indexes(a) == _columns_and_indexes(b)
-    finally:
-        by_hand.dispose()
-        migrated.dispose()
-        mariadb.drop_database("by_hand_ddl")
+        server.drop_database("by_hand_ddl")
 
 
 def test_models_and_migrations_agree(backend: Backend) -> None:
