@@ -156,7 +156,40 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     engine.dispose()
 
 
-@pytest.fixture(params=[pytest.param("mysql", marks=pytest.mark.mysql), pytest.param("postgresql", marks=pytest.mark.postgres)])
+SERVERS = {"mysql": pytest.param("mysql", marks=pytest.mark.mysql), "postgresql": pytest.param("postgresql", marks=pytest.mark.postgres)}
+
+
+SERVER_FIXTURES = ("server_backend", "own_server")  # fixtures parametrized by SERVERS
+
+
+def on_one_server(name: str) -> pytest.MarkDecorator:
+    """A slow real-process test whose subject is not the database (RQ, signals, threads, Redis
+    restarts) runs on one server per run, not on each: the third database costs the suite only
+    what is about databases. The tests are dealt out between MariaDB and PostgreSQL by hand,
+    alternating within a file, so real worker processes run on both servers in every run. The
+    other server's item is deselected at collection (so the servers' parameter order, which groups
+    tests per module-scoped server, stays the same); MONITOR_TEST_EVERY_SERVER=1 keeps it (a
+    slower, fuller run)."""
+    if name not in SERVERS:
+        raise ValueError(f"unknown server {name!r}")
+    return pytest.mark.one_server(name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("MONITOR_TEST_EVERY_SERVER") == "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("one_server")
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        server = next((params[f] for f in SERVER_FIXTURES if f in params), None)
+        (drop if marker is not None and server is not None and server != marker.args[0] else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(params=list(SERVERS.values()))
 def server_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A test of what a database server does (plans, locks, clients, time zones), once per server."""
     url = request.getfixturevalue(_URL_FIXTURES[request.param])
