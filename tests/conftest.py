@@ -178,7 +178,8 @@ def on_one_server(name: str) -> pytest.MarkDecorator:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("MONITOR_TEST_EVERY_SERVER") == "1":
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("one_server")
         params = getattr(getattr(item, "callspec", None), "params", {})
