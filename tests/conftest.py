@@ -82,11 +82,21 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
     conn.close()
 
 
+@pytest.fixture(scope="session")
+def mariadb_template(mariadb) -> Iterator[str]:
+    """A migrated database that each test's MariaDB database is copied from (table by table: 0.07 s
+    instead of 0.8 s of migrations per test, which pays for the PostgreSQL runs of the suite)."""
+    name = f"tmpl{os.getpid()}"
+    seeding.new_mariadb_database(mariadb, name)
+    yield name
+    mariadb.drop_database(name)
+
+
 @pytest.fixture
-def mysql_url(mariadb) -> Iterator[str]:
+def mysql_url(mariadb, mariadb_template: str) -> Iterator[str]:
     """A fresh, migrated MariaDB database for one test."""
     name = f"t{os.getpid()}_{next(_db_names)}"
-    yield seeding.new_mariadb_database(mariadb, name)
+    yield mariadb.create_database(name, template=mariadb_template)
     mariadb.drop_database(name)
 
 
