@@ -5,7 +5,8 @@ helpers only stop a server's process with a chosen signal and spawn the very sam
 again, then wait for it the way start-up does. A restarted server keeps its handle (`server.proc`
 is replaced), so fixtures and `stop_all()` still stop it at the end.
 
-- `stop_server(server, sig)`: SIGTERM (clean shutdown) or SIGKILL (crash), waits for the exit.
+- `stop_server(server, sig)`: SIGTERM (clean shutdown; sent to PostgreSQL as SIGINT, its fast
+  shutdown) or SIGKILL (crash), waits for the exit.
 - `start_again(server)`: the same argv on the same port; waits until it answers.
 - `restart(server, sig, down_for=0.0)`: both, with the server down for `down_for` seconds between.
 - `start_redis_with_aof(base_dir)`: a Redis that persists every write to its append-only file, so
