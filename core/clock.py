@@ -1,11 +1,13 @@
 """Where "now" comes from.
 
-Every scheduling decision takes exactly one "now". Where several hosts meet (MySQL/MariaDB) it is the
-database's clock, so dispatchers and workers with skewed clocks agree; SQLite lives on one host, so
-the process clock is the same thing there. Tests pass a `FixedClock` and need no sleeps.
+Every scheduling decision takes exactly one "now". Where several hosts meet (MySQL/MariaDB,
+PostgreSQL) it is the database's clock, so dispatchers and workers with skewed clocks agree; SQLite
+lives on one host, so the process clock is the same thing there. Tests pass a `FixedClock` and need
+no sleeps.
 
-All times are naive UTC datetimes truncated to milliseconds, the precision of `DATETIME(3)`: a value
-written and read back compares equal, on SQLite and MySQL alike.
+All times are naive UTC datetimes truncated to milliseconds, the precision of `DATETIME(3)` and
+`timestamp(3) without time zone`: a value written and read back compares equal, on SQLite, MySQL and
+PostgreSQL alike.
 """
 
 from __future__ import annotations
@@ -86,21 +88,50 @@ class _PythonTimeClock:
 
 
 class DatabaseClock:
-    """The database server's UTC clock: one clock for every host that shares the database."""
+    """The database server's UTC clock: one clock for every host that shares the database.
+
+    MySQL/MariaDB: UTC_TIMESTAMP(3), the time the statement started.
+
+    PostgreSQL: statement_timestamp(), the same "time the statement started", read as UTC and cut to
+    milliseconds. Not now() (= transaction_timestamp()): it is frozen when the transaction began, so
+    a claim that waited on a lock, or any later statement of a longer transaction, would decide with
+    a stale "now", unlike MariaDB. Not clock_timestamp() either: it is VOLATILE, so PostgreSQL
+    cannot use `"nextRunAt" <= clock_timestamp()` as an index condition (it filters every row
+    instead) and it changes from row to row within one statement; statement_timestamp() is STABLE,
+    one value per statement, like MariaDB's.
+    """
+
+    def __init__(self, dialect_name: str = "mysql") -> None:
+        self.dialect_name = dialect_name
 
     def now(self, conn: Connection) -> datetime:
-        value = conn.execute(text("SELECT UTC_TIMESTAMP(3)")).scalar_one()
+        value = conn.execute(text(_NOW_SQL[_family(conn.dialect.name)])).scalar_one()
         return to_ms_precision(value)
 
     def sql_now(self, offset_ms: int = 0) -> ColumnElement[datetime]:
-        return _database_now(int(offset_ms))
+        return _database_now(_family(self.dialect_name), int(offset_ms))
+
+
+def _family(dialect_name: str) -> str:
+    return "postgresql" if dialect_name == "postgresql" else "mysql"
+
+
+_NOW_SQL = {
+    "mysql": "SELECT UTC_TIMESTAMP(3)",
+    "postgresql": "SELECT date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC')",
+}
 
 
 @lru_cache(maxsize=32)
-def _database_now(offset_ms: int) -> ColumnElement[datetime]:
+def _database_now(family: str, offset_ms: int) -> ColumnElement[datetime]:
     # One expression object per offset, so statements built from it are built once (core.fenced).
-    micros = offset_ms * 1000  # an int from our own settings, never user input
-    return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {micros} MICROSECOND)", DateTime())
+    # offset_ms is an int from our own settings, never user input.
+    if family == "postgresql":
+        return literal_column(
+            f"(date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC') + INTERVAL '{offset_ms} milliseconds')",
+            DateTime(),
+        )
+    return literal_column(f"(UTC_TIMESTAMP(3) + INTERVAL {offset_ms * 1000} MICROSECOND)", DateTime())
 
 
 class ProcessClock(_PythonTimeClock):
@@ -135,6 +166,6 @@ class FixedClock(_PythonTimeClock):
 
 def clock_for_dialect(dialect_name: str) -> Clock:
     """The production clock for a database: the server's where hosts meet, else the process's."""
-    if dialect_name in ("mysql", "mariadb"):
-        return DatabaseClock()
+    if dialect_name in ("mysql", "mariadb", "postgresql"):
+        return DatabaseClock(dialect_name)
     return ProcessClock()

@@ -3,7 +3,13 @@
 - MySQL/MariaDB: every connection runs with time_zone '+00:00' (so NOW() in an operator's query and
   our DATETIME(3) values agree), READ COMMITTED (SKIP LOCKED then locks only the rows it returns),
   and rowcount means rows matched (SQLAlchemy sets CLIENT.FOUND_ROWS), which fenced updates rely on.
-- MySQL/MariaDB connections are pinged only when they sat idle in the pool for a while (not on
+- PostgreSQL (psycopg 3, the `postgres` extra): READ COMMITTED too (the server's default, set so
+  that a changed default cannot change the claim), TimeZone 'UTC' per session (so now() in the same
+  session and our `timestamp(3) without time zone` values agree), and `application_name`
+  "monitor-scheduler:HOST:PID", the prefix of the lease tokens this process writes, so a row's
+  `lockedBy` leads to its connections in pg_stat_activity (a URL's own `?application_name=` wins).
+  An UPDATE's rowcount is the rows it matched (PostgreSQL writes every matched row), as fencing needs.
+- MySQL/MariaDB and PostgreSQL connections are pinged only when they sat idle in the pool for a while (not on
   every checkout: that was one extra round trip per transaction, 2 of the 10 of a worker run), so a
   connection the server dropped overnight is replaced before it is used.
 - A connection the server closed (a restart, KILL CONNECTION) is noticed at checkout without a round
@@ -28,8 +34,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
 import select
+import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -39,6 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
+from core.exceptions import ConfigurationError
 from core.retry import Backoff
 
 logger = logging.getLogger(__name__)
@@ -53,22 +63,60 @@ RECONNECT_ONCE = Backoff(first=0.0, retries=1)
 T = TypeVar("T")
 
 
+POSTGRES_DRIVER = "postgresql+psycopg"
+POSTGRES_EXTRA_HINT = "pip install 'monitor-scheduler[postgres]'"
+
+
+def normalise_postgres_url(url: str) -> str:
+    """postgresql:// (and postgres://, libpq's spelling) names psycopg 3, the one PostgreSQL driver
+    this project supports; SQLAlchemy's own default would be psycopg2."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return POSTGRES_DRIVER + "://" + url[len(prefix) :]
+    return url
+
+
+def postgres_driver_installed() -> bool:
+    return importlib.util.find_spec("psycopg") is not None
+
+
+def require_postgres_driver() -> None:
+    """ConfigurationError naming the extra when psycopg is not installed (checked before any
+    connection, so a missing driver is a configuration problem, not a traceback)."""
+    if not postgres_driver_installed():
+        raise ConfigurationError(f"invalid setting DATABASE_URL: PostgreSQL needs the psycopg driver: {POSTGRES_EXTRA_HINT}")
+
+
 def create_db_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    parsed = make_url(normalise_postgres_url(url))
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         return _sqlite_engine(url, pool_size)
+    if backend == "postgresql":
+        require_postgres_driver()
+        connect_args: dict[str, object] = {"options": "-c TimeZone=UTC"}
+        if "application_name" not in parsed.query:
+            connect_args["application_name"] = application_name()
+    else:
+        connect_args = {"init_command": "SET time_zone = '+00:00'", "charset": "utf8mb4"}
     engine = create_engine(
-        url,
+        parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=3600,
         pool_reset_on_return=None,  # see _reset_only_when_needed
         isolation_level="READ COMMITTED",
-        connect_args={"init_command": "SET time_zone = '+00:00'", "charset": "utf8mb4"},
+        connect_args=connect_args,
     )
     _replace_closed_or_idle(engine)
     _reset_only_when_needed(engine)
     return engine
+
+
+def application_name() -> str:
+    """How this process's PostgreSQL connections show in pg_stat_activity: the host and pid that
+    also begin its lease tokens (core.claims.new_lease_token); PostgreSQL keeps 63 bytes."""
+    return f"monitor-scheduler:{socket.gethostname()[:24]}:{os.getpid()}"
 
 
 def run_transaction(engine: Engine, work: Callable[[Connection], T], *, what: str) -> T:
@@ -160,7 +208,10 @@ def _replace_closed_or_idle(engine: Engine) -> None:
         if time.monotonic() - checked_in_at < PING_AFTER_IDLE_SECONDS:
             return
         try:
-            dbapi_connection.ping(reconnect=False)
+            if engine.dialect.name == "postgresql":
+                engine.dialect.do_ping(dbapi_connection)  # SELECT 1 (psycopg has no protocol ping)
+            else:
+                dbapi_connection.ping(reconnect=False)
         except Exception as error:  # the pool replaces the connection and tries again
             raise exc.DisconnectionError(f"idle connection is gone: {error}") from error
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.db import POSTGRES_DRIVER, POSTGRES_EXTRA_HINT, normalise_postgres_url, postgres_driver_installed
 from core.domain import Mode
 from core.exceptions import ConfigurationError
 from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS
@@ -35,7 +36,8 @@ class Settings(BaseSettings):
 
     DATABASE_URL: str = Field(
         default=f"sqlite:///{DEFAULT_SQLITE_FILE}",
-        description="SQLAlchemy URL; mysql:// and mysql+pymysql:// both work. Default: a SQLite file in the working directory.",
+        description="SQLAlchemy URL; mysql:// and mysql+pymysql:// both work, postgresql:// and postgresql+psycopg:// too "
+                    "(the `postgres` extra). Default: a SQLite file in the working directory.",
     )
     REDIS_URL: str | None = Field(
         default=None, description="Redis for the RQ queue. Unset: dispatch runs jobs in-process (sync mode)."
@@ -147,8 +149,11 @@ class Settings(BaseSettings):
             value = "mysql+pymysql://" + value[len("mysql://") :]
         elif value.startswith("mariadb://"):
             value = "mysql+pymysql://" + value[len("mariadb://") :]
-        if not value.startswith(("sqlite://", "mysql+pymysql://")):
-            raise ValueError("must start with sqlite:///, mysql:// or mysql+pymysql://")
+        value = normalise_postgres_url(value)
+        if not value.startswith(("sqlite://", "mysql+pymysql://", POSTGRES_DRIVER + "://")):
+            raise ValueError("must start with sqlite:///, mysql://, mysql+pymysql://, postgresql:// or postgresql+psycopg://")
+        if value.startswith(POSTGRES_DRIVER + "://") and not postgres_driver_installed():
+            raise ValueError(f"PostgreSQL needs the psycopg driver: {POSTGRES_EXTRA_HINT}")
         return value
 
     @field_validator("REDIS_URL")

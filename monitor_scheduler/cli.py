@@ -270,10 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_SCHEMA_COMMANDS + "cmd_migrate")
 
-    p = sub.add_parser("schema-sql", help="print the MySQL DDL generated from the migrations")
+    p = sub.add_parser("schema-sql", help="print the MySQL or PostgreSQL DDL generated from the migrations")
+    p.add_argument("--dialect", choices=["mysql", "postgresql"], default="mysql",
+                   help="mysql (MySQL/MariaDB: schema/mysql.sql) or postgresql (schema/postgresql.sql); default mysql")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--write", action="store_true", help="write schema/mysql.sql")
-    group.add_argument("--check", action="store_true", help="exit 1 if schema/mysql.sql is out of date")
+    group.add_argument("--write", action="store_true", help="write schema/mysql.sql or schema/postgresql.sql (per --dialect)")
+    group.add_argument("--check", action="store_true", help="exit 1 if that file is out of date")
     p.set_defaults(func=_SCHEMA_COMMANDS + "cmd_schema_sql", needs_app=False)
 
     p = sub.add_parser("dispatch", help="one dispatch pass (or run one user now with --user)")

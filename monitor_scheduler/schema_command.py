@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from monitor_scheduler.wiring import App
-from schema.migrate import MYSQL_DDL_FILE, current_revision, render_mysql_ddl, upgrade
+from schema.migrate import DDL_FILES, current_revision, render_ddl, upgrade
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -18,15 +18,15 @@ def cmd_migrate(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_schema_sql(app: App | None, args: argparse.Namespace) -> int:
-    ddl = render_mysql_ddl()
+    ddl, path = render_ddl(args.dialect), DDL_FILES[args.dialect]
     if args.check:
-        if MYSQL_DDL_FILE.read_text() != ddl:
-            print(f"{MYSQL_DDL_FILE} is out of date: run `monitor-scheduler schema-sql --write`", file=sys.stderr)
+        if not path.exists() or path.read_text() != ddl:
+            print(f"{path} is out of date: run `monitor-scheduler schema-sql --dialect {args.dialect} --write`", file=sys.stderr)
             return EXIT_FAILED
-        print(f"{MYSQL_DDL_FILE} matches the migrations")
+        print(f"{path} matches the migrations")
     elif args.write:
-        MYSQL_DDL_FILE.write_text(ddl)
-        print(f"wrote {MYSQL_DDL_FILE}")
+        path.write_text(ddl)
+        print(f"wrote {path}")
     else:
         sys.stdout.write(ddl)
     return EXIT_OK

@@ -26,24 +26,36 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     false,
     text,
+    true,
 )
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 metadata = MetaData()
 
-# DATETIME(3) on MySQL/MariaDB; SQLite stores the ISO text SQLAlchemy writes.
-Millis = DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+# DATETIME(3) on MySQL/MariaDB, `timestamp(3) without time zone` on PostgreSQL (naive UTC, like the
+# code's values); SQLite stores the ISO text SQLAlchemy writes.
+Millis = DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb").with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
 # Exact, case-sensitive user ids on MySQL ("Alice" and "alice" are two users), and NO PAD: with a
 # PAD SPACE collation such as utf8mb4_bin, 'alice ' = 'alice'. MariaDB's name is utf8mb4_nopad_bin;
 # migration 0003 picks MySQL 8's utf8mb4_0900_bin on MySQL (the collation is not compared by
 # tests/integration/test_schema.py's models-vs-migrations check, so both servers agree with this).
+# PostgreSQL: varchar never pads (trailing spaces always count), and the "C" collation compares and
+# orders the bytes: no case folding even if the database's default collation is a nondeterministic
+# ICU one, the order of MariaDB's binary collation (code points), LIKE 'prefix%' can use the index,
+# and no libc collation update can silently reorder (corrupt) the primary key's index.
 USER_ID_COLLATION = "utf8mb4_nopad_bin"
-UserIdType = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=USER_ID_COLLATION), "mysql", "mariadb")
+POSTGRES_USER_ID_COLLATION = "C"
+UserIdType = (
+    String(64)
+    .with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=USER_ID_COLLATION), "mysql", "mariadb")
+    .with_variant(postgresql.VARCHAR(64, collation=POSTGRES_USER_ID_COLLATION), "postgresql")
+)
 ErrorText = Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
 MessageType = String(255).with_variant(mysql.VARCHAR(255, charset="utf8mb4"), "mysql", "mariadb")
 
@@ -51,7 +63,8 @@ MessageType = String(255).with_variant(mysql.VARCHAR(255, charset="utf8mb4"), "m
 
 class utc_now_ms(FunctionElement[Any]):
     """Server default "now": naive UTC with milliseconds, in the form the code writes and reads
-    (MySQL DATETIME(3); SQLite the ISO text 'YYYY-MM-DD HH:MM:SS.ffffff' SQLAlchemy parses)."""
+    (MySQL DATETIME(3); PostgreSQL timestamp(3), the statement's time as core.clock reads it;
+    SQLite the ISO text 'YYYY-MM-DD HH:MM:SS.ffffff' SQLAlchemy parses)."""
 
     type = DateTime()
     inherit_cache = True
@@ -68,6 +81,11 @@ def _utc_now_mysql(_element: utc_now_ms, _compiler: SQLCompiler, **_kw: Any) -> 
     return "(UTC_TIMESTAMP(3))"
 
 
+@compiles(utc_now_ms, "postgresql")
+def _utc_now_postgresql(_element: utc_now_ms, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "(date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC'))"
+
+
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 
 schedules = Table(
@@ -76,7 +94,8 @@ schedules = Table(
     Column("userId", UserIdType, primary_key=True),
     # Server defaults (migration 0003) let a host insert with plain SQL: `INSERT INTO
     # UserMonitorSchedule (userId) VALUES ('alice')` is an enabled 5-minute schedule, due at once.
-    Column("enabled", Boolean, nullable=False, default=True, server_default=text("1")),
+    # (true(): 1 on SQLite, TRUE on MySQL and PostgreSQL, whose boolean takes no integer default.)
+    Column("enabled", Boolean, nullable=False, default=True, server_default=true()),
     Column("intervalMinutes", Integer, nullable=False, server_default=text("5")),
     Column("nextRunAt", Millis, nullable=False, server_default=utc_now_ms()),
     Column("lastRunAt", Millis, nullable=True),
@@ -114,11 +133,13 @@ schedules = Table(
     Column("paused", Boolean, nullable=False, server_default=false()),
     Column("pausedAt", Millis, nullable=True),
     Column("pausedReason", ErrorText, nullable=True),
-    CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
-    CheckConstraint("spreadSeconds BETWEEN 0 AND 86400", name="ck_UserMonitorSchedule_spread"),
-    CheckConstraint("retries BETWEEN 0 AND 10", name="ck_UserMonitorSchedule_retries"),
-    CheckConstraint("retryBackoffSeconds BETWEEN 1 AND 86400", name="ck_UserMonitorSchedule_retryBackoff"),
-    CheckConstraint("pauseAfter BETWEEN 0 AND 1000", name="ck_UserMonitorSchedule_pauseAfter"),
+    # Expressions, not SQL text: the camelCase names are quoted per dialect (PostgreSQL folds an
+    # unquoted intervalMinutes to intervalminutes).
+    CheckConstraint(column("intervalMinutes").between(1, 1440), name="ck_UserMonitorSchedule_interval"),
+    CheckConstraint(column("spreadSeconds").between(0, 86400), name="ck_UserMonitorSchedule_spread"),
+    CheckConstraint(column("retries").between(0, 10), name="ck_UserMonitorSchedule_retries"),
+    CheckConstraint(column("retryBackoffSeconds").between(1, 86400), name="ck_UserMonitorSchedule_retryBackoff"),
+    CheckConstraint(column("pauseAfter").between(0, 1000), name="ck_UserMonitorSchedule_pauseAfter"),
     # The due query is `enabled = 1 AND paused = 0 AND nextRunAt <= now ORDER BY nextRunAt`: an
     # index range scan in ORDER BY order, so SKIP LOCKED locks only the rows it returns (no
     # filesort), and paused rows are never scanned.

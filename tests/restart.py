@@ -5,7 +5,8 @@ helpers only stop a server's process with a chosen signal and spawn the very sam
 again, then wait for it the way start-up does. A restarted server keeps its handle (`server.proc`
 is replaced), so fixtures and `stop_all()` still stop it at the end.
 
-- `stop_server(server, sig)`: SIGTERM (clean shutdown) or SIGKILL (crash), waits for the exit.
+- `stop_server(server, sig)`: SIGTERM (clean shutdown; sent to PostgreSQL as SIGINT, its fast
+  shutdown) or SIGKILL (crash), waits for the exit.
 - `start_again(server)`: the same argv on the same port; waits until it answers.
 - `restart(server, sig, down_for=0.0)`: both, with the server down for `down_for` seconds between.
 - `start_redis_with_aof(base_dir)`: a Redis that persists every write to its append-only file, so
@@ -23,11 +24,15 @@ from tests import servers
 
 RESTART_TIMEOUT = 60.0
 
-Restartable = servers.MariaDBServer | servers.RedisServer
+Restartable = servers.MariaDBServer | servers.PostgresServer | servers.RedisServer
 
 
 def stop_server(server: Restartable, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-    """Stop the server process with `sig` and wait for it to exit (SIGKILL after `timeout`)."""
+    """Stop the server process with `sig` and wait for it to exit (SIGKILL after `timeout`).
+    PostgreSQL's clean shutdown that does not wait for the clients to leave is SIGINT (its SIGTERM
+    waits for every session to end), so SIGTERM is sent to it as SIGINT."""
+    if isinstance(server, servers.PostgresServer) and sig == signal.SIGTERM:
+        sig = signal.SIGINT
     if server.proc.poll() is None:
         server.proc.send_signal(sig)
         try:
@@ -47,7 +52,10 @@ def start_again(server: Restartable, timeout: float = RESTART_TIMEOUT) -> None:
     argv = [str(arg) for arg in args]
     deadline = time.monotonic() + timeout
     while True:
-        server.proc = servers._spawn(argv, server.log_path, server.base_dir)
+        if isinstance(server, servers.PostgresServer):  # as its own user, from its own directory
+            server.proc = servers._spawn(argv, server.log_path, server.data_dir.parent, *(server.run_as or (None, None)))
+        else:
+            server.proc = servers._spawn(argv, server.log_path, server.base_dir)
         try:
             servers.wait_until_answers(server, max(1.0, deadline - time.monotonic()))
             return

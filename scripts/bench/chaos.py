@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Chaos soak: real dispatchers and workers through worker, dispatcher, Redis and MariaDB faults.
+"""Chaos soak: real dispatchers and workers through worker, dispatcher, Redis and database faults.
 
-Starts its own throwaway MariaDB and Redis (append-only file on; never TEST_MYSQL_URL /
-TEST_REDIS_URL: it must restart them), USERS schedules at a 1-minute interval spread over the
+Starts its own throwaway MariaDB (or PostgreSQL: --database postgresql) and Redis (append-only file
+on; never TEST_MYSQL_URL / TEST_POSTGRES_URL / TEST_REDIS_URL: it must restart them), USERS schedules at a 1-minute interval spread over the
 minute, DISPATCHERS `monitor-scheduler dispatch --loop --every EVERY` and WORKERS
 `monitor-scheduler worker --concurrency 1` as real processes (a supervisor restarts the ones the
 soak kills, as PM2 or systemd would), the task tests.tasks:chaos_task, which logs its own
 executions. For DURATION seconds a fault every FAULT_MIN..FAULT_MAX seconds: SIGKILL of a worker
 or a dispatcher, SIGSTOP of a worker past its lease (then SIGCONT), Redis SIGKILL and restart,
-MariaDB SIGTERM or SIGKILL and restart. Then RECOVER seconds without faults, and the check of the
+the database's clean shutdown (MariaDB SIGTERM, PostgreSQL SIGINT) or SIGKILL and restart. Then RECOVER seconds without faults, and the check of the
 history against the executions:
 
     faults injected; overlapping executions of one user (and how many involve a frozen worker);
@@ -19,6 +19,7 @@ history against the executions:
     python scripts/bench/chaos.py                 # 300 users, 3 dispatchers, 4 workers, 8 minutes
     python scripts/bench/chaos.py --duration 180  # shorter
     python scripts/bench/chaos.py --smoke         # under a minute (CI: test_bench_smoke.py)
+    python scripts/bench/chaos.py --database postgresql   # the same against PostgreSQL
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ import common  # noqa: E402
 from tests import restart  # noqa: E402
 from tests import servers as test_servers  # noqa: E402
 
-FAULTS = ["worker_kill", "dispatcher_kill", "worker_freeze", "redis_kill", "mariadb_term", "mariadb_kill"]
+PROCESS_FAULTS = ["worker_kill", "dispatcher_kill", "worker_freeze", "redis_kill"]
+DATABASE_SERVER = {"mysql": "mariadb", "postgresql": "postgresql"}  # the fault names: mariadb_term, postgresql_kill...
 
 
 @dataclass
@@ -116,7 +118,10 @@ def main() -> int:
     parser.add_argument("--task-seconds", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the servers' data and the process logs (printed path)")
+    common.add_database_option(parser)
     args = parser.parse_args()
+    server_name = DATABASE_SERVER[args.database]
+    faults_deck = [*PROCESS_FAULTS, f"{server_name}_term", f"{server_name}_kill"]
     if args.smoke:
         args.users, args.dispatchers, args.workers = 20, 2, 2
         args.duration, args.recover, args.fault_min, args.fault_max = 24.0, 12.0, 3.0, 5.0
@@ -128,30 +133,45 @@ def main() -> int:
     test_dir = base / "run"
     test_dir.mkdir()
     common.log(f"chaos soak in {base} (seed {seed})")
-    mariadb = test_servers.start_mariadb(base / "mariadb")
+    db_server: test_servers.MariaDBServer | test_servers.PostgresServer
+    if args.database == "postgresql":
+        db_server = test_servers.start_postgres(base / "postgres")
+    else:
+        db_server = test_servers.start_mariadb(base / "mariadb")
     redis = restart.start_redis_with_aof(base / "redis")
     procs: list[Proc] = []
     faults: Counter[str] = Counter()
     frozen_pids: set[int] = set()
     timers: list[threading.Timer] = []
     try:
-        url = common.new_database(mariadb, "chaos")
+        bench_db: common.BenchDatabase = (
+            common.PostgresBench(db_server) if isinstance(db_server, test_servers.PostgresServer) else common.MariaDBBench(db_server)
+        )
+        url = bench_db.new_database("chaos")
         database = url.rsplit("/", 1)[1]
         engine = common.sqlalchemy_engine(url)
         first_slot = common.db_now(engine)
         engine.dispose()
         # First slots spread over the minute (smoke: over 15 s, so that every user runs in it).
         spread_us = 15_000_000 if args.smoke else 60_000_000
-        conn = mariadb.connect(database=database, autocommit=True)
-        with conn.cursor() as cur:
-            cur.execute("SET time_zone = '+00:00'")
-            cur.execute("SET @base = %s", (first_slot,))
-            cur.execute(
-                "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
-                f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, 1, @base + INTERVAL ((seq - 1) * {spread_us} DIV {args.users}) MICROSECOND, 0, @base, @base "
-                f"FROM seq_1_to_{args.users}"
+        if isinstance(db_server, test_servers.PostgresServer):
+            db_server.execute(
+                'INSERT INTO "UserMonitorSchedule" ("userId", enabled, "intervalMinutes", "nextRunAt", attempt, "createdAt", "updatedAt") '
+                f"SELECT 'user-' || lpad(seq::text, 7, '0'), true, 1, %(base)s + ((seq - 1) * {spread_us} / {args.users}) * interval '1 microsecond', "
+                f"0, %(base)s, %(base)s FROM generate_series(1::bigint, {args.users}::bigint) AS seq",
+                {"base": first_slot}, database=database,
             )
-        conn.close()
+        else:
+            conn = db_server.connect(database=database, autocommit=True)
+            with conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")
+                cur.execute("SET @base = %s", (first_slot,))
+                cur.execute(
+                    "INSERT INTO UserMonitorSchedule (userId, enabled, intervalMinutes, nextRunAt, attempt, createdAt, updatedAt) "
+                    f"SELECT CONCAT('user-', LPAD(seq, 7, '0')), 1, 1, @base + INTERVAL ((seq - 1) * {spread_us} DIV {args.users}) MICROSECOND, 0, @base, @base "
+                    f"FROM seq_1_to_{args.users}"
+                )
+            conn.close()
 
         env = common.child_env(
             DATABASE_URL=url, REDIS_URL=redis.url, QUEUE_NAME=common.QUEUE, MONITOR_TASK="tests.tasks:chaos_task",
@@ -187,7 +207,7 @@ def main() -> int:
         while time.monotonic() < faults_until:
             # Dealt from a shuffled deck of every kind: a soak of six faults or more injects each.
             if not deck:
-                deck = rng.sample(FAULTS, len(FAULTS))
+                deck = rng.sample(faults_deck, len(faults_deck))
             kind = deck.pop()
             faults[kind] += 1
             common.log(f"fault: {kind}")
@@ -205,10 +225,10 @@ def main() -> int:
                 timers.append(timer)
             elif kind == "redis_kill":
                 restart.restart(redis, signal.SIGKILL, down_for=rng.uniform(0.5, 2.0))
-            elif kind == "mariadb_term":
-                restart.restart(mariadb, signal.SIGTERM, down_for=rng.uniform(0.0, 2.0))
-            elif kind == "mariadb_kill":
-                restart.restart(mariadb, signal.SIGKILL, down_for=rng.uniform(0.0, 2.0))
+            elif kind == f"{server_name}_term":  # a clean shutdown (tests/restart.py: SIGINT for PostgreSQL)
+                restart.restart(db_server, signal.SIGTERM, down_for=rng.uniform(0.0, 2.0))
+            elif kind == f"{server_name}_kill":
+                restart.restart(db_server, signal.SIGKILL, down_for=rng.uniform(0.0, 2.0))
             supervise_for(max(0.0, min(rng.uniform(args.fault_min, args.fault_max), faults_until - time.monotonic())))
         for timer in timers:
             timer.join()
@@ -234,9 +254,14 @@ def main() -> int:
         for proc in procs:
             proc.stop()
         exited = [line for proc in procs for line in proc.exited]
-        history = mariadb.execute(
-            "SELECT userId, DATE_FORMAT(slot, '%Y-%m-%dT%H:%i:%s.%f'), attempt, status FROM UserMonitorRun", database=database,
-        )
+        if isinstance(db_server, test_servers.PostgresServer):
+            history = db_server.execute(
+                'SELECT "userId", to_char(slot, \'YYYY-MM-DD"T"HH24:MI:SS.US\'), attempt, status FROM "UserMonitorRun"', database=database,
+            )
+        else:
+            history = db_server.execute(
+                "SELECT userId, DATE_FORMAT(slot, '%Y-%m-%dT%H:%i:%s.%f'), attempt, status FROM UserMonitorRun", database=database,
+            )
     finally:
         for timer in timers:
             timer.cancel()
@@ -246,10 +271,10 @@ def main() -> int:
             except Exception as exc:  # stop the others regardless
                 common.log(f"could not stop {proc.role}{proc.index}: {exc}")
         redis.stop()
-        mariadb.stop()
+        db_server.stop()
 
     # --- the check ---------------------------------------------------------------------------------
-    def norm_slot(text: str) -> str:  # the task's isoformat and MariaDB's %f agree once trimmed
+    def norm_slot(text: str) -> str:  # the task's isoformat and the database's microseconds agree once trimmed
         return text.rstrip("0").rstrip(".") if "." in text else text
 
     starts: dict[tuple[str, str, int, int], float] = {}
@@ -302,6 +327,7 @@ def main() -> int:
     statuses = Counter(status for _, _, _, status in history)
     users_run = len(by_user)
 
+    common.figure("database", args.database)
     common.figure("settings", f"{args.users} users / 1 min, {args.dispatchers} dispatchers every {args.every}, {args.workers} workers x 1, "
                   f"lease {args.lease_ms} ms, faults {args.duration:.0f}s every {args.fault_min:g}-{args.fault_max:g}s, recover {args.recover:.0f}s, seed {seed}")
     common.figure("faults injected", sum(faults.values()), " ".join(f"({k} {v})" for k, v in sorted(faults.items())))
@@ -317,7 +343,7 @@ def main() -> int:
     common.emit(
         "chaos",
         {
-            "smoke": args.smoke, "seed": seed, "users": args.users, "dispatchers": args.dispatchers, "workers": args.workers,
+            "smoke": args.smoke, "database": args.database, "seed": seed, "users": args.users, "dispatchers": args.dispatchers, "workers": args.workers,
             "duration_s": args.duration, "lease_ms": args.lease_ms, "faults": sum(faults.values()), "faults_by_kind": dict(faults),
             "executions": len(starts), "history_rows": len(history), "statuses": dict(statuses),
             "overlaps": overlaps, "overlaps_frozen": overlaps_frozen, "slots_run_twice": twice,

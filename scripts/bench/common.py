@@ -4,6 +4,9 @@ directory and the repository root on sys.path itself).
 - servers(): the throwaway MariaDB + Redis from tests/servers.py, or TEST_MYSQL_URL / TEST_REDIS_URL.
   A throwaway MariaDB gets a 1 GiB buffer pool (the test default of 64 MiB cannot hold a 1M-row
   table and its indexes; every figure in docs/performance.md was measured with it).
+  `servers(database="postgresql")` (the `--database` option of the scripts that take it) starts a
+  throwaway PostgreSQL instead (or TEST_POSTGRES_URL's), with 1 GiB of shared_buffers likewise;
+  `srv.database` then seeds, resets, counts and warms through PostgreSQL's own SQL.
 - seed_schedules(): N schedules, D of them due (or due as an SQL expression says), written by the
   server itself with INSERT ... SELECT from MariaDB's sequence engine (1M rows in seconds).
 - new_database(): a fresh migrated MariaDB database (tests/seeding.py, shared with the tests, does it).
@@ -23,10 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -52,6 +55,9 @@ QUEUE = "bench-monitor"
 
 # A MariaDB handle of tests/servers.py: one this process started, or TEST_MYSQL_URL's.
 MariaDB: TypeAlias = test_servers.MariaDBServer | test_servers.ExternalMariaDB
+# The same for PostgreSQL (TEST_POSTGRES_URL); its shared_buffers hold a 1M-row table like the pool above.
+Postgres: TypeAlias = test_servers.PostgresServer | test_servers.ExternalPostgres
+PG_SHARED_BUFFERS = os.environ.get("BENCH_PG_SHARED_BUFFERS", "1GB")
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -59,6 +65,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="small N, seconds: checks the script works (no timing targets)")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions for medians (default 3, smoke 1)")
     return parser
+
+
+DATABASES = ("mysql", "postgresql")
+
+
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", choices=DATABASES, default="mysql",
+                        help="the database server: mysql (MariaDB) or postgresql; default mysql")
 
 
 def log(message: str) -> None:
@@ -91,10 +105,151 @@ def percentile(values: list[float], pct: float) -> float:
 # --- servers ---------------------------------------------------------------------------------------
 
 
+class BenchDatabase(Protocol):
+    """What a benchmark does to its database server beyond the application's own code: create and
+    drop a database, seed rows with the server's own SQL, undo a pass, count due rows, warm caches."""
+
+    name: str
+
+    def new_database(self, prefix: str) -> str: ...
+
+    def drop_database(self, url: str) -> None: ...
+
+    def seed_schedules(self, url: str, *, total: int, due: int, base: datetime) -> float: ...
+
+    def reset_claimed(self, url: str, *, total: int, due: int, base: datetime) -> float: ...
+
+    def count_due(self, url: str, base: datetime) -> int: ...
+
+    def warm(self, url: str) -> None: ...
+
+    def versions(self) -> dict[str, str]: ...
+
+
+class MariaDBBench:
+    name = "mysql"
+
+    def __init__(self, mariadb: MariaDB) -> None:
+        self.server = mariadb
+
+    def new_database(self, prefix: str) -> str:
+        return new_database(self.server, prefix)
+
+    def drop_database(self, url: str) -> None:
+        self.server.drop_database(_database_of(url))
+
+    def seed_schedules(self, url: str, *, total: int, due: int, base: datetime) -> float:
+        return seed_schedules(self.server, url, total=total, due=due, base=base)
+
+    def reset_claimed(self, url: str, *, total: int, due: int, base: datetime) -> float:
+        return reset_claimed(self.server, url, total=total, due=due, base=base)
+
+    def count_due(self, url: str, base: datetime) -> int:
+        return count_due(self.server, url, base)
+
+    def warm(self, url: str) -> None:
+        warm(self.server, url)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "mariadb": self.server.execute("SELECT VERSION()")[0][0],
+            "innodb_buffer_pool": str(self.server.execute("SELECT @@innodb_buffer_pool_size")[0][0]),
+        }
+
+
+class PostgresBench:
+    """The same rows as MariaDBBench (user ids, due spread, future spread), written by
+    generate_series."""
+
+    name = "postgresql"
+
+    def __init__(self, postgres: Postgres) -> None:
+        self.server = postgres
+
+    def new_database(self, prefix: str) -> str:
+        name = f"{prefix}_{os.getpid()}_{int(time.time() * 1000) % 10**8}".lower()
+        return seeding.migrated(self.server.create_database(name))
+
+    def drop_database(self, url: str) -> None:
+        self.server.drop_database(_database_of(url))
+
+    def _run(self, url: str, statements: list[tuple[str, dict[str, Any]]]) -> float:
+        t0 = time.perf_counter()
+        with self.server.connect(database=_database_of(url)) as conn:
+            for sql, params in statements:
+                conn.execute(sql, params or None)  # autocommit: one transaction per statement
+        return time.perf_counter() - t0
+
+    def seed_schedules(self, url: str, *, total: int, due: int, base: datetime, interval: int = 5, chunk: int = 200_000) -> float:
+        next_run = _pg_next_run(total, due)
+        statements = [
+            (
+                'INSERT INTO "UserMonitorSchedule" ("userId", enabled, "intervalMinutes", "nextRunAt", attempt, "createdAt", "updatedAt") '
+                f"SELECT 'user-' || lpad(seq::text, 7, '0'), true, {interval}, {next_run}, 0, %(base)s, %(base)s "
+                f"FROM generate_series({start}::bigint, {min(total, start + chunk - 1)}::bigint) AS seq",
+                {"base": base},
+            )
+            for start in range(1, total + 1, chunk)
+        ]
+        return self._run(url, [*statements, ('VACUUM ANALYZE "UserMonitorSchedule"', {})])
+
+    def reset_claimed(self, url: str, *, total: int, due: int, base: datetime) -> float:
+        next_run = _pg_next_run(total, due).replace("seq", 'substr("userId", 6)::bigint')
+        return self._run(url, [
+            (
+                f'UPDATE "UserMonitorSchedule" SET "nextRunAt" = {next_run}, "lockedBy" = NULL, "lockedUntil" = NULL, '
+                '"runSlot" = NULL, attempt = 0, "lastRunAt" = NULL, "lastStatus" = NULL, "lastError" = NULL '
+                'WHERE "lockedUntil" IS NOT NULL OR "lastRunAt" IS NOT NULL',
+                {"base": base},
+            ),
+            ('DELETE FROM "UserMonitorRun"', {}),
+            # the UPDATE left a dead version of every claimed row: vacuum them, as autovacuum would
+            # between real passes, so each timed pass starts from the same table
+            ('VACUUM ANALYZE "UserMonitorSchedule"', {}),
+        ])
+
+    def count_due(self, url: str, base: datetime) -> int:
+        return int(self.server.execute(
+            'SELECT count(*) FROM "UserMonitorSchedule" WHERE enabled AND NOT paused AND "nextRunAt" <= %(base)s '
+            'AND ("lockedUntil" IS NULL OR "lockedUntil" <= %(base)s)',
+            {"base": base}, database=_database_of(url),
+        )[0][0])
+
+    def warm(self, url: str) -> None:
+        database = _database_of(url)
+        self.server.execute('SELECT count(*), max("updatedAt") FROM "UserMonitorSchedule"', database=database)
+        self.server.execute('SELECT count(*) FROM "UserMonitorSchedule" WHERE enabled AND NOT paused AND "nextRunAt" > \'-infinity\'', database=database)
+
+    def versions(self) -> dict[str, str]:
+        return {"postgresql": self.server.version, "shared_buffers": str(self.server.execute("SHOW shared_buffers")[0][0])}
+
+
+def _pg_next_run(total: int, due: int) -> str:
+    """MariaDBBench's nextRunAt rule (`_due_expr`) in PostgreSQL's SQL, over a bigint `seq`."""
+    step = max(1, total // due) if due else 0
+    is_due = f"(seq %% {step} = 0 AND seq / {step} <= {due})" if due else "false"  # %% : a psycopg placeholder escape
+    k = f"(seq / {step})" if due else "0"
+    return (
+        f"CASE WHEN {is_due} THEN %(base)s - (({DUE_SPREAD_MS} - ({k} * {DUE_SPREAD_MS}) / {max(due, 1)}) * interval '1 millisecond')"
+        f" ELSE %(base)s + (({FUTURE_OFFSET_MS} + (seq * {FUTURE_SPREAD_MS}) / {total}) * interval '1 millisecond') END"
+    )
+
+
+def _database_of(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?")[0]
+
+
 class Servers:
-    def __init__(self, mariadb: MariaDB, redis_url: str) -> None:
-        self.mariadb = mariadb
+    def __init__(self, database: BenchDatabase, redis_url: str) -> None:
+        self.database = database
         self.redis_url = redis_url
+
+    @property
+    def mariadb(self) -> MariaDB:
+        """The MariaDB server (the scripts that run on MariaDB only)."""
+        if not isinstance(self.database, MariaDBBench):
+            raise RuntimeError("this benchmark runs on MariaDB only")
+        return self.database.server
 
     def versions(self) -> dict[str, str]:
         import redis as redis_py
@@ -107,8 +262,7 @@ class Servers:
         finally:
             client.close()
         return {
-            "mariadb": self.mariadb.execute("SELECT VERSION()")[0][0],
-            "innodb_buffer_pool": str(self.mariadb.execute("SELECT @@innodb_buffer_pool_size")[0][0]),
+            **self.database.versions(),
             "redis": redis_version,
             "rq": rq.__version__ if hasattr(rq, "__version__") else rq.VERSION,
             "redis_py": redis_py.__version__,
@@ -127,18 +281,33 @@ def _hiredis_version() -> str:
     return getattr(hiredis, "__version__", "yes")
 
 
+_Server = TypeVar("_Server", test_servers.MariaDBServer, test_servers.PostgresServer)
+
+
+def _started(started: list[Any], what: str, start: Callable[[], _Server]) -> _Server:
+    t0 = time.monotonic()
+    server = start()
+    started.append(server)
+    log(f"started {what} on port {server.port} in {time.monotonic() - t0:.1f}s")
+    return server
+
+
 @contextlib.contextmanager
-def servers() -> Iterator[Servers]:
-    started: list[test_servers.MariaDBServer | test_servers.RedisServer] = []
+def servers(database: str = "mysql") -> Iterator[Servers]:
+    started: list[test_servers.MariaDBServer | test_servers.PostgresServer | test_servers.RedisServer] = []
     base = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        mariadb: MariaDB | None = test_servers.mariadb_from_env()
-        if mariadb is None:
-            t0 = time.monotonic()
-            own_mariadb = test_servers.start_mariadb(base / "mariadb", extra_args=[f"--innodb-buffer-pool-size={BUFFER_POOL}"])
-            started.append(own_mariadb)
-            log(f"started MariaDB on port {own_mariadb.port} in {time.monotonic() - t0:.1f}s")
-            mariadb = own_mariadb
+        bench_db: BenchDatabase
+        if database == "postgresql":
+            postgres = test_servers.postgres_from_env() or _started(
+                started, "PostgreSQL", lambda: test_servers.start_postgres(base / "postgres", extra_args=[f"shared_buffers={PG_SHARED_BUFFERS}"])
+            )
+            bench_db = PostgresBench(postgres)
+        else:
+            mariadb = test_servers.mariadb_from_env() or _started(
+                started, "MariaDB", lambda: test_servers.start_mariadb(base / "mariadb", extra_args=[f"--innodb-buffer-pool-size={BUFFER_POOL}"])
+            )
+            bench_db = MariaDBBench(mariadb)
         external = test_servers.redis_from_env()
         if external is not None:
             parts = urlsplit(external.url)
@@ -147,7 +316,7 @@ def servers() -> Iterator[Servers]:
             own_redis = test_servers.start_redis(base / "redis")
             started.append(own_redis)
             redis_url = own_redis.url
-        yield Servers(mariadb, redis_url)
+        yield Servers(bench_db, redis_url)
     finally:
         for server in reversed(started):
             server.stop()
@@ -176,7 +345,7 @@ def db_now(engine: Engine) -> datetime:
     from core.clock import DatabaseClock
 
     with engine.connect() as conn:
-        return DatabaseClock().now(conn)
+        return DatabaseClock(engine.dialect.name).now(conn)
 
 
 # --- seeding ---------------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Benchmark 1: dispatch throughput, ours vs a plain reference, in one run.
 
-TOTAL schedules in MariaDB (default 1,000,000), DUE of them due (default 100,000); one queue-mode
+TOTAL schedules in MariaDB or PostgreSQL (--database; default 1,000,000), DUE of them due (default 100,000); one queue-mode
 dispatch pass with Redis. The reference (passes.reference) is batched SELECT ... FOR UPDATE SKIP
 LOCKED + UPDATE + COMMIT, then RQ Queue.enqueue_many in one pipeline, same batch size. Each is run
 REPEAT times, alternating which goes first, on the same table reset to its seeded state; medians.
 
     python scripts/bench/dispatch_throughput.py            # full: 1M rows, 100k due, 3 rounds
     python scripts/bench/dispatch_throughput.py --smoke    # 2,000 rows, 500 due, 1 round
+    python scripts/bench/dispatch_throughput.py --database postgresql   # the same on PostgreSQL
 """
 
 from __future__ import annotations
@@ -38,20 +39,22 @@ def main() -> int:
     parser.add_argument("--due", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=1_000, help="DISPATCH_CHUNK_SIZE and the reference's batch size")
     parser.add_argument("--enqueuer", default=None, help="module:Class replacing RqEnqueuer in our pass (to compare another enqueue)")
+    common.add_database_option(parser)
     args = parser.parse_args()
     if args.smoke:
         args.total, args.due, args.chunk = 2_000, 500, 100
     repeat = args.repeat or (1 if args.smoke else 3)
     enqueuer_class = load_enqueuer(args.enqueuer)
 
-    with common.servers() as srv:
+    with common.servers(args.database) as srv:
         versions = srv.versions()
-        url = common.new_database(srv.mariadb, "bench_dispatch")
+        db = srv.database
+        url = db.new_database("bench_dispatch")
         engine = common.sqlalchemy_engine(url)
         base = common.db_now(engine)
-        seed_s = common.seed_schedules(srv.mariadb, url, total=args.total, due=args.due, base=base)
+        seed_s = db.seed_schedules(url, total=args.total, due=args.due, base=base)
         common.log(f"seeded {args.total} rows ({args.due} due) in {seed_s:.1f}s")
-        assert common.count_due(srv.mariadb, url, base) == args.due
+        assert db.count_due(url, base) == args.due
         settings = common.settings_for(url, srv.redis_url, DISPATCH_CHUNK_SIZE=args.chunk)
         redis_conn = Redis.from_url(srv.redis_url)
 
@@ -60,8 +63,8 @@ def main() -> int:
             order = ["ours", "reference"] if round_ % 2 == 0 else ["reference", "ours"]
             for which in order:
                 common.flush_redis(srv.redis_url)
-                common.reset_claimed(srv.mariadb, url, total=args.total, due=args.due, base=base)
-                common.warm(srv.mariadb, url)
+                db.reset_claimed(url, total=args.total, due=args.due, base=base)
+                db.warm(url)
                 if which == "ours":
                     result = passes.ours(engine, settings, redis_conn, base, enqueuer_class=enqueuer_class)
                     ours.append(result)
@@ -81,6 +84,7 @@ def main() -> int:
         ours_enq = common.median([sum(r.enqueue_s) for r in ours])
         ref_claim = common.median([sum(r.claim_s) for r in reference])
         ref_enq = common.median([sum(r.enqueue_s) for r in reference])
+        common.figure("database", db.name)
         common.figure("table rows", args.total)
         common.figure("due rows", args.due)
         common.figure("batch size", args.chunk)
@@ -94,11 +98,11 @@ def main() -> int:
         common.figure("ratio ours/reference", ratio, "x (target >= 1.0, stretch 1.5)")
         redis_conn.close()
         engine.dispose()
-        srv.mariadb.drop_database(url.rsplit("/", 1)[1])
+        db.drop_database(url)
         common.emit(
             "dispatch_throughput",
             {
-                "smoke": args.smoke, "total": args.total, "due": args.due, "chunk": args.chunk, "repeat": repeat,
+                "smoke": args.smoke, "database": db.name, "total": args.total, "due": args.due, "chunk": args.chunk, "repeat": repeat,
                 "enqueuer": args.enqueuer or "dispatcher.enqueue:RqEnqueuer",
                 "ours_rows_per_s": round(ours_rate, 1), "reference_rows_per_s": round(ref_rate, 1),
                 "ratio": round(ratio, 3), "ours_seconds": [round(r.seconds, 3) for r in ours],

@@ -83,7 +83,7 @@ def ours(engine: Engine, settings: Settings, redis_conn: Redis, now: datetime, e
     enqueue_times: list[float] = []
     enqueuer = _timed(enqueuer_class or RqEnqueuer, enqueue_times)(redis_conn, settings.QUEUE_NAME, settings.JOB_TIMEOUT)
     sink = QueueSink(enqueuer, chunk_size=settings.DISPATCH_CHUNK_SIZE, max_depth=settings.QUEUE_MAX_DEPTH)
-    dispatcher = _TimedDispatcher(engine, DatabaseClock(), DispatchPolicy.from_settings(settings), sink)
+    dispatcher = _TimedDispatcher(engine, DatabaseClock(engine.dialect.name), DispatchPolicy.from_settings(settings), sink)
     dispatcher.claim_times = []
     t0 = time.perf_counter()
     summary = dispatcher.tick(now=now)
@@ -94,11 +94,27 @@ def ours(engine: Engine, settings: Settings, redis_conn: Redis, now: datetime, e
     return PassResult(summary.enqueued, seconds, claims, enqueue_times[: len(claims)])
 
 
-_SELECT = (
-    "SELECT userId, nextRunAt FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) "
-    "WHERE enabled = 1 AND nextRunAt <= %s AND (lockedUntil IS NULL OR lockedUntil <= %s) "
-    "ORDER BY nextRunAt LIMIT %s FOR UPDATE SKIP LOCKED"
-)
+# The plain claim on each server: the due rows over ix_UserMonitorSchedule_due (enabled, paused,
+# nextRunAt) in nextRunAt order, as the dispatcher's own query. `paused` is in the index since
+# migration 0008, so the reference names it too (else MariaDB cannot range-scan the index in order).
+_SELECT = {
+    "mysql": (
+        "SELECT userId, nextRunAt FROM UserMonitorSchedule FORCE INDEX (ix_UserMonitorSchedule_due) "
+        "WHERE enabled = 1 AND paused = 0 AND nextRunAt <= %s AND (lockedUntil IS NULL OR lockedUntil <= %s) "
+        "ORDER BY nextRunAt LIMIT %s FOR UPDATE SKIP LOCKED"
+    ),
+    "postgresql": (
+        'SELECT "userId", "nextRunAt" FROM "UserMonitorSchedule" '
+        'WHERE enabled AND NOT paused AND "nextRunAt" <= %s AND ("lockedUntil" IS NULL OR "lockedUntil" <= %s) '
+        'ORDER BY "nextRunAt" LIMIT %s FOR UPDATE SKIP LOCKED'
+    ),
+}
+_UPDATE = {
+    "mysql": "UPDATE UserMonitorSchedule SET runSlot = nextRunAt, attempt = 1, lockedBy = %s, lockedUntil = %s, "
+             "nextRunAt = %s, updatedAt = %s WHERE userId IN ({marks})",
+    "postgresql": 'UPDATE "UserMonitorSchedule" SET "runSlot" = "nextRunAt", attempt = 1, "lockedBy" = %s, "lockedUntil" = %s, '
+                  '"nextRunAt" = %s, "updatedAt" = %s WHERE "userId" IN ({marks})',
+}
 
 
 def reference(engine: Engine, redis_conn: Redis, now: datetime, *, chunk: int, lease_ms: int, queue_name: str, timeout: int = 600) -> PassResult:
@@ -107,6 +123,7 @@ def reference(engine: Engine, redis_conn: Redis, now: datetime, *, chunk: int, l
     lease_until = now + timedelta(milliseconds=lease_ms)
     now_ms = epoch_ms(now)
     result = PassResult(0, 0.0)
+    dialect = "postgresql" if engine.dialect.name == "postgresql" else "mysql"
     raw = engine.raw_connection()
     t_start = time.perf_counter()
     try:
@@ -114,15 +131,11 @@ def reference(engine: Engine, redis_conn: Redis, now: datetime, *, chunk: int, l
             t0 = time.perf_counter()
             token = f"reference:{uuid.uuid4().hex[:16]}"
             cursor = raw.cursor()
-            cursor.execute(_SELECT, (now, now, chunk))
+            cursor.execute(_SELECT[dialect], (now, now, chunk))
             rows = cursor.fetchall()
             if rows:
                 marks = ",".join(["%s"] * len(rows))
-                cursor.execute(
-                    "UPDATE UserMonitorSchedule SET runSlot = nextRunAt, attempt = 1, lockedBy = %s, lockedUntil = %s, "
-                    f"nextRunAt = %s, updatedAt = %s WHERE userId IN ({marks})",
-                    (token, lease_until, lease_until, now, *[r[0] for r in rows]),
-                )
+                cursor.execute(_UPDATE[dialect].format(marks=marks), (token, lease_until, lease_until, now, *[r[0] for r in rows]))
             raw.commit()
             cursor.close()
             if not rows:

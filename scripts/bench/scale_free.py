@@ -9,6 +9,7 @@
 
     python scripts/bench/scale_free.py            # 100k-row vs 1M-row table, 100k due, 3 passes each
     python scripts/bench/scale_free.py --smoke
+    python scripts/bench/scale_free.py --database postgresql   # the same on PostgreSQL
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from redis import Redis  # noqa: E402
 
 
 def run_table(srv: common.Servers, total: int, due: int, chunk: int, repeat: int) -> list[passes.PassResult]:
-    url = common.new_database(srv.mariadb, f"bench_scale{total}")
+    db = srv.database
+    url = db.new_database(f"bench_scale{total}")
     engine = common.sqlalchemy_engine(url)
     base = common.db_now(engine)
-    seed_s = common.seed_schedules(srv.mariadb, url, total=total, due=due, base=base)
+    seed_s = db.seed_schedules(url, total=total, due=due, base=base)
     common.log(f"seeded {total} rows ({due} due) in {seed_s:.1f}s")
     settings = common.settings_for(url, srv.redis_url, DISPATCH_CHUNK_SIZE=chunk)
     redis_conn = Redis.from_url(srv.redis_url)
@@ -36,8 +38,8 @@ def run_table(srv: common.Servers, total: int, due: int, chunk: int, repeat: int
     try:
         for round_ in range(repeat):
             common.flush_redis(srv.redis_url)
-            common.reset_claimed(srv.mariadb, url, total=total, due=due, base=base)
-            common.warm(srv.mariadb, url)
+            db.reset_claimed(url, total=total, due=due, base=base)
+            db.warm(url)
             result = passes.ours(engine, settings, redis_conn, base)
             assert result.rows == due, result.rows
             common.log(f"table {total}: pass {round_ + 1}: {result.seconds:.2f}s")
@@ -45,7 +47,7 @@ def run_table(srv: common.Servers, total: int, due: int, chunk: int, repeat: int
     finally:
         redis_conn.close()
         engine.dispose()
-        srv.mariadb.drop_database(url.rsplit("/", 1)[1])
+        db.drop_database(url)
     return results
 
 
@@ -54,12 +56,13 @@ def main() -> int:
     parser.add_argument("--total", type=int, default=1_000_000)
     parser.add_argument("--due", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=1_000)
+    common.add_database_option(parser)
     args = parser.parse_args()
     if args.smoke:
         args.total, args.due, args.chunk = 4_000, 1_000, 100
     repeat = args.repeat or (1 if args.smoke else 3)
 
-    with common.servers() as srv:
+    with common.servers(args.database) as srv:
         versions = srv.versions()
         small = run_table(srv, args.due, args.due, args.chunk, repeat)
         big = run_table(srv, args.total, args.due, args.chunk, repeat)
@@ -77,6 +80,7 @@ def main() -> int:
     # over all passes: median of last-5 / first-5 claim ratio (robust to one slow batch)
     claim5_all = common.median([statistics.mean(r.claim_s[-n:]) / statistics.mean(r.claim_s[:n]) for r in big])
 
+    common.figure("database", args.database)
     common.figure(f"pass time, {args.due} due in {args.due}-row table (median)", small_s, "s")
     common.figure(f"pass time, {args.due} due in {args.total}-row table (median)", big_s, "s")
     common.figure("ratio big/small table", table_ratio, "x (target <= 1.2)")
@@ -91,7 +95,7 @@ def main() -> int:
     common.emit(
         "scale_free",
         {
-            "smoke": args.smoke, "total": args.total, "due": args.due, "chunk": args.chunk, "repeat": repeat,
+            "smoke": args.smoke, "database": args.database, "total": args.total, "due": args.due, "chunk": args.chunk, "repeat": repeat,
             "small_table_s": round(small_s, 3), "big_table_s": round(big_s, 3), "table_ratio": round(table_ratio, 3),
             "small_runs_s": [round(r.seconds, 3) for r in small], "big_runs_s": [round(r.seconds, 3) for r in big],
             "batches": len(mid.claim_s), "first_claim_ms": round(first_claim * 1000, 2), "last_claim_ms": round(last_claim * 1000, 2),

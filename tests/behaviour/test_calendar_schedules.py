@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
 from core.exceptions import InvalidInput, UnknownUser
 from core.executor import Runner
@@ -104,7 +103,7 @@ def test_bad_input_writes_nothing(backend: Backend, change: CalendarChange, prob
 
 def test_a_plain_sql_insert_is_an_interval_schedule_as_before(backend: Backend) -> None:
     with backend.engine.begin() as conn:
-        conn.execute(text("INSERT INTO UserMonitorSchedule (userId) VALUES ('host-made')"))
+        conn.execute(backend.sql("""INSERT INTO "UserMonitorSchedule" ("userId") VALUES ('host-made')"""))
     row = backend.schedule("host-made")
     assert (row.kind, row.cron_expr, row.time_zone, row.spread_seconds, row.interval_minutes) == ("interval", None, "UTC", 0, 5)
 

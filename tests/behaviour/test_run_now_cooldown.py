@@ -11,7 +11,6 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
 
 from core.exceptions import LeaseHeld, RunNowTooSoon
 from core.executor import Runner
@@ -64,7 +63,7 @@ def test_operators_are_not_limited_and_do_not_use_up_the_users_cooldown(backend:
 
 def test_a_schedule_inserted_by_plain_sql_has_no_cooldown_yet(backend: Backend) -> None:
     with backend.engine.begin() as conn:
-        conn.execute(text("INSERT INTO UserMonitorSchedule (userId) VALUES ('plain')"))
+        conn.execute(backend.sql("""INSERT INTO "UserMonitorSchedule" ("userId") VALUES ('plain')"""))
     assert backend.schedule("plain").manual_run_at is None
     assert inline(backend).run_user_now("plain", cooldown=COOLDOWN).succeeded == 1
     assert backend.schedule("plain").manual_run_at == backend.clock.moment

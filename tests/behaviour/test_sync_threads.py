@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import text
 
 from core import shutdown
 from core.domain import RunStatus
@@ -34,7 +33,7 @@ def sync_dispatcher(backend: Backend, task: Task, *, monotonic: Callable[[], flo
 
 def leases_held(backend: Backend) -> int:
     with backend.engine.connect() as conn:
-        return int(conn.execute(text("SELECT COUNT(*) FROM UserMonitorSchedule WHERE lockedBy IS NOT NULL")).scalar_one())
+        return int(conn.execute(backend.sql('SELECT COUNT(*) FROM "UserMonitorSchedule" WHERE "lockedBy" IS NOT NULL')).scalar_one())
 
 
 class Together:

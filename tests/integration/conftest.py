@@ -9,6 +9,14 @@ from tests.integration.helpers import real_now
 
 
 @pytest.fixture
+def server_now_backend(server_backend: Backend) -> Backend:
+    """A database server (MariaDB or PostgreSQL, per the test's parameter) whose schedules are due
+    by the database's real clock (processes use it)."""
+    server_backend.clock.moment = real_now(server_backend)
+    return server_backend
+
+
+@pytest.fixture
 def mysql_now_backend(mysql_backend: Backend) -> Backend:
     """MariaDB whose schedules are due by the database's real clock (processes use NOW())."""
     mysql_backend.clock.moment = real_now(mysql_backend)

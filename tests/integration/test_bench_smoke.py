@@ -74,6 +74,23 @@ def test_benchmark_smoke(script: str, bench_env: dict[str, str]) -> None:
         assert data.get("due", data.get("enqueued")) > 0
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("script", ["dispatch_throughput", "scale_free"])
+def test_the_dispatch_benchmarks_run_on_postgresql(script: str, bench_env: dict[str, str], postgres) -> None:
+    """--database postgresql: the same figures from the session's PostgreSQL (TEST_POSTGRES_URL)."""
+    env = {**bench_env, "TEST_POSTGRES_URL": postgres.admin_url}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--smoke", "--database", "postgresql"],
+        cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["database"] == "postgresql" and "postgresql" in data["versions"]
+    for key in EXPECTED[script]:
+        value = _lookup(data, key)
+        assert isinstance(value, (int, float)) and value > 0, f"{script}: {key} = {value!r}"
+
+
 def test_chaos_soak_smoke() -> None:
     """The chaos soak in --smoke mode: its own MariaDB and Redis (it restarts them, so never the
     session's), real processes, faults; the figures are printed and no process exits by itself."""

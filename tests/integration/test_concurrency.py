@@ -1,4 +1,9 @@
-"""Concurrency claims, proved by racing real processes against real MariaDB and Redis.
+"""Concurrency claims, proved by racing real processes against real MariaDB / PostgreSQL and Redis.
+
+The claims (racing dispatchers, the killed and the frozen worker, Redis dying mid-pass) are about
+the database's locks, leases and fenced writes: they run on both servers. The last two tests are
+about RQ and signals: one server each (tests/conftest.py `on_one_server`).
+
 
 - several dispatchers over the same due users: each user enqueued exactly once;
 - a worker killed with SIGKILL mid-job: the user runs again after the lease expires, never while
@@ -23,17 +28,17 @@ from rq import Queue
 
 from core import domain, queries
 from tests import servers
-from tests.conftest import Backend, cli_env
+from tests.conftest import Backend, cli_env, on_one_server
 from tests.integration.helpers import QUEUE, cli, dispatch_once, queued_users, real_now, rq_info, wait_for, worker_env
 from tests.tasks import release_marker, started_marker
 
-pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("dispatchers", [3])
-def test_racing_dispatchers_enqueue_each_user_exactly_once(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, dispatchers: int) -> None:
-    users = mysql_now_backend.add_schedules(5000)
-    env = cli_env(DATABASE_URL=mysql_now_backend.url, REDIS_URL=redis_url, DISPATCH_CHUNK_SIZE="50")
+def test_racing_dispatchers_enqueue_each_user_exactly_once(server_now_backend: Backend, redis_url: str, redis_conn: Redis, dispatchers: int) -> None:
+    users = server_now_backend.add_schedules(5000)
+    env = cli_env(DATABASE_URL=server_now_backend.url, REDIS_URL=redis_url, DISPATCH_CHUNK_SIZE="50")
 
     procs = [cli("dispatch", "--mode", "queue", "--json", env=env) for _ in range(dispatchers)]
     outputs = [p.communicate(timeout=120) for p in procs]
@@ -63,10 +68,10 @@ def test_racing_dispatchers_on_sqlite_enqueue_each_user_exactly_once(sqlite_back
     assert set(enqueued) == set(users) and max(enqueued.values()) == 1
 
 
-def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    [user] = mysql_now_backend.add_schedules(1, interval=1)
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task")
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
+def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = server_now_backend.add_schedules(1, interval=1)
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task")
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 1
     worker = cli("worker", "--concurrency", "1", env=env, start_new_session=True)
     try:
         wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
@@ -74,7 +79,7 @@ def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(m
         # worker lives (its heartbeat renews the lease).
         live_until = time.monotonic() + 4.5
         while time.monotonic() < live_until:
-            assert dispatch_once(mysql_now_backend, redis_url).claimed == 0, "claimed while the worker lives"
+            assert dispatch_once(server_now_backend, redis_url).claimed == 0, "claimed while the worker lives"
             time.sleep(0.5)
         os.killpg(worker.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -83,45 +88,45 @@ def test_a_killed_worker_is_rerun_after_its_lease_expires_never_while_it_lives(m
             os.killpg(worker.pid, signal.SIGKILL)
         worker.communicate(timeout=10)
 
-    summary = wait_for(lambda: (s := dispatch_once(mysql_now_backend, redis_url)).claimed and s, 15, "the user to be claimed again", 0.2)
+    summary = wait_for(lambda: (s := dispatch_once(server_now_backend, redis_url)).claimed and s, 15, "the user to be claimed again", 0.2)
     assert summary.claimed == 1
     assert time.monotonic() - killed_at > 1.0, "claimed again before the dead worker's lease could have expired"
-    [lost] = mysql_now_backend.runs(user)
+    [lost] = server_now_backend.runs(user)
     assert lost.status == "lost" and lost.attempt == 1
-    row = mysql_now_backend.schedule(user)
+    row = server_now_backend.schedule(user)
     assert row.attempt == 2 and row.run_slot == lost.slot, "the lost slot is retried"
 
 
-def test_a_frozen_worker_cannot_overwrite_the_run_that_replaced_it(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    [user] = mysql_now_backend.add_schedules(1, interval=5)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
-    stale = cli("worker", "--concurrency", "1", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task"), start_new_session=True)
+def test_a_frozen_worker_cannot_overwrite_the_run_that_replaced_it(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = server_now_backend.add_schedules(1, interval=5)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 1
+    stale = cli("worker", "--concurrency", "1", env=worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task"), start_new_session=True)
     try:
         wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
         os.killpg(stale.pid, signal.SIGSTOP)  # a long GC pause, a frozen VM: the heartbeat stops too
-        wait_for(lambda: dispatch_once(mysql_now_backend, redis_url).claimed, 15, "the takeover", 0.2)
-        fresh = cli("worker", "--concurrency", "1", "--burst", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
+        wait_for(lambda: dispatch_once(server_now_backend, redis_url).claimed, 15, "the takeover", 0.2)
+        fresh = cli("worker", "--concurrency", "1", "--burst", env=worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
         fresh.communicate(timeout=60)  # reads its output while waiting: a full pipe would block it
         assert fresh.returncode == 0
-        newer = mysql_now_backend.schedule(user)
+        newer = server_now_backend.schedule(user)
         assert (newer.last_status, newer.locked_by) == ("succeeded", None)
 
         release_marker(tmp_path, user).write_text("go")
         os.killpg(stale.pid, signal.SIGCONT)
-        wait_for(lambda: any(r.status == "stale" for r in mysql_now_backend.runs(user)), 30, "the stale result to be refused")
+        wait_for(lambda: any(r.status == "stale" for r in server_now_backend.runs(user)), 30, "the stale result to be refused")
     finally:
         os.killpg(stale.pid, signal.SIGKILL)
         stale.communicate(timeout=10)
 
-    assert mysql_now_backend.schedule(user) == newer, "the newer run's result stands"
-    assert [r.status for r in mysql_now_backend.runs(user)] == ["lost", "succeeded", "stale"]
+    assert server_now_backend.schedule(user) == newer, "the newer run's result stands"
+    assert [r.status for r in server_now_backend.runs(user)] == ["lost", "succeeded", "stale"]
 
 
-def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: Backend, tmp_path: Path) -> None:
+def test_redis_dying_mid_pass_releases_what_was_not_enqueued(server_now_backend: Backend, tmp_path: Path) -> None:
     redis_server = servers.start_redis(tmp_path / "redis")
     try:
-        mysql_now_backend.add_schedules(20_000)
-        env = cli_env(DATABASE_URL=mysql_now_backend.url, REDIS_URL=redis_server.url, DISPATCH_CHUNK_SIZE="100")
+        server_now_backend.add_schedules(20_000)
+        env = cli_env(DATABASE_URL=server_now_backend.url, REDIS_URL=redis_server.url, DISPATCH_CHUNK_SIZE="100")
         dispatcher = cli("dispatch", "--mode", "queue", "--json", env=env)
         probe = Redis.from_url(redis_server.url)
         wait_for(lambda: Queue(QUEUE, connection=probe).count > 0, 60, "the first batch", 0.005)
@@ -135,37 +140,39 @@ def test_redis_dying_mid_pass_releases_what_was_not_enqueued(mysql_now_backend: 
     assert "Redis" in err.strip().splitlines()[-1] and len(err.strip().splitlines()[-1]) < 400
     assert summary["claimed"] == summary["enqueued"] + summary["released"]
     assert 0 < summary["enqueued"] < 20_000
-    now = real_now(mysql_now_backend)
-    with mysql_now_backend.engine.connect() as conn:
+    now = real_now(server_now_backend)
+    with server_now_backend.engine.connect() as conn:
         due = queries.count_due(conn, now=now)
         leased = len(queries.list_schedules(conn, now=now, which=domain.ScheduleFilter.RUNNING, limit=100_000))
     assert leased == summary["enqueued"], "only rows whose job reached Redis keep a lease"
     assert due == 20_000 - summary["enqueued"], "everything else is due again at once"
 
 
-def test_rq_info_shows_the_queue_and_workers_run_the_jobs(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    users = mysql_now_backend.add_schedules(30, interval=7)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 30
+@on_one_server("mysql")
+def test_rq_info_shows_the_queue_and_workers_run_the_jobs(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    users = server_now_backend.add_schedules(30, interval=7)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 30
 
     info = rq_info(redis_url, QUEUE)
 
     assert info.returncode == 0, info.stderr
     assert QUEUE in info.stdout and "30" in info.stdout, info.stdout
 
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task")
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:recording_task")
     workers = cli("worker", "--concurrency", "2", "--burst", env=env)
     _, worker_log = workers.communicate(timeout=120)
     assert workers.returncode == 0, worker_log
     ran = [line.split()[0] for line in (tmp_path / "runs.log").read_text().splitlines()]
     assert sorted(ran) == sorted(users)
-    assert {mysql_now_backend.schedule(u).last_status for u in users} == {"succeeded"}
+    assert {server_now_backend.schedule(u).last_status for u in users} == {"succeeded"}
     assert len({line.split()[3] for line in (tmp_path / "runs.log").read_text().splitlines()}) == 2, "two worker processes shared the work"
 
 
-def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    [user] = mysql_now_backend.add_schedules(1)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 1
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="4")
+@on_one_server("postgresql")
+def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    [user] = server_now_backend.add_schedules(1)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 1
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="4")
     worker = cli("worker", "--concurrency", "2", env=env)
     wait_for(lambda: started_marker(tmp_path, user).exists(), 30, "the job to start")
     listing = wait_for(lambda: (r := rq_info(redis_url, "--only-workers")).stdout.count(QUEUE) >= 2 and r, 20, "both workers in rq info")
@@ -174,5 +181,5 @@ def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(mysql_now_b
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=60)
 
-    row = mysql_now_backend.schedule(user)
+    row = server_now_backend.schedule(user)
     assert (row.last_status, row.locked_by) == ("succeeded", None), "the job finished instead of being killed"

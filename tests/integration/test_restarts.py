@@ -2,13 +2,15 @@
 
 - a pooled connection the server killed: the next transaction succeeds, and an error on a killed
   connection surfaces as itself, never as PendingRollbackError;
-- MariaDB restarted (SIGTERM, SIGKILL) while a worker records a result: recorded `succeeded` once,
-  no second run;
-- MariaDB restarted between passes: the next pass of each dispatcher succeeds;
+- the database (MariaDB, PostgreSQL) restarted (clean shutdown, SIGKILL) while a worker records a
+  result: recorded `succeeded` once, no second run;
+- the database restarted between passes: the next pass of each dispatcher succeeds;
 - Redis killed and restarted with its append-only file while workers are idle and while they run:
   no worker exits, every run is recorded, `rq info` lists the workers again.
 
-These tests restart their own servers (module-scoped), never the session's shared ones.
+These tests restart their own servers (module-scoped), never the session's shared ones. The
+database tests run on MariaDB and on PostgreSQL; the Redis restarts are about Redis and RQ, so each
+runs on one database server (tests/conftest.py `on_one_server`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from sqlalchemy import exc, text
+from datetime import timedelta
+
+from sqlalchemy import Connection, exc, text, update
 
 from core import domain
 from core.clock import FixedClock
@@ -32,20 +36,39 @@ from core.domain import Mode
 from monitor_scheduler.wiring import App
 from schema.migrate import upgrade
 from tests import restart, servers
-from tests.conftest import T0, Backend, cli_env
+from schema.models import schedules
+from tests.conftest import SERVERS, T0, Backend, cli_env, on_one_server
 from tests.integration.helpers import cli, real_now, rq_info, wait_for
 from tests.tasks import release_marker, started_marker
 
-pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 LEASE_MS = "20000"  # longer than a restart, as in production (a lease outlives a short outage)
 
 
-@pytest.fixture(scope="module")
-def own_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.MariaDBServer]:
-    server = servers.server_or_skip(lambda: servers.start_mariadb(tmp_path_factory.mktemp("restart-mariadb")))
+DatabaseServer = servers.MariaDBServer | servers.PostgresServer
+
+
+@pytest.fixture(scope="module", params=list(SERVERS.values()))
+def own_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+    """A database server of this module's own, to restart: MariaDB or PostgreSQL."""
+    start = servers.start_postgres if request.param == "postgresql" else servers.start_mariadb
+    server: DatabaseServer = servers.server_or_skip(lambda: start(tmp_path_factory.mktemp(f"restart-{request.param}")))
     yield server
     server.stop()
+
+
+def connection_id(conn: Connection) -> int:
+    sql = "SELECT pg_backend_pid()" if conn.dialect.name == "postgresql" else "SELECT CONNECTION_ID()"
+    return int(conn.execute(text(sql)).scalar_one())
+
+
+def kill_connection(server: DatabaseServer, victim: int) -> None:
+    """End one client connection from the server side, as a restart does to every one."""
+    if isinstance(server, servers.PostgresServer):
+        server.execute(f"SELECT pg_terminate_backend({int(victim)})")
+    else:
+        server.execute(f"KILL CONNECTION {int(victim)}")
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +79,19 @@ def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Redi
 
 
 @pytest.fixture
-def db(own_mariadb: servers.MariaDBServer, request: pytest.FixtureRequest) -> Iterator[Backend]:
+def db(own_server: DatabaseServer, request: pytest.FixtureRequest) -> Iterator[Backend]:
     """A fresh database on the restartable server, due by its real clock."""
-    if not own_mariadb.is_running():
-        restart.start_again(own_mariadb)
+    if not own_server.is_running():
+        restart.start_again(own_server)
     name = f"r{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
-    url = own_mariadb.create_database(name)
+    url = own_server.create_database(name)
     engine = create_db_engine(url)
     upgrade(engine)
-    backend = Backend("mysql", url, engine, FixedClock(T0))
+    backend = Backend(engine.dialect.name, url, engine, FixedClock(T0))
     backend.clock.moment = real_now(backend)
     yield backend
     engine.dispose()
-    own_mariadb.drop_database(name)
+    own_server.drop_database(name)
 
 
 @pytest.fixture
@@ -116,26 +139,25 @@ def _stop(proc: subprocess.Popen) -> str:
 # --- connections ----------------------------------------------------------------------------------
 
 
-def test_a_killed_pooled_connection_does_not_fail_the_next_transaction(db: Backend, own_mariadb: servers.MariaDBServer) -> None:
+def test_a_killed_pooled_connection_does_not_fail_the_next_transaction(db: Backend, own_server: DatabaseServer) -> None:
     engine = create_db_engine(db.url)
     try:
         with engine.begin() as conn:  # the pooled connection
-            victim = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
-        own_mariadb.execute(f"KILL CONNECTION {victim}")  # what a server restart does to it
+            victim = connection_id(conn)
+        kill_connection(own_server, victim)  # what a server restart does to it
 
         with engine.begin() as conn:  # neither PendingRollbackError nor OperationalError
-            assert conn.execute(text("SELECT CONNECTION_ID()")).scalar_one() != victim
+            assert connection_id(conn) != victim
     finally:
         engine.dispose()
 
 
-def test_a_connection_killed_mid_transaction_fails_with_its_own_error_not_pending_rollback(db: Backend, own_mariadb: servers.MariaDBServer) -> None:
+def test_a_connection_killed_mid_transaction_fails_with_its_own_error_not_pending_rollback(db: Backend, own_server: DatabaseServer) -> None:
     engine = create_db_engine(db.url)
     try:
         with pytest.raises(exc.OperationalError) as raised:
             with engine.begin() as conn:
-                victim = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
-                own_mariadb.execute(f"KILL CONNECTION {victim}")
+                kill_connection(own_server, connection_id(conn))
                 conn.execute(text("SELECT 1"))
         assert not isinstance(raised.value, exc.PendingRollbackError)
         assert raised.value.connection_invalidated
@@ -145,12 +167,12 @@ def test_a_connection_killed_mid_transaction_fails_with_its_own_error_not_pendin
         engine.dispose()
 
 
-# --- MariaDB restarts -----------------------------------------------------------------------------
+# --- database restarts ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_a_result_written_across_a_mariadb_restart_is_recorded_once(
-    db: Backend, aof_redis_url: str, own_mariadb: servers.MariaDBServer, tmp_path: Path, sig: int,
+def test_a_result_written_across_a_database_restart_is_recorded_once(
+    db: Backend, aof_redis_url: str, own_server: DatabaseServer, tmp_path: Path, sig: int,
 ) -> None:
     [user] = db.add_schedules(1, interval=1)
     env = _env(db, aof_redis_url, tmp_path, "tests.tasks:blocking_task")
@@ -159,10 +181,10 @@ def test_a_result_written_across_a_mariadb_restart_is_recorded_once(
     try:
         wait_for(lambda: started_marker(tmp_path, user).exists(), 120, "the job to start")
         db.engine.dispose()
-        restart.stop_server(own_mariadb, sig)
+        restart.stop_server(own_server, sig)  # SIGTERM: each server's clean shutdown (tests/restart.py)
         release_marker(tmp_path, user).write_text("")  # the task ends; its result meets no database
         time.sleep(2.0)
-        restart.start_again(own_mariadb)
+        restart.start_again(own_server)
 
         wait_for(lambda: db.runs(user), 120, lambda: f"the result to be recorded; worker log:\n{_stop(worker)}")
         time.sleep(1.0)
@@ -178,8 +200,8 @@ def test_a_result_written_across_a_mariadb_restart_is_recorded_once(
     assert schedule.locked_by is None and schedule.last_status == domain.RunStatus.SUCCEEDED
 
 
-def test_the_next_pass_of_each_dispatcher_succeeds_after_a_mariadb_restart(
-    db: Backend, aof_redis_url: str, own_mariadb: servers.MariaDBServer,
+def test_the_next_pass_of_each_dispatcher_succeeds_after_a_database_restart(
+    db: Backend, aof_redis_url: str, own_server: DatabaseServer,
 ) -> None:
     db.add_schedules(30, interval=1)
     settings = load_settings(env_file=None, DATABASE_URL=db.url, REDIS_URL=aof_redis_url, DISPATCH_LOCK_TTL=int(LEASE_MS), DISPATCH_CHUNK_SIZE=5)
@@ -189,8 +211,8 @@ def test_the_next_pass_of_each_dispatcher_succeeds_after_a_mariadb_restart(
         for dispatcher in dispatchers:  # every pool holds live connections
             dispatcher.tick()
         db.engine.dispose()
-        restart.restart(own_mariadb, signal.SIGKILL)
-        restart.restart(own_mariadb, signal.SIGTERM)
+        restart.restart(own_server, signal.SIGKILL)
+        restart.restart(own_server, signal.SIGTERM)
 
         summaries = [dispatcher.tick() for dispatcher in dispatchers]  # raises if a pass fails
         assert all(s.error is None for s in summaries), summaries
@@ -211,6 +233,7 @@ def _rq_worker_names(redis_url: str) -> str:
     return f"rq:workers = {sorted(conn.smembers('rq:workers'))}, keys = {sorted(conn.keys('rq:worker:*'))}"
 
 
+@on_one_server("mysql")
 @pytest.mark.parametrize("concurrency", ["1", "2"], ids=["single", "pool"])
 def test_workers_ride_out_a_redis_restart_while_idle(
     db: Backend, aof_redis_url: str, aof_redis: servers.RedisServer, tmp_path: Path, concurrency: str,
@@ -235,6 +258,7 @@ def test_workers_ride_out_a_redis_restart_while_idle(
     assert "quitting" not in err, err[-4000:]
 
 
+@on_one_server("postgresql")
 @pytest.mark.parametrize("concurrency", ["1", "2"], ids=["single", "pool"])
 def test_workers_ride_out_a_redis_restart_while_running(
     db: Backend, aof_redis_url: str, aof_redis: servers.RedisServer, tmp_path: Path, concurrency: str,
@@ -242,7 +266,7 @@ def test_workers_ride_out_a_redis_restart_while_running(
     first, second = db.add_schedules(2, interval=1)
     env = _env(db, aof_redis_url, tmp_path, "tests.tasks:blocking_task")
     with db.engine.begin() as conn:  # only the first is due now
-        conn.execute(text("UPDATE UserMonitorSchedule SET nextRunAt = nextRunAt + INTERVAL 1 HOUR WHERE userId = :u"), {"u": second})
+        conn.execute(update(schedules).where(schedules.c.userId == second).values(nextRunAt=db.clock.moment + timedelta(hours=1)))
     assert _dispatch(db, aof_redis_url).enqueued == 1
     worker = cli("worker", "--concurrency", concurrency, env=env, start_new_session=True)
     try:
@@ -254,7 +278,7 @@ def test_workers_ride_out_a_redis_restart_while_running(
         restart.start_again(aof_redis)
 
         with db.engine.begin() as conn:
-            conn.execute(text("UPDATE UserMonitorSchedule SET nextRunAt = NOW(3) WHERE userId = :u"), {"u": second})
+            conn.execute(update(schedules).where(schedules.c.userId == second).values(nextRunAt=real_now(db)))
         release_marker(tmp_path, second).write_text("")
         wait_for(lambda: _dispatch(db, aof_redis_url).enqueued, 120, "the second user enqueued")
         wait_for(lambda: db.runs(second), 120, lambda: f"the second run; worker log:\n{_stop(worker)[-4000:]}")
@@ -269,17 +293,17 @@ def test_workers_ride_out_a_redis_restart_while_running(
     assert "quitting" not in err, err[-4000:]
 
 
-def test_a_transaction_whose_connection_dies_before_commit_runs_once_more_on_a_fresh_one(db: Backend, own_mariadb: servers.MariaDBServer) -> None:
+def test_a_transaction_whose_connection_dies_before_commit_runs_once_more_on_a_fresh_one(db: Backend, own_server: DatabaseServer) -> None:
     from core.db import run_transaction
 
     [user] = db.add_schedules(1)
     connections: list[int] = []
 
     def work(conn) -> int:
-        connections.append(conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+        connections.append(connection_id(conn))
         if len(connections) == 1:
-            own_mariadb.execute(f"KILL CONNECTION {connections[0]}")  # dies after checkout
-        return conn.execute(text("UPDATE UserMonitorSchedule SET attempt = attempt + 1 WHERE userId = :u"), {"u": user}).rowcount
+            kill_connection(own_server, connections[0])  # dies after checkout
+        return conn.execute(db.sql('UPDATE "UserMonitorSchedule" SET attempt = attempt + 1 WHERE "userId" = :u'), {"u": user}).rowcount
 
     assert run_transaction(db.engine, work, what="the test's update") == 1
     assert len(connections) == 2 and connections[0] != connections[1]

@@ -1,9 +1,10 @@
-"""The schema on a real MariaDB: the claim's plan, the hand-applied DDL, UTC, CHECK."""
+"""The schema on a real MariaDB and PostgreSQL: the claim's plan, the hand-applied DDL, UTC, CHECK."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from core.clock import DatabaseClock, clock_for_dialect
 from core.db import create_db_engine
 from core.executor import Runner
 from dispatcher.service import Dispatcher
-from schema.migrate import MYSQL_DDL_FILE, render_mysql_ddl
+from schema.migrate import MYSQL_DDL_FILE, POSTGRESQL_DDL_FILE, render_mysql_ddl, render_postgresql_ddl
 from schema.models import metadata
 from tests.conftest import T0, Backend
 
@@ -42,18 +43,61 @@ def test_the_due_query_is_an_index_range_scan_without_filesort(mysql_backend: Ba
     assert "filesort" not in (plan["Extra"] or ""), plan
 
 
-@pytest.mark.mysql
-def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Backend) -> None:
+def _plan_nodes(node: dict) -> list[dict]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+@pytest.mark.postgres
+def test_the_due_query_on_postgresql_is_an_index_range_scan_in_order_at_100k_rows(postgres_backend: Backend) -> None:
+    """Given 100k due rows (plus disabled, paused and future ones), when PostgreSQL plans the exact
+    claim query, then it walks ix_UserMonitorSchedule_due in nextRunAt order under LIMIT and
+    SKIP LOCKED: no Sort over the due rows and no sequential scan, so a claim locks only the
+    rows it returns."""
+    with postgres_backend.engine.begin() as conn:
+        conn.execute(text(
+            """INSERT INTO "UserMonitorSchedule" ("userId", "nextRunAt", enabled, paused)
+               SELECT 'user-' || i, :t0 - (i * interval '1 second'), i % 20 <> 0, i % 50 = 1
+               FROM generate_series(1, 120000) AS i"""
+        ), {"t0": T0})
+        conn.execute(text("""UPDATE "UserMonitorSchedule" SET "nextRunAt" = "nextRunAt" + interval '1 day' WHERE "userId" LIKE 'user-1%'"""))
+        conn.execute(text('ANALYZE "UserMonitorSchedule"'))
+        due = conn.execute(text(
+            'SELECT count(*) FROM "UserMonitorSchedule" WHERE enabled AND NOT paused AND "nextRunAt" <= :t0'), {"t0": T0}
+        ).scalar_one()
+    assert due >= 70_000
+
+    with postgres_backend.engine.connect() as conn:
+        compiled = claims.due_rows_query(T0, 1000).compile(dialect=conn.dialect)
+        [[plan]] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + compiled.string, compiled.params).one()
+    nodes = _plan_nodes(plan["Plan"])
+    kinds = [n["Node Type"] for n in nodes]
+    assert "Sort" not in kinds and "Incremental Sort" not in kinds, kinds
+    assert not any("Seq Scan" in kind for kind in kinds), kinds
+    [scan] = [n for n in nodes if n["Node Type"] in ("Index Scan", "Index Only Scan")]
+    assert scan["Index Name"] == "ix_UserMonitorSchedule_due" and scan["Scan Direction"] == "Forward", scan
+    assert '"nextRunAt" <=' in scan["Index Cond"], scan  # a range on the index, not a filter over it
+    assert kinds[:2] == ["Limit", "LockRows"], kinds
+
+
+def lock_wait_timeout(conn, seconds: int) -> None:
+    """Give up waiting for a row lock after `seconds` in this transaction (so a wait fails the test)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SET LOCAL lock_timeout = '{seconds}s'"))
+    else:
+        conn.execute(text(f"SET SESSION innodb_lock_wait_timeout = {seconds}"))
+
+
+def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(server_backend: Backend) -> None:
     """SKIP LOCKED over the ordered index: while one claim's transaction is open, another claims
     the next rows at once instead of waiting or getting nothing."""
-    mysql_backend.add_schedules(40, due_at=T0 - timedelta(minutes=1), spread_ms=10)
-    other = create_db_engine(mysql_backend.url)
+    server_backend.add_schedules(40, due_at=T0 - timedelta(minutes=1), spread_ms=10)
+    other = create_db_engine(server_backend.url)
     until = T0 + timedelta(minutes=15)
     try:
-        with mysql_backend.engine.begin() as first_conn:
+        with server_backend.engine.begin() as first_conn:
             first = claims.claim_due(first_conn, now=T0, limit=10, token="first", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
             with other.begin() as second_conn:
-                second_conn.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
+                lock_wait_timeout(second_conn, 2)
                 second = claims.claim_due(second_conn, now=T0, limit=10, token="second", lease_until=until, trigger=domain.Trigger.SCHEDULE).claimed
     finally:
         other.dispose()
@@ -64,6 +108,10 @@ def test_a_second_dispatcher_is_not_blocked_by_the_first_claim(mysql_backend: Ba
 
 def test_the_shipped_mysql_ddl_is_generated_from_the_migrations() -> None:
     assert MYSQL_DDL_FILE.read_text() == render_mysql_ddl(), "run: monitor-scheduler schema-sql --write"
+
+
+def test_the_shipped_postgresql_ddl_is_generated_from_the_migrations() -> None:
+    assert POSTGRESQL_DDL_FILE.read_text() == render_postgresql_ddl(), "run: monitor-scheduler schema-sql --dialect postgresql --write"
 
 
 def _columns_and_indexes(conn) -> tuple[list, list]:
@@ -93,20 +141,51 @@ def mariadb_client(mariadb, database: str, sql: bytes) -> None:
     )
 
 
-@pytest.mark.mysql
-def test_applying_the_ddl_by_hand_gives_the_migrated_schema(mariadb, mysql_url: str) -> None:
-    by_hand_url = mariadb.create_database("by_hand_ddl")
+def _pg_columns_and_indexes(conn) -> tuple[list, list]:
+    columns = conn.execute(
+        text(
+            "SELECT table_name, column_name, data_type, datetime_precision, character_maximum_length, is_nullable, "
+            "collation_name, column_default FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, ordinal_position"
+        )
+    ).all()
+    indexes = conn.execute(text("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2")).all()
+    checks = conn.execute(
+        text("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c' ORDER BY conname")
+    ).all()
+    return [tuple(c) for c in columns], [tuple(i) for i in indexes] + [tuple(c) for c in checks]
+
+
+def psql(postgres, database: str, sql: bytes) -> str:
+    """Run SQL through the real psql client, as an operator or a host's script would."""
+    client = shutil.which("psql")
+    assert client, "psql comes with postgresql-client (a dependency of postgresql)"
+    done = subprocess.run(
+        [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", postgres.host, "-p", str(postgres.port), "-U", postgres.user, "-d", database],
+        input=sql, check=True, capture_output=True, timeout=60,
+    )
+    return done.stdout.decode()
+
+
+def test_applying_the_ddl_by_hand_gives_the_migrated_schema(server_backend: Backend, request: pytest.FixtureRequest) -> None:
+    """schema/mysql.sql through the mariadb client's stdin, schema/postgresql.sql through psql,
+    exactly as each file's header tells operators: the same columns, indexes (and on PostgreSQL
+    CHECKs) as the migrated database."""
+    postgres = server_backend.name == "postgresql"
+    server = request.getfixturevalue("postgres" if postgres else "mariadb")
+    by_hand_url = server.create_database("by_hand_ddl")
     by_hand = create_db_engine(by_hand_url)
-    migrated = create_db_engine(mysql_url)
+    describe = _pg_columns_and_indexes if postgres else _columns_and_indexes
     try:
-        # Exactly as the file's header tells operators to apply it: the real client, stdin.
-        mariadb_client(mariadb, "by_hand_ddl", MYSQL_DDL_FILE.read_bytes())
-        with by_hand.connect() as a, migrated.connect() as b:
-            assert _columns_and_indexes(a) == _columns_and_indexes(b)
+        if postgres:
+            psql(server, "by_hand_ddl", POSTGRESQL_DDL_FILE.read_bytes())
+        else:
+            mariadb_client(server, "by_hand_ddl", MYSQL_DDL_FILE.read_bytes())
+        with by_hand.connect() as a, server_backend.engine.connect() as b:
+            assert describe(a) == describe(b)
     finally:
         by_hand.dispose()
-        migrated.dispose()
-        mariadb.drop_database("by_hand_ddl")
+        server.drop_database("by_hand_ddl")
 
 
 def test_models_and_migrations_agree(backend: Backend) -> None:
@@ -115,19 +194,22 @@ def test_models_and_migrations_agree(backend: Backend) -> None:
     assert diff == []
 
 
-@pytest.mark.mysql
-def test_the_interval_check_constraint_is_enforced_by_the_database(mysql_backend: Backend) -> None:
+def test_the_interval_check_constraint_is_enforced_by_the_database(server_backend: Backend) -> None:
     with pytest.raises(DBAPIError, match="ck_UserMonitorSchedule_interval"):
-        with mysql_backend.engine.begin() as conn:
+        with server_backend.engine.begin() as conn:
             writes.insert_schedule(conn, user_id="x", enabled=True, interval_minutes=0, next_run_at=T0, now=T0)
 
 
 def test_user_ids_are_exact_and_case_sensitive(backend: Backend) -> None:
     with backend.engine.begin() as conn:
-        for uid in ("Alice", "alice", "ålice ", "日本"):
+        for uid in ("Alice", "alice", "ålice ", "ålice", "日本"):
             writes.insert_schedule(conn, user_id=uid, enabled=True, interval_minutes=5, next_run_at=T0, now=T0)
     assert backend.schedule("Alice").user_id == "Alice"
     assert backend.schedule("ålice ").user_id == "ålice "
+    assert backend.schedule("ålice").user_id == "ålice"
+    with backend.engine.connect() as conn:
+        listed = [r.user_id for r in queries.list_schedules(conn, now=T0)]
+    assert listed == sorted(listed, key=lambda uid: uid.encode()), "ordered by code point, on every database"
 
 
 @pytest.mark.mysql
@@ -150,29 +232,50 @@ def test_connections_are_utc_so_the_operators_unlock_sql_means_what_it_says(mysq
         assert [r.user_id for r in queries.list_schedules(conn, now=now, which=domain.ScheduleFilter.DUE)] == ["user-000000"]
 
 
-@pytest.mark.mysql
-def test_times_keep_millisecond_precision(mysql_backend: Backend) -> None:
+def test_an_update_counts_the_rows_it_matched_even_when_nothing_changed(server_backend: Backend) -> None:
+    """Fenced writes decide by the row count: a renewal that writes the values the row already
+    has still holds the lease (1 row), on every server."""
+    [user] = server_backend.add_schedules(1)
+    with server_backend.engine.begin() as conn:
+        unchanged = conn.execute(server_backend.sql('UPDATE "UserMonitorSchedule" SET "intervalMinutes" = 5 WHERE "userId" = :u'), {"u": user})
+        missed = conn.execute(server_backend.sql('UPDATE "UserMonitorSchedule" SET "intervalMinutes" = 5 WHERE "userId" = :u AND "lockedBy" = :t'),
+                              {"u": user, "t": "someone-else"})
+    assert (unchanged.rowcount, missed.rowcount) == (1, 0)
+
+
+def test_times_keep_millisecond_precision(server_backend: Backend) -> None:
     moment = T0.replace(microsecond=123000)
-    with mysql_backend.engine.begin() as conn:
+    with server_backend.engine.begin() as conn:
         writes.insert_schedule(conn, user_id="ms", enabled=True, interval_minutes=5, next_run_at=moment, now=moment)
-    assert mysql_backend.schedule("ms").next_run_at == moment
+        now = DatabaseClock().now(conn)
+        assert now.microsecond % 1000 == 0, "the database clock reads whole milliseconds"
+    assert server_backend.schedule("ms").next_run_at == moment
 
 
-@pytest.mark.mysql
-def test_a_connection_the_server_dropped_while_idle_is_replaced(mysql_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+CONNECTION_ID = {"mysql": "SELECT CONNECTION_ID()", "postgresql": "SELECT pg_backend_pid()"}
+KILL_CONNECTION = {"mysql": "KILL {}", "postgresql": "SELECT pg_terminate_backend({})"}
+
+
+@pytest.mark.parametrize("idle_ping", [True, False], ids=["idle", "fresh"])
+def test_a_connection_the_server_dropped_while_idle_is_replaced(server_backend: Backend, monkeypatch: pytest.MonkeyPatch, idle_ping: bool) -> None:
+    """Whether the pooled connection counts as idle (pinged) or fresh (only its socket looked at),
+    one the server killed is replaced at checkout, not handed out to fail."""
     import core.db as db
 
-    with mysql_backend.engine.connect() as conn:  # the pooled connection
-        victim = conn.execute(text("SELECT CONNECTION_ID()")).scalar_one()
-    killer = create_db_engine(mysql_backend.url)
+    dialect = "postgresql" if server_backend.name == "postgresql" else "mysql"
+    with server_backend.engine.connect() as conn:  # the pooled connection
+        victim = conn.execute(text(CONNECTION_ID[dialect])).scalar_one()
+    killer = create_db_engine(server_backend.url)
     try:
         with killer.connect() as conn:
-            conn.execute(text(f"KILL {victim}"))  # what a server restart or wait_timeout does
+            conn.execute(text(KILL_CONNECTION[dialect].format(int(victim))))  # what a server restart or wait_timeout does
     finally:
         killer.dispose()
-    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection counts as idle
-    with mysql_backend.engine.connect() as conn:
-        assert conn.execute(text("SELECT CONNECTION_ID()")).scalar_one() != victim, "replaced, not reused"
+    time.sleep(0.2)  # the server's farewell reaches the client socket
+    if idle_ping:
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)  # the pooled connection counts as idle
+    with server_backend.engine.connect() as conn:
+        assert conn.execute(text(CONNECTION_ID[dialect])).scalar_one() != victim, "replaced, not reused"
 
 
 @pytest.mark.mysql
@@ -204,18 +307,17 @@ def test_a_worker_run_costs_six_database_commands(mysql_backend: Backend, monkey
     assert commands == ["UPDATE", "COMMIT", "SELECT", "UPDATE", "INSERT", "COMMIT"]
 
 
-@pytest.mark.mysql
-def test_a_connection_returned_mid_transaction_is_still_rolled_back(mysql_backend: Backend) -> None:
+def test_a_connection_returned_mid_transaction_is_still_rolled_back(server_backend: Backend) -> None:
     """Skipping the pool's ROLLBACK after a COMMIT must not skip it when work is uncommitted."""
-    mysql_backend.add_schedules(1)
-    conn = mysql_backend.engine.connect()
-    conn.execute(text("UPDATE UserMonitorSchedule SET intervalMinutes = 99"))  # row now locked
+    server_backend.add_schedules(1)
+    conn = server_backend.engine.connect()
+    conn.execute(server_backend.sql('UPDATE "UserMonitorSchedule" SET "intervalMinutes" = 99'))  # row now locked
     conn.connection.close()  # back to the pool directly, bypassing Connection.close()'s own rollback
-    other = create_db_engine(mysql_backend.url)
+    other = create_db_engine(server_backend.url)
     try:
         with other.begin() as check:
-            check.execute(text("SET SESSION innodb_lock_wait_timeout = 2"))
-            assert check.execute(text("SELECT intervalMinutes FROM UserMonitorSchedule FOR UPDATE")).scalar_one() == 5
+            lock_wait_timeout(check, 2)
+            assert check.execute(server_backend.sql('SELECT "intervalMinutes" FROM "UserMonitorSchedule" FOR UPDATE')).scalar_one() == 5
     finally:
         other.dispose()
 
@@ -271,12 +373,16 @@ def test_a_plain_sql_insert_on_sqlite_reads_back_as_datetimes_and_runs(sqlite_ba
 HEAD = "0008"  # the newest migration (0006: WebSignOut; 0007: calendar schedules; 0008: retries, pause, run result)
 
 
-@pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.mark.parametrize("server", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql), pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request: pytest.FixtureRequest, tmp_path) -> None:
     from schema.migrate import current_revision, downgrade, upgrade
 
     if server == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif server == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        url = postgres.create_database("upgrade_0003")
+        request.addfinalizer(lambda: postgres.drop_database("upgrade_0003"))
     else:
         mariadb = request.getfixturevalue("mariadb")
         url = mariadb.create_database("upgrade_0003")

@@ -10,6 +10,8 @@ import redis
 
 from tests.servers import (
     ExternalMariaDB,
+    ExternalPostgres,
+    PostgresServer,
     ExternalRedis,
     MariaDBServer,
     RedisServer,
@@ -124,6 +126,49 @@ def test_mariadb_supports_skip_locked(mariadb):
             second.close()
     finally:
         mariadb.drop_database(name)
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+@pytest.mark.postgres
+def test_postgres_is_utc_on_loopback_and_not_root(postgres):
+    """The session-wide server (tests/conftest.py): UTC like MariaDB, TCP on 127.0.0.1 only, and,
+    when the suite runs as root, a server process that is not root (PostgreSQL refuses it)."""
+    assert isinstance(postgres, (PostgresServer, ExternalPostgres))
+    assert int(postgres.version.split(".")[0]) >= 13, postgres.version  # DROP DATABASE ... WITH (FORCE)
+    if not isinstance(postgres, PostgresServer):
+        pytest.skip("settings of an external server are not ours to check")
+    assert postgres.execute("SHOW TimeZone") == [("UTC",)]
+    assert postgres.execute("SHOW listen_addresses") == [("127.0.0.1",)]
+    assert postgres.execute("SHOW unix_socket_directories") == [("",)]
+    with open(f"/proc/{postgres.pid}/status") as status:
+        uid = next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
+    assert uid != 0
+
+
+@pytest.mark.postgres
+def test_postgres_databases_from_a_template_and_an_external_handle(postgres):
+    """create_database copies a template; TEST_POSTGRES_URL's handle drives the same server."""
+    name = f"harness_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    try:
+        postgres.execute("CREATE TABLE t (label text)", database=name)
+        postgres.execute("INSERT INTO t VALUES ('ünïcode ✓')", database=name)
+        external = ExternalPostgres(f"postgresql://{postgres.user}@{postgres.host}:{postgres.port}/")
+        copy = f"{name}_copy"
+        assert external.create_database(copy, template=name) == f"postgresql+psycopg://{postgres.user}@{postgres.host}:{postgres.port}/{copy}"
+        assert external.execute("SELECT label FROM t", database=copy) == [("ünïcode ✓",)]
+        held = external.connect(database=copy)  # a session left open: the drop ends it
+        external.drop_database(copy)
+        held.close()
+        assert external.execute("SELECT 1 FROM pg_database WHERE datname = %s", (copy,)) == []
+        external.stop()  # not ours: does nothing
+        assert postgres.is_running()
+    finally:
+        postgres.drop_database(name)
+    with pytest.raises(ValueError):
+        postgres.create_database('x"; DROP DATABASE postgres; --')
 
 
 # ------------------------------------------------------------------ Redis

@@ -1,5 +1,5 @@
 """`monitor-scheduler worker --threads N`: many runs at once in one RQ worker process, proved with
-real worker processes against real MariaDB and Redis.
+real worker processes against real MariaDB or PostgreSQL and Redis.
 
 - N slow runs overlap in one process, each recorded once; the jobs are ordinary RQ jobs (finished
   registry), the worker is listed by `rq info` and announces N in its worker hash;
@@ -27,11 +27,13 @@ from rq import Queue, Worker
 from core.capacity import WORKER_THREADS_FIELD
 from core.domain import RunRecord
 from dispatcher.workers import worker_capacity
-from tests.conftest import Backend, cli_env
+from tests.conftest import Backend, cli_env, on_one_server
 from tests.integration.helpers import QUEUE, cli, dispatch_once, rq_info, wait_for, worker_env
 from tests.tasks import release_marker, started_marker
 
-pytestmark = [pytest.mark.mysql, pytest.mark.redis, pytest.mark.slow]
+# Threads, signals and RQ are the subject here, not the database: each test runs on one server,
+# dealt out between MariaDB and PostgreSQL (tests/conftest.py `on_one_server`).
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 def _overlap(runs: list[RunRecord]) -> bool:
@@ -51,11 +53,12 @@ def _pids(test_dir: Path) -> set[str]:
     return {line.split()[3] for line in (test_dir / "runs.log").read_text().splitlines()}
 
 
-def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
+@on_one_server("postgresql")
+def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(server_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
     # Given 6 users whose task sleeps 2 s, and one worker process with 6 threads
-    users = mysql_now_backend.add_schedules(6, interval=7)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 6
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="2")
+    users = server_now_backend.add_schedules(6, interval=7)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 6
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="2")
     worker = cli("worker", "--concurrency", "1", "--threads", "6", env=env)
     try:
         # When it runs them
@@ -70,7 +73,7 @@ def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backen
         _, log = worker.communicate(timeout=60)
 
     # Then they ran at once, in one process, each recorded once, as ordinary RQ jobs
-    runs = _succeeded_once(mysql_now_backend, users)
+    runs = _succeeded_once(server_now_backend, users)
     assert _overlap(runs), [(r.started_at, r.finished_at) for r in runs]
     assert len(_pids(tmp_path)) == 1
     assert worker.returncode == 0, log
@@ -79,11 +82,12 @@ def test_n_slow_runs_overlap_in_one_process_as_ordinary_rq_jobs(mysql_now_backen
     assert Queue(QUEUE, connection=redis_conn).failed_job_registry.count == 0
 
 
-def test_processes_times_threads_runs_are_in_flight_at_once(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
+@on_one_server("mysql")
+def test_processes_times_threads_runs_are_in_flight_at_once(server_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
     # Given 6 users whose task sleeps 3 s, and 2 worker processes (RQ's WorkerPool) x 3 threads
-    users = mysql_now_backend.add_schedules(6, interval=7)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 6
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="3")
+    users = server_now_backend.add_schedules(6, interval=7)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 6
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="3")
 
     # When they run
     worker = cli("worker", "--concurrency", "2", "--threads", "3", "--burst", env=env)
@@ -91,16 +95,17 @@ def test_processes_times_threads_runs_are_in_flight_at_once(mysql_now_backend: B
 
     # Then all 6 were in flight at once, 3 in each of the 2 processes
     assert worker.returncode == 0, log
-    runs = _succeeded_once(mysql_now_backend, users)
+    runs = _succeeded_once(server_now_backend, users)
     assert _overlap(runs), [(r.started_at, r.finished_at) for r in runs]
     per_process = Counter(line.split()[3] for line in (tmp_path / "runs.log").read_text().splitlines())
     assert sorted(per_process.values()) == [3, 3], per_process
 
 
-def test_sigterm_lets_every_run_in_flight_finish_and_record(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    users = mysql_now_backend.add_schedules(4)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 4
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="3")
+@on_one_server("postgresql")
+def test_sigterm_lets_every_run_in_flight_finish_and_record(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    users = server_now_backend.add_schedules(4)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 4
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:sleeping_task", MONITOR_TEST_SLEEP="3")
     worker = cli("worker", "--concurrency", "1", "--threads", "4", env=env)
     wait_for(lambda: all(started_marker(tmp_path, u).exists() for u in users), 30, "all 4 runs to start")
 
@@ -108,21 +113,22 @@ def test_sigterm_lets_every_run_in_flight_finish_and_record(mysql_now_backend: B
     _, log = worker.communicate(timeout=60)
 
     assert worker.returncode == 0, log
-    runs = _succeeded_once(mysql_now_backend, users)
+    runs = _succeeded_once(server_now_backend, users)
     assert _overlap(runs)
-    assert {mysql_now_backend.schedule(u).locked_by for u in users} == {None}
+    assert {server_now_backend.schedule(u).locked_by for u in users} == {None}
 
 
-def test_a_killed_threaded_worker_has_each_run_recovered_once(mysql_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
-    users = mysql_now_backend.add_schedules(3, interval=1)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 3
-    worker = cli("worker", "--concurrency", "1", "--threads", "3", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task"), start_new_session=True)
+@on_one_server("mysql")
+def test_a_killed_threaded_worker_has_each_run_recovered_once(server_now_backend: Backend, redis_url: str, tmp_path: Path) -> None:
+    users = server_now_backend.add_schedules(3, interval=1)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 3
+    worker = cli("worker", "--concurrency", "1", "--threads", "3", env=worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task"), start_new_session=True)
     try:
         wait_for(lambda: all(started_marker(tmp_path, u).exists() for u in users), 30, "all 3 runs to start")
         # The lease is 3 s; no pass may claim them while the worker lives (the keeper renews all 3).
         live_until = time.monotonic() + 4.5
         while time.monotonic() < live_until:
-            assert dispatch_once(mysql_now_backend, redis_url).claimed == 0, "claimed while the worker lives"
+            assert dispatch_once(server_now_backend, redis_url).claimed == 0, "claimed while the worker lives"
             time.sleep(0.5)
         os.killpg(worker.pid, signal.SIGKILL)
     finally:
@@ -133,28 +139,29 @@ def test_a_killed_threaded_worker_has_each_run_recovered_once(mysql_now_backend:
     claimed = 0
     deadline = time.monotonic() + 20
     while claimed < 3 and time.monotonic() < deadline:
-        claimed += dispatch_once(mysql_now_backend, redis_url).claimed
+        claimed += dispatch_once(server_now_backend, redis_url).claimed
         time.sleep(0.2)
     assert claimed == 3
-    rerun = cli("worker", "--concurrency", "1", "--threads", "3", "--burst", env=worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
+    rerun = cli("worker", "--concurrency", "1", "--threads", "3", "--burst", env=worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:recording_task"))
     _, log = rerun.communicate(timeout=60)
     assert rerun.returncode == 0, log
     for user in users:
-        assert [(r.status, r.attempt) for r in mysql_now_backend.runs(user)] == [("lost", 1), ("succeeded", 2)]
+        assert [(r.status, r.attempt) for r in server_now_backend.runs(user)] == [("lost", 1), ("succeeded", 2)]
 
 
-def test_a_thread_run_past_job_timeout_is_failed_and_its_late_result_is_stale(mysql_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
+@on_one_server("postgresql")
+def test_a_thread_run_past_job_timeout_is_failed_and_its_late_result_is_stale(server_now_backend: Backend, redis_url: str, redis_conn: Redis, tmp_path: Path) -> None:
     # Given a run whose task blocks past JOB_TIMEOUT (2 s) on a worker with threads
-    [user] = mysql_now_backend.add_schedules(1, interval=1)
-    assert dispatch_once(mysql_now_backend, redis_url, JOB_TIMEOUT=2).enqueued == 1
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task", JOB_TIMEOUT="2")
+    [user] = server_now_backend.add_schedules(1, interval=1)
+    assert dispatch_once(server_now_backend, redis_url, JOB_TIMEOUT=2).enqueued == 1
+    env = worker_env(server_now_backend, redis_url, tmp_path, "tests.tasks:blocking_task", JOB_TIMEOUT="2")
     worker = cli("worker", "--concurrency", "1", "--threads", "2", env=env)
     try:
         # Then it is recorded failed with a timeout, the lease released, the user due at its next slot
-        wait_for(lambda: mysql_now_backend.runs(user), 30, "the timed-out run to be recorded")
-        [failed] = mysql_now_backend.runs(user)
+        wait_for(lambda: server_now_backend.runs(user), 30, "the timed-out run to be recorded")
+        [failed] = server_now_backend.runs(user)
         assert failed.status == "failed" and "timed out" in (failed.error or ""), failed
-        row = mysql_now_backend.schedule(user)
+        row = server_now_backend.schedule(user)
         assert (row.last_status, row.locked_by) == ("failed", None)
         assert row.next_run_at == failed.slot + timedelta(minutes=1)
         registry = Queue(QUEUE, connection=redis_conn).failed_job_registry
@@ -166,27 +173,28 @@ def test_a_thread_run_past_job_timeout_is_failed_and_its_late_result_is_stale(my
 
         # When the task finally returns, its result is refused
         release_marker(tmp_path, user).write_text("go")
-        wait_for(lambda: len(mysql_now_backend.runs(user)) == 2, 30, "the late result to be recorded")
+        wait_for(lambda: len(server_now_backend.runs(user)) == 2, 30, "the late result to be recorded")
     finally:
         worker.send_signal(signal.SIGTERM)
         _, log = worker.communicate(timeout=60)
-    assert [r.status for r in mysql_now_backend.runs(user)] == ["failed", "stale"]
-    assert mysql_now_backend.schedule(user) == row, "the late result changed nothing on the schedule"
+    assert [r.status for r in server_now_backend.runs(user)] == ["failed", "stale"]
+    assert server_now_backend.schedule(user) == row, "the late result changed nothing on the schedule"
     assert Queue(QUEUE, connection=redis_conn).finished_job_registry.count == 0, "the RQ job stays failed"
     assert worker.returncode == 0, log
 
 
 @pytest.mark.parametrize("task", ["tests.tasks:async_sleeping_task", "tests.tasks:async_callable_task"])
-def test_an_async_task_runs_n_at_once_on_one_event_loop(mysql_now_backend: Backend, redis_url: str, tmp_path: Path, task: str) -> None:
-    users = mysql_now_backend.add_schedules(5, interval=7)
-    assert dispatch_once(mysql_now_backend, redis_url).enqueued == 5
-    env = worker_env(mysql_now_backend, redis_url, tmp_path, task, MONITOR_TEST_SLEEP="2")
+@on_one_server("mysql")
+def test_an_async_task_runs_n_at_once_on_one_event_loop(server_now_backend: Backend, redis_url: str, tmp_path: Path, task: str) -> None:
+    users = server_now_backend.add_schedules(5, interval=7)
+    assert dispatch_once(server_now_backend, redis_url).enqueued == 5
+    env = worker_env(server_now_backend, redis_url, tmp_path, task, MONITOR_TEST_SLEEP="2")
 
     worker = cli("worker", "--concurrency", "1", "--threads", "5", "--burst", env=env)
     _, log = worker.communicate(timeout=60)
 
     assert worker.returncode == 0, log
-    runs = _succeeded_once(mysql_now_backend, users)
+    runs = _succeeded_once(server_now_backend, users)
     assert _overlap(runs), [(r.started_at, r.finished_at) for r in runs]
     lines = [line.split() for line in (tmp_path / "async.log").read_text().splitlines()]
     assert len(lines) == 5

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from core.domain import Mode
@@ -21,6 +23,25 @@ def test_both_mysql_url_spellings_work(url: str) -> None:
     assert load_settings(env_file=None, DATABASE_URL=url).DATABASE_URL == "mysql+pymysql://u:p@db:3306/app"
 
 
+@pytest.mark.parametrize("url", ["postgresql://u:p@db:5432/app", "postgres://u:p@db:5432/app", "postgresql+psycopg://u:p@db:5432/app"])
+def test_postgresql_urls_name_psycopg_3(url: str) -> None:
+    assert load_settings(env_file=None, DATABASE_URL=url).DATABASE_URL == "postgresql+psycopg://u:p@db:5432/app"
+
+
+def test_a_postgresql_url_without_psycopg_is_a_clear_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Given a machine without the `postgres` extra (psycopg not importable), when a command
+    starts with a postgresql:// URL, then it exits 2 with one line naming the extra."""
+    from monitor_scheduler.cli import main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real_find_spec(name, *a))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db.invalid/app")
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert "DATABASE_URL" in err and "pip install 'monitor-scheduler[postgres]'" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "name,value",
     [
@@ -29,7 +50,7 @@ def test_both_mysql_url_spellings_work(url: str) -> None:
         ("DISPATCH_LOCK_TTL", "10"),
         ("DEFAULT_INTERVAL_MINUTES", "1441"),
         ("WORKER_CONCURRENCY", "-1"),
-        ("DATABASE_URL", "postgres://x"),
+        ("DATABASE_URL", "oracle://x"),
         ("REDIS_URL", "http://x"),
         ("MONITOR_TASK", "no_colon"),
         ("JOB_TIMEOUT", "0"),

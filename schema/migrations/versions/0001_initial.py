@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0001"
 down_revision = None
@@ -21,10 +21,23 @@ depends_on = None
 # A migration is a frozen snapshot: these types are spelled out here, not imported from
 # schema.models, so later model changes cannot rewrite history. tests/unit/test_schema.py checks
 # that models and migrations agree.
-MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
-USER_ID = sa.String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb").with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
+# PostgreSQL (added later, dialect bits only): userId in the "C" collation from the start (exact, byte order).
+USER_ID = (
+    sa.String(64)
+    .with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+    .with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
+)
 ERROR_TEXT = sa.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
 TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
+
+
+def _interval_check() -> str:
+    # PostgreSQL folds unquoted names to lower case: the camelCase column must be quoted there
+    # (MySQL and SQLite keep the text they always had).
+    if op.get_context().dialect.name == "postgresql":
+        return '"intervalMinutes" BETWEEN 1 AND 1440'
+    return "intervalMinutes BETWEEN 1 AND 1440"
 
 
 def upgrade() -> None:
@@ -43,7 +56,7 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("createdAt", MILLIS, nullable=False),
         sa.Column("updatedAt", MILLIS, nullable=False),
-        sa.CheckConstraint("intervalMinutes BETWEEN 1 AND 1440", name="ck_UserMonitorSchedule_interval"),
+        sa.CheckConstraint(_interval_check(), name="ck_UserMonitorSchedule_interval"),
         **TABLE_OPTIONS,
     )
     op.create_index("ix_UserMonitorSchedule_due", "UserMonitorSchedule", ["enabled", "nextRunAt"])

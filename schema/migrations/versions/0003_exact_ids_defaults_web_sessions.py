@@ -20,14 +20,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb").with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
 TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 MARIADB_NOPAD_BIN, MYSQL_NOPAD_BIN, OLD_BIN = "utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin"
 
@@ -39,7 +39,11 @@ def _is_mariadb() -> bool:
 
 
 def _user_id(collation: str) -> sa.types.TypeEngine:
-    return sa.String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=collation), "mysql", "mariadb")
+    return (
+        sa.String(64)
+        .with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=collation), "mysql", "mariadb")
+        .with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")  # exact already since 0001
+    )
 
 
 def _utc_now() -> sa.TextClause:
@@ -47,24 +51,33 @@ def _utc_now() -> sa.TextClause:
     reads back, 'YYYY-MM-DD HH:MM:SS.ffffff')."""
     if op.get_context().dialect.name == "sqlite":
         return sa.text("(strftime('%Y-%m-%d %H:%M:%f000', 'now'))")
+    if op.get_context().dialect.name == "postgresql":
+        return sa.text("(date_trunc('milliseconds', statement_timestamp() AT TIME ZONE 'UTC'))")
     return sa.text("(UTC_TIMESTAMP(3))")
+
+
+def _true() -> sa.TextClause:
+    """PostgreSQL's boolean takes no integer default; MySQL and SQLite keep their 1."""
+    return sa.text("true") if op.get_context().dialect.name == "postgresql" else sa.text("1")
 
 
 def upgrade() -> None:
     sqlite = op.get_context().dialect.name == "sqlite"
+    postgres = op.get_context().dialect.name == "postgresql"
     nopad = _user_id(MARIADB_NOPAD_BIN if _is_mariadb() else MYSQL_NOPAD_BIN)
     old = _user_id(OLD_BIN)
     now = _utc_now()
 
     with op.batch_alter_table("UserMonitorSchedule") as batch:
-        batch.alter_column("userId", type_=nopad, existing_type=old, nullable=False)
-        batch.alter_column("enabled", existing_type=sa.Boolean(), nullable=False, server_default=sa.text("1"))
+        if not postgres:  # PostgreSQL's userId is exact since 0001 ("C" collation, varchar never pads)
+            batch.alter_column("userId", type_=nopad, existing_type=old, nullable=False)
+        batch.alter_column("enabled", existing_type=sa.Boolean(), nullable=False, server_default=_true())
         batch.alter_column("intervalMinutes", existing_type=sa.Integer(), nullable=False, server_default=sa.text("5"))
         batch.alter_column("nextRunAt", existing_type=MILLIS, nullable=False, server_default=now)
         batch.alter_column("attempt", existing_type=sa.Integer(), nullable=False, server_default=sa.text("0"))
         batch.alter_column("createdAt", existing_type=MILLIS, nullable=False, server_default=now)
         batch.alter_column("updatedAt", existing_type=MILLIS, nullable=False, server_default=now)
-    if not sqlite:  # SQLite compares text exactly already; its column type has no collation
+    if not sqlite and not postgres:  # SQLite compares text exactly already; its column type has no collation
         with op.batch_alter_table("UserMonitorRun") as batch:
             batch.alter_column("userId", type_=nopad, existing_type=old, nullable=False)
 
@@ -94,10 +107,12 @@ def downgrade() -> None:
     op.drop_table("WebSession")
     op.drop_table("UsedSignInToken")
     old = _user_id(OLD_BIN)
-    if op.get_context().dialect.name != "sqlite":
+    postgres = op.get_context().dialect.name == "postgresql"
+    if op.get_context().dialect.name != "sqlite" and not postgres:
         with op.batch_alter_table("UserMonitorRun") as batch:
             batch.alter_column("userId", type_=old, nullable=False)
     with op.batch_alter_table("UserMonitorSchedule") as batch:
-        batch.alter_column("userId", type_=old, nullable=False)
+        if not postgres:
+            batch.alter_column("userId", type_=old, nullable=False)
         for name in ("enabled", "intervalMinutes", "nextRunAt", "attempt", "createdAt", "updatedAt"):
             batch.alter_column(name, server_default=None)

@@ -17,14 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+MILLIS = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb").with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
 TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci"}
 MARIADB_NOPAD_BIN, MYSQL_NOPAD_BIN = "utf8mb4_nopad_bin", "utf8mb4_0900_bin"
 
@@ -33,7 +33,11 @@ def _user_id() -> sa.types.TypeEngine:
     """As UserMonitorSchedule.userId since 0003: exact comparison, no trailing-space padding."""
     mariadb = context.is_offline_mode() or bool(getattr(op.get_bind().dialect, "is_mariadb", False))
     collation = MARIADB_NOPAD_BIN if mariadb else MYSQL_NOPAD_BIN
-    return sa.String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=collation), "mysql", "mariadb")
+    return (
+        sa.String(64)
+        .with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation=collation), "mysql", "mariadb")
+        .with_variant(postgresql.VARCHAR(64, collation="C"), "postgresql")
+    )
 
 
 def upgrade() -> None:

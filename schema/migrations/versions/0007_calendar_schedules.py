@@ -29,7 +29,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cronExpr", sa.String(100), nullable=True))
         batch.add_column(sa.Column("timeZone", sa.String(64), nullable=False, server_default=sa.text("'UTC'")))
         batch.add_column(sa.Column("spreadSeconds", sa.Integer(), nullable=False, server_default=sa.text("0")))
-        batch.create_check_constraint("ck_UserMonitorSchedule_spread", "spreadSeconds BETWEEN 0 AND 86400")
+        # PostgreSQL folds unquoted names to lower case: quote the camelCase column there only.
+        postgres = op.get_context().dialect.name == "postgresql"
+        batch.create_check_constraint(
+            "ck_UserMonitorSchedule_spread", '"spreadSeconds" BETWEEN 0 AND 86400' if postgres else "spreadSeconds BETWEEN 0 AND 86400"
+        )
 
 
 def downgrade() -> None:

@@ -25,15 +25,21 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-Millis = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
+Millis = sa.DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb").with_variant(postgresql.TIMESTAMP(precision=3), "postgresql")
 ErrorText = sa.Text().with_variant(mysql.TEXT(charset="utf8mb4"), "mysql", "mariadb")
+
+
+def _check(column: str, low: int, high: int) -> str:
+    # PostgreSQL folds unquoted names to lower case: quote the camelCase column there only.
+    name = f'"{column}"' if op.get_context().dialect.name == "postgresql" else column
+    return f"{name} BETWEEN {low} AND {high}"
 
 
 def upgrade() -> None:
@@ -45,9 +51,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("pausedAt", Millis, nullable=True))
         batch.add_column(sa.Column("pausedReason", ErrorText, nullable=True))
-        batch.create_check_constraint("ck_UserMonitorSchedule_retries", "retries BETWEEN 0 AND 10")
-        batch.create_check_constraint("ck_UserMonitorSchedule_retryBackoff", "retryBackoffSeconds BETWEEN 1 AND 86400")
-        batch.create_check_constraint("ck_UserMonitorSchedule_pauseAfter", "pauseAfter BETWEEN 0 AND 1000")
+        batch.create_check_constraint("ck_UserMonitorSchedule_retries", _check("retries", 0, 10))
+        batch.create_check_constraint("ck_UserMonitorSchedule_retryBackoff", _check("retryBackoffSeconds", 1, 86400))
+        batch.create_check_constraint("ck_UserMonitorSchedule_pauseAfter", _check("pauseAfter", 0, 1000))
         batch.drop_index("ix_UserMonitorSchedule_due")
         batch.create_index("ix_UserMonitorSchedule_due", ["enabled", "paused", "nextRunAt"])
     with op.batch_alter_table("UserMonitorRun") as batch:
