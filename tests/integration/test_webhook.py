@@ -116,3 +116,22 @@ def test_the_webhook_task_needs_its_url_and_secret(sqlite_backend: Backend) -> N
     cfg = sqlite_backend.settings(MONITOR_TASK="worker.webhook:WebhookTask")
     with pytest.raises(ConfigurationError, match="MONITOR_WEBHOOK_URL"):
         load_task(cfg.MONITOR_TASK, cfg)
+
+
+@pytest.mark.parametrize(
+    ("answer", "stored"),
+    [
+        (b'{"checked": 12, "alerts": 1}', '{"checked":12,"alerts":1}'),
+        (b"OK", None),  # not JSON: no result
+        (b'{"pages": "' + b"x" * 5000 + b'"}', "(not kept: 5012 bytes of JSON, more than the 4096 kept)"),
+    ],
+    ids=["json", "text", "too-large"],
+)
+def test_the_receivers_json_answer_is_the_runs_result(sqlite_backend: Backend, receiver, answer: bytes, stored: str | None) -> None:
+    state, url = receiver
+    state.body = answer
+    [user] = sqlite_backend.add_schedules(1)
+
+    assert run_pass(sqlite_backend, url).succeeded == 1
+
+    assert [r.result for r in sqlite_backend.runs(user)] == [stored]
