@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import event, update
 
 from core import claims
+from core.calendar import upcoming_slots
 from core.domain import ClaimedRun, DispatchSummary, RunStatus, Trigger
 from core.exceptions import PermanentError
 from core.executor import Runner
@@ -88,6 +89,7 @@ def test_a_task_failing_twice_then_succeeding_runs_three_attempts_in_one_slot_sp
     assert (first_retry.retrying, first_retry.run_slot, first_retry.attempt, first_retry.locked_by) == (True, T0, 1, None)
     assert (first_retry.last_status, first_retry.last_error) == (None, None), "lastStatus waits for the slot's final outcome"
     assert T0 + timedelta(seconds=30) <= first_retry.next_run_at <= T0 + timedelta(seconds=37.5), "the backoff, plus up to 25% jitter"
+    assert upcoming_slots(first_retry, T0, 2) == [T0 + timedelta(minutes=60), T0 + timedelta(minutes=120)], "a retry is no slot"
 
     backend.clock.moment = first_retry.next_run_at - timedelta(milliseconds=1)
     assert dispatcher.tick().claimed == 0, "a retry never starts before its backoff is over"
