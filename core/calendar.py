@@ -244,11 +244,12 @@ def rule_of(schedule: Schedule) -> ScheduleRule:
 
 def upcoming_slots(schedule: Schedule, now: datetime, count: int) -> list[datetime]:
     """The next `count` slots of a stored schedule as of `now` (none while disabled). While a run
-    holds the lease nextRunAt is only the lease's expiry: the slots follow the run's slot instead."""
+    holds the lease nextRunAt is only the lease's expiry, and while a failed run waits for its
+    retry it is the retry's time: the slots follow the run's slot instead."""
     if not schedule.enabled or count <= 0:
         return []
     rule = rule_of(schedule)
-    if schedule.locked_by is not None and schedule.run_slot is not None:
+    if (schedule.locked_by is not None or schedule.retrying) and schedule.run_slot is not None:
         first = next_slot(rule, schedule.run_slot, now).at
     else:
         first = schedule.next_run_at

@@ -17,6 +17,7 @@ are in core.fenced.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
@@ -42,12 +43,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from core.calendar import stored_rule
 from core.clock import utc_text
 from core.domain import ClaimedRun, RunRecord, RunStatus, Trigger
+from core.outcome import paused_record, settle
+from core.retry import RetryDefaults, retry_policy
 from core.writes import insert_runs
 from schema.models import schedules
 
 s = schedules.c
+logger = logging.getLogger(__name__)
 
 
 def new_lease_token() -> str:
@@ -72,8 +77,7 @@ def slot_of() -> ColumnElement[datetime]:
 
 
 # What a claim reads of a row it may take over or park (`_LeasedRow`).
-_LEASED_COLUMNS = (s.userId, s.lockedBy, s.lockedUntil, s.attempt, slot_of().label("slot"))
-
+_LEASED_COLUMNS = (s.userId, s.lockedBy, s.lockedUntil, s.attempt, slot_of().label("slot"), s.retries)
 
 
 class _LeasedRow(Protocol):
@@ -84,6 +88,7 @@ class _LeasedRow(Protocol):
     lockedUntil: datetime | None
     attempt: int
     slot: datetime  # slot_of()
+    retries: int | None  # the schedule's own retries (None: the default): how many lost attempts its slot may have
 
 
 # --- claiming -------------------------------------------------------------------------------------
@@ -111,16 +116,20 @@ def _take_lease(token: str, lease_until: datetime, now: datetime, *, restart: bo
     # The slot/attempt rule, written once (claim_due and take_over read the result back):
     #   a takeover of an expired lease retries the same slot (attempt + 1);
     #   a row released without running (nextRunAt back at runSlot) retries it too;
+    #   a row whose failed attempt waits for its retry (`retrying`, set by the finish with
+    #   nextRunAt = now + backoff: core.outcome) retries it too;
     #   otherwise nextRunAt is a new slot, attempt 1;
     #   `restart` (a manual run) makes `now` the slot, attempt 1: the user's cadence restarts there.
+    # The claim clears `retrying`: the retry is now this lease's run.
     # MySQL evaluates SET assignments left to right, each seeing the ones before it; SQLite sees
     # the old row in all of them. Ordering them so that every CASE runs before the columns it reads
     # are overwritten makes both agree.
-    retry = or_(s.lockedBy.is_not(None), s.runSlot == s.nextRunAt)
+    same_slot = or_(s.lockedBy.is_not(None), s.retrying == true())
+    retry = or_(same_slot, s.runSlot == s.nextRunAt)
     slot_and_attempt = (
         ((s.attempt, literal(1)), (s.runSlot, now)) if restart else (
             (s.attempt, case((retry, s.attempt + 1), else_=literal(1))),
-            (s.runSlot, case((s.lockedBy.is_not(None), slot_of()), else_=s.nextRunAt)),
+            (s.runSlot, case((same_slot, slot_of()), else_=s.nextRunAt)),
         )
     )
     return (
@@ -128,6 +137,7 @@ def _take_lease(token: str, lease_until: datetime, now: datetime, *, restart: bo
         .where(s.userId.in_(bindparam("claim_ids", expanding=True)))
         .ordered_values(
             *slot_and_attempt,
+            (s.retrying, false()),
             (s.lockedBy, token),
             (s.lockedUntil, lease_until),
             (s.nextRunAt, lease_until),
@@ -188,13 +198,15 @@ def _park_expired(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime
 
 def claim_due(
     conn: Connection, *, now: datetime, limit: int, token: str, lease_until: datetime, trigger: Trigger, park_expired: bool = False,
+    defaults: RetryDefaults = RetryDefaults(),
 ) -> Claim:
     """Lease up to `limit` due rows, oldest nextRunAt first.
 
     A due row whose lease expired is either taken over at once (recorded as a lost run in the same
     transaction), or, with `park_expired`, parked (`_park_expired`) with its lease extended to
     `lease_until`. A queue that holds jobs longer than a lease therefore never loses them, and the
-    normal path (no expired lease) costs no call to the queue.
+    normal path (no expired lease) costs no call to the queue. `defaults`: the settings' retry
+    defaults (a lost attempt is a failed attempt: `_lease`).
     """
     rows = conn.execute(due_rows_query(now, limit)).all()
     if not rows:
@@ -205,25 +217,41 @@ def claim_due(
         rows = [r for r in rows if r.lockedBy is None]
         if not rows:
             return Claim([], parked)
-    return Claim(_lease(conn, rows, token=token, lease_until=lease_until, trigger=trigger, now=now), parked)
+    return Claim(_lease(conn, rows, token=token, lease_until=lease_until, trigger=trigger, now=now, defaults=defaults), parked)
 
 
 def _lease(
-    conn: Connection, rows: Sequence[_LeasedRow], *, token: str, lease_until: datetime, trigger: Trigger, now: datetime, restart: bool = False,
+    conn: Connection, rows: Sequence[_LeasedRow], *, token: str, lease_until: datetime, trigger: Trigger, now: datetime,
+    defaults: RetryDefaults, restart: bool = False,
 ) -> list[ClaimedRun]:
     """Lease `rows` (free, or expired and to be taken over: those are recorded lost once) to
-    `token`, and read back the slot and attempt the UPDATE gave each, in the order of `rows`."""
-    ids = [r.userId for r in rows]
-    conn.execute(_take_lease(token, lease_until, now, restart=restart), {"claim_ids": ids})
-    written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
+    `token`, and read back the slot and attempt the UPDATE gave each, in the order of `rows`.
+    An expired lease whose slot has used up its lost attempts (`_spent`) is not leased: its slot
+    ends lost (`_end_lost_slots`), unless `restart` (a manual run) starts a new slot anyway."""
     lost = [r for r in rows if r.lockedBy is not None]
     if lost:
         _record_lost(conn, lost, now=now)
+        spent = [] if restart else [r for r in lost if _spent(r, defaults)]
+        if spent:
+            _end_lost_slots(conn, spent, now=now, defaults=defaults)
+            rows = [r for r in rows if r not in spent]
+            if not rows:
+                return []
+    ids = [r.userId for r in rows]
+    conn.execute(_take_lease(token, lease_until, now, restart=restart), {"claim_ids": ids})
+    written = {r.userId: r for r in conn.execute(_CLAIMED_BY, {"claimed_ids": ids, "token": token})}
     return [ClaimedRun(user_id, written[user_id].slot, written[user_id].attempt, token, trigger, now) for user_id in ids]
+
+
+def _spent(row: _LeasedRow, defaults: RetryDefaults) -> bool:
+    """A lost attempt is a failed attempt: its slot is retried (at once) only while it has lost
+    attempts left (core.retry.RetryPolicy.lost_retries)."""
+    return row.attempt > max(defaults.retries if row.retries is None else row.retries, 1)
 
 
 def take_over(
     conn: Connection, *, parked: Sequence[ClaimedRun], token: str, lease_until: datetime, trigger: Trigger, now: datetime, restart: bool = False,
+    defaults: RetryDefaults = RetryDefaults(),
 ) -> list[ClaimedRun]:
     """The expired-lease rule's second half: take the parked runs whose job is gone from the queue,
     fenced on the holder's token (a lease that changed hands meanwhile is not ours to take),
@@ -236,13 +264,14 @@ def take_over(
     still_parked = [r for r in rows if r.lockedBy is not None and r.lockedBy == by_id[r.userId].token]
     if not still_parked:
         return []
-    taken = {run.user_id: run for run in _lease(conn, still_parked, token=token, lease_until=lease_until, trigger=trigger, now=now, restart=restart)}
+    taken = {run.user_id: run for run in _lease(conn, still_parked, token=token, lease_until=lease_until, trigger=trigger, now=now,
+                                                 defaults=defaults, restart=restart)}
     return [taken[run.user_id] for run in parked if run.user_id in taken]
 
 
 def claim_user(
     conn: Connection, *, user_id: str, now: datetime, token: str, lease_until: datetime, trigger: Trigger, park_expired: bool = False,
-    cooldown: timedelta | None = None,
+    cooldown: timedelta | None = None, defaults: RetryDefaults = RetryDefaults(),
 ) -> Claim | None:
     """Lease one user for a run now, whatever its nextRunAt; None when it is unknown or its lease
     is live. The run's slot is `now`: a manual run restarts the user's cadence from the moment it
@@ -264,7 +293,7 @@ def claim_user(
         return Claim([], _park_expired(conn, [row], now=now, extend_until=None))
     if cooldown is not None and not _note_manual_run(conn, user_id=user_id, now=now, cooldown=cooldown):
         return None
-    return Claim(_lease(conn, [row], token=token, lease_until=lease_until, trigger=trigger, now=now, restart=True), [])
+    return Claim(_lease(conn, [row], token=token, lease_until=lease_until, trigger=trigger, now=now, defaults=defaults, restart=True), [])
 
 
 def _cooled_down(now: datetime, cooldown: timedelta) -> ColumnElement[bool]:
@@ -307,6 +336,38 @@ def _record_lost(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime)
     )
 
 
+# What ending a lost slot reads of its row (locked already by the claim's read).
+_SLOT_END_COLUMNS = (s.userId, s.intervalMinutes, s.cronExpr, s.timeZone, s.spreadSeconds, s.retryBackoffSeconds, s.pauseAfter, s.failedSlots)
+
+
+def _end_lost_slots(conn: Connection, rows: Sequence[_LeasedRow], *, now: datetime, defaults: RetryDefaults) -> None:
+    """End the slots of expired leases that used up their lost attempts (`_spent`; their lost runs
+    are recorded already): the slot's final outcome is `lost`, the row goes to its next slot,
+    unleased, and counts a failed slot, which may pause it (core.outcome.settle). Rare (a run
+    that kills its worker again and again), so one statement per row is fine."""
+    by_id = {r.userId: r for r in rows}
+    records: list[RunRecord] = []
+    for row in conn.execute(select(*_SLOT_END_COLUMNS).where(s.userId.in_(bindparam("ids", expanding=True))), {"ids": list(by_id)}):
+        leased = by_id[row.userId]
+        rule = stored_rule(user_id=row.userId, interval_minutes=row.intervalMinutes, cron_expr=row.cronExpr,
+                           time_zone=row.timeZone, spread_seconds=row.spreadSeconds)
+        policy = retry_policy(retries=leased.retries, backoff_seconds=row.retryBackoffSeconds, pause_after=row.pauseAfter, defaults=defaults)
+        error = f"slot lost: attempt {leased.attempt} was lost too, and the slot has {policy.lost_retries} lost attempt(s) to retry"
+        outcome = settle(user_id=row.userId, rule=rule, slot=leased.slot, attempt=leased.attempt, now=now, status=RunStatus.LOST,
+                         error=error, policy=policy, failed_slots=row.failedSlots)
+        paused = {} if outcome.paused_reason is None else {"paused": True, "pausedAt": now, "pausedReason": outcome.paused_reason}
+        conn.execute(
+            update(schedules).where(s.userId == row.userId, s.lockedBy == leased.lockedBy).values(
+                lockedBy=None, lockedUntil=None, nextRunAt=outcome.next_run_at, retrying=False, lastStatus=RunStatus.LOST.value,
+                lastError=error, failedSlots=outcome.failed_slots, updatedAt=now, **paused,
+            )
+        )
+        logger.error("slot lost for good user=%s slot=%s attempt=%s token=%s: %s", row.userId, leased.slot, leased.attempt, leased.lockedBy, error)
+        if outcome.paused_reason is not None:
+            records.append(paused_record(row.userId, leased.slot, leased.attempt, outcome.paused_reason, now))
+    insert_runs(conn, records)
+
+
 # --- giving leases back ----------------------------------------------------------------------------
 
 
@@ -324,8 +385,9 @@ def release_leases(conn: Connection, *, user_ids: Sequence[str], token: str) -> 
     return conn.execute(_RELEASE, {"release_ids": list(user_ids), "token": token}).rowcount
 
 
-def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
-    """Release every expired lease, recording the lost runs; the rows are due again at once."""
+def unlock_expired(conn: Connection, *, now: datetime, defaults: RetryDefaults = RetryDefaults()) -> list[str]:
+    """Release every expired lease, recording the lost runs; the rows are due again at once (the
+    lost attempt's retry), or at their next slot when their slot has used up its lost attempts."""
     rows = conn.execute(
         select(*_LEASED_COLUMNS)
         .where(s.lockedBy.is_not(None), s.lockedUntil <= now)
@@ -334,11 +396,16 @@ def unlock_expired(conn: Connection, *, now: datetime) -> list[str]:
     if not rows:
         return []
     _record_lost(conn, rows, now=now)
-    ids = [r.userId for r in rows]
+    spent = [r for r in rows if _spent(r, defaults)]
+    if spent:
+        _end_lost_slots(conn, spent, now=now, defaults=defaults)
+    ids = [r.userId for r in rows if r not in spent]
+    if not ids:
+        return [r.userId for r in rows]
     conn.execute(
         update(schedules)
         .where(s.userId.in_(bindparam("unlock_ids", expanding=True)), s.lockedUntil <= now)
         .values(lockedBy=None, lockedUntil=None, nextRunAt=slot_of(), updatedAt=now),
         {"unlock_ids": ids},
     )
-    return ids
+    return [r.userId for r in rows]

@@ -34,6 +34,9 @@ class RunStatus(StrEnum):
     SKIPPED = "skipped"  # the job started without its lease (taken over or released): nothing ran
     LOST = "lost"  # the lease expired without a result: the worker died or was stopped
     STALE = "stale"  # the task ran, but the lease was lost before its result could be written
+    # History rows that are no attempt (issue 17; core.outcome):
+    DROPPED = "dropped"  # a retry that would have started at or after the next slot was dropped
+    PAUSED = "paused"  # the schedule paused after its pauseAfter-th consecutive failed slot (error: why)
 
 
 class RunState(StrEnum):
@@ -92,6 +95,7 @@ class Schedule:
     retry_backoff_seconds: int | None = None  # base delay of the exponential backoff
     pause_after: int | None = None  # consecutive failed slots before pausing (0: never)
     failed_slots: int = 0  # consecutive slots whose final outcome was a failure
+    retrying: bool = False  # run_slot failed and is retried at next_run_at (as attempt + 1)
     paused: bool = False  # a state of its own: not claimed until resumed
     paused_at: datetime | None = None
     paused_reason: str | None = None

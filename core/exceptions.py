@@ -80,6 +80,11 @@ class TaskImportError(MonitorSchedulerError):
     exit_code = 2
 
 
+class PermanentError(Exception):
+    """Raised by a task: its run fails and is not retried (a deleted site, revoked credentials).
+    Tasks import it from core.tasks (or `monitor_scheduler`)."""
+
+
 class RunTimedOut(Exception):
     """A run passed JOB_TIMEOUT while its task ran (raised into the task's thread by a worker's
     timeout, e.g. RQ's SIGALRM): the executor records the run failed (timeout), then re-raises."""

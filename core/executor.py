@@ -4,9 +4,13 @@
 2. Run the task while the process's lease keeper renews the lease every third of its length, so a
    run longer than DISPATCH_LOCK_TTL keeps it; if the process dies, the keeper dies with it and the
    lease runs out, so the user is due again within one TTL.
-3. In one transaction: lock the row if still ours, write outcome + next slot + release in one
-   write fenced on `lockedBy = token`, and insert the history row. If the lease was lost, the
-   result is recorded in history as `stale` and nothing on the schedule is overwritten.
+3. In one transaction: lock the row if still ours (reading its rule and retry columns), decide
+   the slot's fate (core.outcome.settle: the next slot, or a retry of this one at now + backoff,
+   the count of failed slots, the pause), write it with the outcome and the release in one write
+   fenced on `lockedBy = token`, and insert the history row (with the task's result: core.tasks.
+   encode_result; a dropped retry and a pause add a row each). If the lease was lost, the result is
+   recorded in history as `stale` and nothing on the schedule is overwritten: a stale worker's late
+   result cannot cancel (or duplicate) the retry another worker owns.
 
 A short database outage (a restart) loses no finished run: the finishing write is retried with
 capped backoff for as long as the lease, as last renewed, still holds, while the lease keeper
@@ -55,14 +59,14 @@ from core.clock import Clock, clock_for_dialect, to_ms_precision
 from core.db import is_outage, run_transaction
 from core.domain import ClaimedRun, RunRecord, RunStatus
 from core.event_loop import EventLoopThread
-from core.exceptions import RunTimedOut, TaskExited
+from core.exceptions import PermanentError, RunTimedOut, TaskExited
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
-from core.calendar import next_slot
-from core.retry import Backoff
+from core.outcome import SlotOutcome, dropped_record, paused_record, settle
+from core.retry import Backoff, RetryDefaults, retry_policy
 from core.run_threads import RunThreads
 from core.settings import Settings
-from core.tasks import RunContext, Task, load_task
+from core.tasks import RunContext, Task, encode_result, load_task
 from core.text import clean_error
 from core.writes import insert_runs
 
@@ -82,6 +86,7 @@ class RunResult:
     error: str | None = None
     skipped_slots: int = 0
     applied: bool = True  # False when the lease was lost and the schedule was left alone
+    retrying: bool = False  # the run failed and its slot is retried (core.outcome)
 
 
 def default_worker_name() -> str:
@@ -310,6 +315,7 @@ class Runner:
         self.task = task
         self.worker_name = worker_name or default_worker_name()
         self.progress_policy = progress_policy or ProgressPolicy()
+        self.retry_defaults = RetryDefaults.from_settings(settings)
         self.lease_keeper = LeaseKeeper(engine, clock, settings.DISPATCH_LOCK_TTL, settings.heartbeat_seconds)
         self.task_loop = EventLoopThread(stall_warning=settings.TASK_LOOP_STALL_WARNING)  # async tasks: one event loop per process
         self.run_threads = RunThreads("run")  # sync mode: the tasks' threads, so that the pass can time them out
@@ -345,13 +351,13 @@ class Runner:
             self._in_progress[key] = state
         try:
             with self.lease_keeper.hold(run):  # held through the finishing write and its retries
-                status, error, reraise = self._call_task(run, state, began, progress)
+                status, error, reraise, ended = self._call_task(run, state, began, progress)
                 with self._end_lock:
                     timed_out = state.ended is not None
                     state.ended = state.ended or "returned"
                 if state.timeout_recorded is not None:  # let the timeout's failure land first: the late result is then refused
                     state.timeout_recorded.wait(self.settings.DISPATCH_LOCK_TTL / 1000)  # its write retries no longer
-                result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close())
+                result = self._finish_riding_out(run, status, error, time.perf_counter() - began, enqueued_at, progress.close(), ended)
         finally:
             _here.finishing = False
             with self._end_lock:
@@ -451,36 +457,42 @@ class Runner:
                 logger.info("%s succeeded after %s failed attempts user=%s token=%s", what, failures, run.user_id, run.token, extra=run_fields(run))
             return result
 
-    def _call_task(self, run: ClaimedRun, state: _InProgress, began: float, progress: RunProgress) -> tuple[RunStatus, str | None, BaseException | None]:
-        """The task's outcome, and the exception to re-raise after recording it: a real shutdown
+    def _call_task(
+        self, run: ClaimedRun, state: _InProgress, began: float, progress: RunProgress,
+    ) -> tuple[RunStatus, str | None, BaseException | None, _Ended]:
+        """The task's outcome, the exception to re-raise after recording it: a real shutdown
         request (a task that raises SystemExit or KeyboardInterrupt by itself fails its run and
         leaves the process alone), or a worker's timeout (RunTimedOut: the run fails, RQ fails the
-        job). `began`: perf_counter at the start of the run."""
+        job); and its result (or whether its failure is permanent). `began`: perf_counter at the
+        start of the run."""
         context = RunContext(slot=run.slot, trigger=str(run.trigger), attempt=run.attempt, reporter=progress)
         try:
             try:
                 outcome = self.task(run.user_id, context)
                 if inspect.isawaitable(outcome):  # an async task: run it on the process's event loop
-                    self._await(state, self.task_loop.submit(outcome, label=f"user={run.user_id} token={run.token}"))
+                    outcome = self._await(state, self.task_loop.submit(outcome, label=f"user={run.user_id} token={run.token}"))
             finally:
                 _here.finishing = True  # from here on a worker's timeout leaves the run to finish
         except RunTimedOut as exc:  # the worker's timeout interrupted the task (worker.timeouts)
             elapsed = time.perf_counter() - began
             logger.error("run timed out user=%s slot=%s token=%s after %.1f s", run.user_id, run.slot, run.token, elapsed, extra=run_fields(run))
-            return RunStatus.FAILED, f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s)", exc
+            return RunStatus.FAILED, f"timed out after {elapsed:.0f} s (JOB_TIMEOUT {self.settings.JOB_TIMEOUT} s)", exc, _RETRYABLE
+        except PermanentError as exc:  # the task says retrying cannot help
+            logger.info("task failed for good user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
+            return RunStatus.FAILED, _error_text(exc), None, _Ended(permanent=True)
         except Exception as exc:  # the task's failure is the run's outcome, not ours
             logger.info("task failed user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, exc, extra=run_fields(run))
-            return RunStatus.FAILED, _error_text(exc), None
+            return RunStatus.FAILED, _error_text(exc), None, _RETRYABLE
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit from the task
             reraise = exc if shutdown.requested() else None
             logger.warning(
                 "task raised %s user=%s slot=%s token=%s%s", type(exc).__name__, run.user_id, run.slot, run.token,
                 " (shutdown requested: stopping after recording the run)" if reraise else "", extra=run_fields(run),
             )
-            return RunStatus.FAILED, _error_text(exc), reraise
-        return RunStatus.SUCCEEDED, None, None
+            return RunStatus.FAILED, _error_text(exc), reraise, _RETRYABLE
+        return RunStatus.SUCCEEDED, None, None, _Ended(result=encode_result(outcome))
 
-    def _await(self, state: _InProgress, future: Future[object]) -> None:
+    def _await(self, state: _InProgress, future: Future[object]) -> object:
         """Wait for an async task on the loop; a SystemExit/KeyboardInterrupt it raised comes back
         as itself (the loop never saw it: core.event_loop), a timeout cancels it."""
         with self._end_lock:
@@ -489,7 +501,7 @@ class Runner:
         if timed_out:  # claimed before the future existed
             future.cancel()
         try:
-            future.result()
+            return future.result()
         except TaskExited as exc:
             raise exc.original from None
         except RunTimedOut:  # interrupted while waiting (RQ's SIGALRM): stop the coroutine too
@@ -498,7 +510,7 @@ class Runner:
 
     def _finish_riding_out(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
-        progress: tuple[Report | None, Report | None] = (None, None),
+        progress: tuple[Report | None, Report | None] = (None, None), ended: _Ended | None = None,
     ) -> RunResult:
         """`_finish`, retried through a database outage while the lease holds.
 
@@ -519,7 +531,7 @@ class Runner:
                     logger.info("run result had been recorded before the connection failed user=%s token=%s status=%s",
                                 run.user_id, run.token, landed.value, extra=run_fields(run))
                     return RunResult(run.user_id, landed, error, 0, landed is not RunStatus.STALE)
-            return self._finish(run, status, error, elapsed, enqueued_at, progress=progress)
+            return self._finish(run, status, error, elapsed, enqueued_at, progress=progress, ended=ended or _RETRYABLE)
 
         return self._retrying(run, "recording the result", attempt, lambda: self.lease_keeper.seconds_left(run))
 
@@ -530,30 +542,53 @@ class Runner:
     def _finish(
         self, run: ClaimedRun, status: RunStatus, error: str | None, elapsed: float, enqueued_at: datetime | None,
         progress: tuple[Report | None, Report | None] = (None, None),  # (last reported, not yet stored): RunProgress.close()
+        ended: _Ended | None = None,
     ) -> RunResult:
         duration_ms = int(elapsed * 1000)
+        ended = ended or _RETRYABLE
+        retrying = False
         with self.engine.begin() as conn:
             locked = fenced.lock_if_leased(conn, user_id=run.user_id, token=run.token, now=self.clock.sql_now())
+            extra: list[RunRecord] = []  # a dropped retry, a pause: history rows of their own, in the same INSERT
             if locked is None:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
-                rule, now = locked
-                nxt = next_slot(rule, run.slot, now)
-                skipped = nxt.skipped
+                now = locked.now
+                policy = retry_policy(retries=locked.retries, backoff_seconds=locked.retry_backoff_seconds,
+                                      pause_after=locked.pause_after, defaults=self.retry_defaults)
+                slot = settle(user_id=run.user_id, rule=locked.rule, slot=run.slot, attempt=run.attempt, now=now, status=status,
+                              error=error, policy=policy, failed_slots=locked.failed_slots, permanent=ended.permanent)
+                skipped, retrying = slot.skipped, slot.retrying
                 applied = fenced.finish_run(
                     conn, user_id=run.user_id, token=run.token, started_at=self._started_at(now, duration_ms),
-                    status=status, error=error, next_run_at=nxt.at, now=now, progress=progress[1],
+                    status=status, error=error, next_run_at=slot.next_run_at, now=now, progress=progress[1],
+                    retrying=slot.retrying, failed_slots=slot.failed_slots, paused_reason=slot.paused_reason,
                 )
+                extra = self._slot_records(run, slot, now) if applied else []
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             started_at = self._started_at(now, duration_ms)
-            record = self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms)
-            insert_runs(conn, [replace(record, progress_message=progress[0][1]) if progress[0] else record])
+            record = replace(self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms), result=ended.result)
+            insert_runs(conn, [replace(record, progress_message=progress[0][1]) if progress[0] else record, *extra])
         if applied:
-            logger.info("run finished user=%s slot=%s token=%s status=%s skipped=%s", run.user_id, run.slot, run.token, status.value, skipped, extra=run_fields(run))
+            logger.info("run finished user=%s slot=%s attempt=%s token=%s status=%s skipped=%s%s", run.user_id, run.slot, run.attempt, run.token,
+                        status.value, skipped, " retrying" if retrying else "", extra=run_fields(run))
         else:
             logger.warning("run result refused, lease lost user=%s slot=%s token=%s status=%s", run.user_id, run.slot, run.token, status.value, extra=run_fields(run))
-        return RunResult(run.user_id, status if applied else RunStatus.STALE, error, skipped, applied)
+        return RunResult(run.user_id, status if applied else RunStatus.STALE, error, skipped, applied, retrying)
+
+    def _slot_records(self, run: ClaimedRun, slot: SlotOutcome, now: datetime) -> list[RunRecord]:
+        """The history rows the slot's fate adds to the attempt's own: a dropped retry (counted
+        there) and a pause (why), each logged."""
+        records = []
+        if slot.dropped_retry_at is not None:
+            note = slot.dropped_note(run.attempt)
+            logger.warning("%s user=%s slot=%s token=%s", note, run.user_id, run.slot, run.token, extra=run_fields(run))
+            records.append(dropped_record(run.user_id, run.slot, run.attempt + 1, note, now, str(run.trigger)))
+        if slot.paused_reason is not None:
+            logger.error("schedule paused user=%s slot=%s token=%s: %s", run.user_id, run.slot, run.token, slot.paused_reason, extra=run_fields(run))
+            records.append(paused_record(run.user_id, run.slot, run.attempt, slot.paused_reason, now, str(run.trigger)))
+        return records
 
     @staticmethod
     def _started_at(finished_at: datetime, duration_ms: int) -> datetime:
@@ -581,6 +616,18 @@ class Runner:
             enqueued_at=enqueued_at, started_at=started_at, finished_at=finished_at,
             duration_ms=duration_ms, worker=self.worker_name,
         )
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """What the task's end says beyond its status: its encoded result (core.tasks.encode_result),
+    or that its failure is permanent (PermanentError: not retried)."""
+
+    result: str | None = None
+    permanent: bool = False
+
+
+_RETRYABLE = _Ended()
 
 
 def _error_text(exc: BaseException) -> str:

@@ -17,7 +17,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Select, Update, bindparam, func, select, update
+from dataclasses import dataclass
+
+from sqlalchemy import Boolean, Connection, Select, Update, bindparam, case, func, select, true, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from core.calendar import ScheduleRule, stored_rule
@@ -45,11 +47,17 @@ def _renew_lease(until: SqlTime) -> Update:
 
 
 _RULE_COLUMNS = (s.intervalMinutes, s.cronExpr, s.timeZone, s.spreadSeconds)  # what the next slot depends on
+# What the retry and pause decision (core.outcome) depends on: read in the same locking read.
+_POLICY_COLUMNS = (s.retries, s.retryBackoffSeconds, s.pauseAfter, s.failedSlots)
 
 
 @lru_cache(maxsize=32)
 def _lock_if_leased(now: SqlTime) -> Select[Any]:
-    return select(*_RULE_COLUMNS, now.label("now")).where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token")).with_for_update()
+    return (
+        select(*_RULE_COLUMNS, *_POLICY_COLUMNS, now.label("now"))
+        .where(s.userId == bindparam("uid"), s.lockedBy == bindparam("token"))
+        .with_for_update()
+    )
 
 
 @lru_cache(maxsize=32)
@@ -57,9 +65,19 @@ def _set_progress(at: SqlTime) -> Update:
     return _fenced().values(progress=bindparam("progress"), progressMessage=bindparam("message"), progressAt=at)
 
 
+_FINAL = bindparam("final", type_=Boolean())  # the slot ends with this run (else: a retry is pending)
+_PAUSED_REASON = bindparam("paused_reason", type_=s.pausedReason.type)  # not NULL: this slot pauses the schedule
+
 _FINISH_RUN = _fenced().values(
-    lastRunAt=bindparam("started_at"), lastStatus=bindparam("status"), lastError=bindparam("error"),
+    lastRunAt=bindparam("started_at"),
+    # lastStatus/lastError are the slot's final outcome: a failed attempt that is retried leaves them.
+    lastStatus=case((_FINAL == true(), bindparam("status")), else_=s.lastStatus),
+    lastError=case((_FINAL == true(), bindparam("error")), else_=s.lastError),
     nextRunAt=bindparam("next_run_at"), lockedBy=None, lockedUntil=None, updatedAt=bindparam("now"),
+    retrying=bindparam("retrying", type_=Boolean()), failedSlots=bindparam("failed_slots"),
+    paused=case((_PAUSED_REASON.is_(None), s.paused), else_=true()),
+    pausedAt=case((_PAUSED_REASON.is_(None), s.pausedAt), else_=bindparam("now")),
+    pausedReason=func.coalesce(_PAUSED_REASON, s.pausedReason),
     # The run's last progress, when it was not written yet (throttled); NULL keeps what is there.
     progress=func.coalesce(bindparam("progress", type_=s.progress.type), s.progress),
     progressMessage=func.coalesce(bindparam("progress_message", type_=s.progressMessage.type), s.progressMessage),
@@ -78,11 +96,25 @@ def renew_lease(conn: Connection, *, user_id: str, token: str, lease_until: SqlT
     return conn.execute(_renew_lease(lease_until), {"uid": user_id, "token": token}).rowcount == 1
 
 
-def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: SqlTime) -> tuple[ScheduleRule, datetime] | None:
-    """(the schedule's rule, now) with the row locked, if `token` still holds its lease; "now" is
-    read in the same round trip."""
+@dataclass(frozen=True)
+class Leased:
+    """A leased row as its finish reads it (locked): its rule, its own retry columns (None: the
+    settings' default), its count of failed slots, and the decision clock's now."""
+
+    rule: ScheduleRule
+    now: datetime
+    retries: int | None
+    retry_backoff_seconds: int | None
+    pause_after: int | None
+    failed_slots: int
+
+
+def lock_if_leased(conn: Connection, *, user_id: str, token: str, now: SqlTime) -> Leased | None:
+    """The row, locked, if `token` still holds its lease; "now" is read in the same round trip."""
     row = conn.execute(_lock_if_leased(now), {"uid": user_id, "token": token}).first()
-    return None if row is None else (_rule(user_id, row), _as_datetime(row.now))
+    if row is None:
+        return None
+    return Leased(_rule(user_id, row), _as_datetime(row.now), row.retries, row.retryBackoffSeconds, row.pauseAfter, row.failedSlots)
 
 
 class _RuleRow(Protocol):
@@ -113,11 +145,17 @@ def finish_run(
     next_run_at: datetime,
     now: datetime,
     progress: tuple[float, str] | None = None,
+    retrying: bool = False,
+    failed_slots: int = 0,
+    paused_reason: str | None = None,
 ) -> bool:
-    """Record the outcome, move to the next slot and release the lease, in one fenced write.
-    `now` is the value `lock_if_leased` read (the next slot was computed from it). `progress` is
-    the run's last (fraction, message) when the throttle had not written it yet: it lands in the
-    same statement (the schedule keeps a run's last progress after the run).
+    """Record the outcome, move to the next slot (or the retry: `retrying`) and release the
+    lease, in one fenced write: core.outcome.settle decided, from what `lock_if_leased` read, what
+    `status`, `next_run_at`, `failed_slots` and `paused_reason` are. A retry keeps the row's slot
+    (runSlot) and leaves lastStatus/lastError (they are the last slot's final outcome); a
+    `paused_reason` pauses the schedule from `now`. `now` is the value `lock_if_leased` read.
+    `progress` is the run's last (fraction, message) when the throttle had not written it yet: it
+    lands in the same statement (the schedule keeps a run's last progress after the run).
     False means the lease was lost: nothing was written."""
     fraction, message = progress if progress is not None else (None, None)
     result = conn.execute(
@@ -127,6 +165,8 @@ def finish_run(
             "error": truncate_error(error), "next_run_at": next_run_at, "now": now,
             "progress": fraction, "progress_message": message or None,
             "progress_at": now if progress is not None else None,
+            "final": not retrying, "retrying": retrying, "failed_slots": failed_slots,
+            "paused_reason": truncate_error(paused_reason),
         },
     )
     return result.rowcount == 1

@@ -62,6 +62,7 @@ def _schedule_from_row(row: Row[Any]) -> Schedule:
         retry_backoff_seconds=row.retryBackoffSeconds,
         pause_after=row.pauseAfter,
         failed_slots=row.failedSlots,
+        retrying=bool(row.retrying),
         paused=bool(row.paused),
         paused_at=row.pausedAt,
         paused_reason=row.pausedReason,

@@ -129,11 +129,12 @@ class Settings(BaseSettings):
     # When a run fails (issue 17); each schedule may override them (NULL columns take these).
     DEFAULT_RETRIES: int = Field(
         default=0, ge=0, le=10,
-        description="Attempts after the first within one slot when a run fails, times out or is lost (0: none; the next slot runs as usual).",
+        description="Attempts after the first within one slot when a run fails, times out or is lost (0: none; the next slot runs as usual, "
+        "but a lost run is still retried once).",
     )
     RETRY_BACKOFF_SECONDS: int = Field(
         default=30, ge=1, le=86_400,
-        description="Base delay before a retry: doubled each attempt, capped, with a stable per-user jitter.",
+        description="Base delay before a retry: doubled each attempt, capped at an hour (or the base), plus a stable per-user jitter of up to 25%.",
     )
     PAUSE_AFTER_FAILED_SLOTS: int = Field(
         default=0, ge=0, le=1000,

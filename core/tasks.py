@@ -1,8 +1,11 @@
 """The task protocol: what the executor calls for each run, and how MONITOR_TASK is loaded.
 
-A task is `task(user_id, context)`; its return value is ignored; raising marks the run failed (the
-error text is stored, truncated) and the schedule still moves on. The built-in tasks live in
-`worker.tasks` and `worker.webhook`.
+A task is `task(user_id, context)`. Raising marks the run failed (the error text is stored,
+truncated); the schedule's retry policy may run the slot again (core.outcome), unless the task
+raised `PermanentError`, which is never retried. What it returns is the run's result
+(`encode_result`): a JSON-serialisable value of at most RESULT_LIMIT bytes of JSON is stored with
+the run (None stores nothing); anything else is recorded as a note saying why it was not kept, and
+the run still succeeds. The built-in tasks live in `worker.tasks` and `worker.webhook`.
 
 A task may be asynchronous (an `async def` function, or an object whose `__call__` is `async def`):
 whatever it returns that is awaitable is run to completion on the process's one event loop
@@ -25,6 +28,7 @@ admin overview, the API and `schedule show`. The rules, decided here once:
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -32,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from numbers import Real
-from typing import cast
+from typing import Any, cast
 
-from core.exceptions import TaskImportError
+from core.exceptions import PermanentError, TaskImportError
 from core.settings import Settings
 from core.text import clean_text
 
@@ -43,6 +47,44 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE_LIMIT = 255
 """Characters of a progress message kept (the VARCHAR(255) columns of the schedule and history)."""
+
+__all__ = ["PermanentError", "RunContext", "Task", "clean_progress", "decode_result", "encode_result", "load_task"]
+
+RESULT_LIMIT = 4096
+"""Bytes of a run's result (its JSON text, ASCII: other characters are escaped) that are kept."""
+
+RESULT_NOTE_PREFIX = "(not kept: "
+"""A stored result that starts with this is a note, not JSON: the task returned something that
+was too large or not JSON-serialisable."""
+
+
+def encode_result(value: object) -> str | None:
+    """The stored form of a task's return value: compact JSON (ASCII, so no terminal or bidi
+    control reaches a screen raw), None for None; a note (RESULT_NOTE_PREFIX) for a value that is
+    not JSON-serialisable (NaN and infinities included) or longer than RESULT_LIMIT."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"{RESULT_NOTE_PREFIX}a {type(value).__name__} that is not JSON-serialisable: {str(exc)[:200]})"
+    if len(text) > RESULT_LIMIT:
+        return f"{RESULT_NOTE_PREFIX}{len(text)} bytes of JSON, more than the {RESULT_LIMIT} kept)"
+    return text
+
+
+def decode_result(stored: str | None) -> tuple[Any, str | None]:
+    """(the result's value, None) for stored JSON; (None, the note) for a note; (None, None) when
+    the run stored no result. For the API, the settings page and `schedule show`."""
+    if stored is None:
+        return None, None
+    if stored.startswith(RESULT_NOTE_PREFIX):
+        return None, stored
+    try:
+        return json.loads(stored), None
+    except ValueError:  # written by hand: shown as it is
+        return None, stored
+
 
 ProgressReporter = Callable[[float, str], None]
 """Receives progress already checked by `clean_progress`: a fraction in 0..1 and clean text."""

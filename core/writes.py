@@ -100,10 +100,12 @@ def update_schedule(
     calendar: Calendar | None = None,
 ) -> None:
     """Write settings; `next_run_at=None` leaves nextRunAt alone (the row is leased), `calendar=None`
-    the calendar columns."""
+    the calendar columns. A new nextRunAt replaces a pending retry (the row's next claim is a new
+    slot, attempt 1)."""
     values: dict[str, object] = {"enabled": enabled, "intervalMinutes": interval_minutes, "updatedAt": now, **_calendar_values(calendar)}
     if next_run_at is not None:
         values["nextRunAt"] = next_run_at
+        values["retrying"] = False
     conn.execute(update(schedules).where(s.userId == user_id).values(**values))
 
 

@@ -28,6 +28,7 @@ from core.db import run_transaction
 from core.domain import ClaimedRun, DispatchSummary, Mode, Schedule, Trigger
 from core.exceptions import DispatchFailed, LeaseHeld, QueueUnavailable, RunNowTooSoon, UnknownUser
 from core.executor import Runner
+from core.retry import RetryDefaults
 from core.settings import Settings
 from dispatcher.enqueue import RqEnqueuer
 from dispatcher.sinks import InlineSink, QueueSink, Sink
@@ -51,6 +52,8 @@ class DispatchPolicy:
     capacity_window_minutes: int = 60
     default_run_seconds: float = 10.0
     sample_retention: timedelta = timedelta(days=7)
+    # A lost run is a failed attempt: whether its slot is retried depends on the retry defaults.
+    retry_defaults: RetryDefaults = RetryDefaults()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatchPolicy:
@@ -58,6 +61,7 @@ class DispatchPolicy:
             batch_size=settings.DISPATCH_BATCH_SIZE, lease_ms=settings.DISPATCH_LOCK_TTL,
             capacity_window_minutes=settings.CAPACITY_RUN_WINDOW, default_run_seconds=settings.CAPACITY_DEFAULT_RUN_SECONDS,
             sample_retention=timedelta(days=settings.CAPACITY_SAMPLE_RETENTION),
+            retry_defaults=RetryDefaults.from_settings(settings),
         )
 
 
@@ -170,6 +174,7 @@ class Dispatcher:
             taken = claims.take_over(
                 conn, parked=dead, token=claims.new_lease_token(), lease_until=until,
                 trigger=Trigger.MANUAL if restart else self.sink.trigger, now=now, restart=restart,
+                defaults=self.policy.retry_defaults,
             )
         logger.warning("%s run(s) lost (job gone from the queue, lease expired): retrying %s", len(dead), ", ".join(r.user_id for r in taken[:20]))
         return taken
@@ -226,7 +231,7 @@ class Dispatcher:
             until = claims.lease_until(now, self.policy.lease_ms)
             claim = claims.claim_user(
                 conn, user_id=user_id, now=now, token=token, lease_until=until, trigger=Trigger.MANUAL, park_expired=self.sink.parks_expired,
-                cooldown=cooldown,
+                cooldown=cooldown, defaults=self.policy.retry_defaults,
             )
             existing = queries.get_schedule(conn, user_id) if claim is None else None
         if claim is None:
@@ -262,6 +267,7 @@ class Dispatcher:
         def claim(conn: Connection) -> claims.Claim:
             return claims.claim_due(
                 conn, now=now, limit=limit, token=token, lease_until=until, trigger=self.sink.trigger, park_expired=self.sink.parks_expired,
+                defaults=self.policy.retry_defaults,
             )
 
         # Run again only if the connection died before COMMIT: the server discarded the claim with

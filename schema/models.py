@@ -128,6 +128,9 @@ schedules = Table(
     Column("retryBackoffSeconds", Integer, nullable=True),
     Column("pauseAfter", Integer, nullable=True),  # 0: never pause this schedule
     Column("failedSlots", Integer, nullable=False, server_default=text("0")),  # consecutive failed slots
+    # The slot in runSlot failed and waits for its retry at nextRunAt: the claim that takes the row
+    # runs that slot again as attempt + 1 (core.claims' slot/attempt rule), and clears it.
+    Column("retrying", Boolean, nullable=False, server_default=false()),
     # Paused is a state of its own (not a far-future nextRunAt), excluded by the claim like a
     # disabled row; the user or an admin resumes it.
     Column("paused", Boolean, nullable=False, server_default=false()),

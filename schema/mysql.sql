@@ -178,6 +178,8 @@ ALTER TABLE `UserMonitorSchedule` ADD COLUMN `pauseAfter` INTEGER;
 
 ALTER TABLE `UserMonitorSchedule` ADD COLUMN `failedSlots` INTEGER NOT NULL DEFAULT 0;
 
+ALTER TABLE `UserMonitorSchedule` ADD COLUMN retrying BOOL NOT NULL DEFAULT false;
+
 ALTER TABLE `UserMonitorSchedule` ADD COLUMN paused BOOL NOT NULL DEFAULT false;
 
 ALTER TABLE `UserMonitorSchedule` ADD COLUMN `pausedAt` DATETIME(3);

@@ -15,6 +15,7 @@ from core import claims, queries, writes
 from core.clock import Clock
 from core.domain import DispatchSummary, Mode, RunRecord
 from core.exceptions import InvalidInput
+from core.retry import RetryDefaults
 from core.scheduling import MAX_RETENTION_DAYS, MIN_RETENTION_DAYS
 from core.settings import Settings
 from dispatcher.service import Dispatcher
@@ -56,7 +57,7 @@ class Runs:
 
     def unlock_expired(self) -> list[str]:
         with self.engine.begin() as conn:
-            return claims.unlock_expired(conn, now=self.clock.now(conn))
+            return claims.unlock_expired(conn, now=self.clock.now(conn), defaults=RetryDefaults.from_settings(self.settings))
 
     def prune_history(self, days: int | None = None) -> tuple[int, datetime]:
         """Delete history older than `days` (HISTORY_RETENTION_DAYS) in short transactions."""

@@ -131,3 +131,45 @@ def hanging_sync_task(user_id: str, context: RunContext) -> None:
         blocking_task(user_id, context)
     else:
         recording_task(user_id, context)
+
+
+def _execution(kind: str, user_id: str, context: RunContext) -> None:
+    with open(_dir() / "executions.log", "a") as log:
+        log.write(f"{kind} {user_id} {context.slot.isoformat()} {context.attempt} {os.getpid()} {time.time():.6f}\n")
+
+
+def flaky_task(user_id: str, context: RunContext) -> dict[str, int]:
+    """Fails every attempt before MONITOR_TEST_SUCCEEDS_AT (default 3), then returns its attempt;
+    writes `S`/`E` lines (user slot attempt pid time) to executions.log around a short sleep
+    (MONITOR_TEST_SLEEP, default 0.2 s): the ground truth of which attempts ran, and when."""
+    _execution("S", user_id, context)
+    try:
+        time.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "0.2")))
+        if context.attempt < int(os.environ.get("MONITOR_TEST_SUCCEEDS_AT", "3")):
+            raise RuntimeError(f"flaky site, attempt {context.attempt}")
+        return {"attempt": context.attempt}
+    finally:
+        _execution("E", user_id, context)
+
+
+async def async_flaky_task(user_id: str, context: RunContext) -> dict[str, int]:
+    """flaky_task's async twin (it runs on the worker's event loop)."""
+    import asyncio
+
+    _execution("S", user_id, context)
+    try:
+        await asyncio.sleep(float(os.environ.get("MONITOR_TEST_SLEEP", "0.2")))
+        if context.attempt < int(os.environ.get("MONITOR_TEST_SUCCEEDS_AT", "3")):
+            raise RuntimeError(f"flaky site, attempt {context.attempt}")
+        return {"attempt": context.attempt, "async": 1}
+    finally:
+        _execution("E", user_id, context)
+
+
+def dies_first_task(user_id: str, context: RunContext) -> None:
+    """Attempt 1 blocks (the test kills its worker meanwhile); later attempts record themselves and fail."""
+    if context.attempt == 1:
+        blocking_task(user_id, context)
+        return
+    recording_task(user_id, context)
+    raise RuntimeError(f"still failing, attempt {context.attempt}")

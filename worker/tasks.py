@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from core.tasks import RunContext
+from core.tasks import PermanentError, RunContext
+
+__all__ = ["PermanentError", "RunContext", "demo_task", "noop_task"]
 
 logger = logging.getLogger(__name__)
 

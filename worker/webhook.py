@@ -4,7 +4,9 @@
 to MONITOR_WEBHOOK_URL. The header `X-Monitor-Signature: t=<unix seconds>,v1=<hex>` carries
 HMAC-SHA256(MONITOR_WEBHOOK_SECRET, "<t>.<raw body>"): the receiver recomputes it, compares in
 constant time, and rejects old timestamps (replay). A non-2xx answer or a timeout fails the run,
-with the status and the start of the response, cleaned (core.text), in lastError.
+with the status and the start of the response, cleaned (core.text), in lastError. A 2xx answer
+whose body is JSON (`{"checked": 12}`) is the run's result (stored with the run, capped like any
+task's result: core.tasks.encode_result); any other body is ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Monitor-Signature"
 RESPONSE_EXCERPT = 300
+RESPONSE_READ_LIMIT = 64 * 1024  # bytes of a 2xx answer read for its JSON (the result keeps 4 KB of it, or a note)
 
 
 class WebhookFailed(Exception):
@@ -61,7 +64,8 @@ class WebhookTask:
             raise ConfigurationError("invalid setting MONITOR_WEBHOOK_URL/MONITOR_WEBHOOK_SECRET: both are required by worker.webhook:WebhookTask")
         return cls(settings.MONITOR_WEBHOOK_URL, settings.MONITOR_WEBHOOK_SECRET.get_secret_value().encode(), settings.MONITOR_WEBHOOK_TIMEOUT)
 
-    def __call__(self, user_id: str, context: RunContext) -> None:
+    def __call__(self, user_id: str, context: RunContext) -> object:
+        """POST the run; the receiver's JSON answer, if it gave one, is the run's result."""
         body = json.dumps(
             {"userId": user_id, "slot": utc_text(context.slot), "trigger": context.trigger, "attempt": context.attempt},
             separators=(",", ":"),
@@ -74,7 +78,7 @@ class WebhookTask:
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read(RESPONSE_EXCERPT)
+                answer = response.read(RESPONSE_READ_LIMIT)
         except urllib.error.HTTPError as exc:
             # The remote server chooses these bytes: no terminal or bidi control reaches lastError.
             excerpt = clean_text(exc.read(RESPONSE_EXCERPT).decode("utf-8", errors="replace"), RESPONSE_EXCERPT)
@@ -82,3 +86,15 @@ class WebhookTask:
         except (TimeoutError, urllib.error.URLError) as exc:
             reason = clean_text(str(getattr(exc, "reason", exc)), RESPONSE_EXCERPT)
             raise WebhookFailed(f"webhook failed: {reason}") from None
+        return _json_or_none(answer)
+
+
+def _json_or_none(body: bytes) -> object:
+    """The answer's JSON value, None for an empty or non-JSON answer (or one cut at the read limit)."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        logger.debug("webhook answer is not JSON (%s bytes): no result stored", len(body))
+        return None

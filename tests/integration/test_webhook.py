@@ -116,3 +116,18 @@ def test_the_webhook_task_needs_its_url_and_secret(sqlite_backend: Backend) -> N
     cfg = sqlite_backend.settings(MONITOR_TASK="worker.webhook:WebhookTask")
     with pytest.raises(ConfigurationError, match="MONITOR_WEBHOOK_URL"):
         load_task(cfg.MONITOR_TASK, cfg)
+
+
+def test_the_receivers_json_answer_is_the_runs_result_and_any_other_answer_stores_none(sqlite_backend: Backend, receiver) -> None:
+    state, url = receiver
+    [user] = sqlite_backend.add_schedules(1, interval=5)
+    answers = [b'{"checked": 12, "alerts": 1}', b"OK", b'{"pages": "' + b"x" * 5000 + b'"}']
+
+    for answer in answers:
+        state.body = answer
+        assert run_pass(sqlite_backend, url).succeeded == 1
+        sqlite_backend.clock.advance(minutes=5)
+
+    assert [r.result for r in sqlite_backend.runs(user)] == [
+        '{"checked":12,"alerts":1}', None, "(not kept: 5012 bytes of JSON, more than the 4096 kept)",
+    ]

@@ -8,6 +8,8 @@ works and existing rows keep today's behaviour):
 - pauseAfter: consecutive failed slots after which the schedule pauses, 0-1000 (0: never pause
   this schedule); NULL takes the settings default (which is "never" unless configured).
 - failedSlots: consecutive slots whose final outcome was a failure (reset by a success or a resume).
+- retrying: the slot in runSlot failed and waits for its retry at nextRunAt (the claim that takes
+  the row runs that slot again as attempt + 1, and clears it).
 - paused / pausedAt / pausedReason: a state of its own, not a far-future nextRunAt. The claim
   excludes paused rows like disabled ones, so the due index gains `paused` between `enabled` and
   `nextRunAt`: the claim stays an index range scan in nextRunAt order, and paused rows are never
@@ -48,6 +50,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("retryBackoffSeconds", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("pauseAfter", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("failedSlots", sa.Integer(), nullable=False, server_default=sa.text("0")))
+        batch.add_column(sa.Column("retrying", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("pausedAt", Millis, nullable=True))
         batch.add_column(sa.Column("pausedReason", ErrorText, nullable=True))
@@ -69,5 +72,5 @@ def downgrade() -> None:
         batch.drop_constraint("ck_UserMonitorSchedule_pauseAfter", type_="check")
         batch.drop_constraint("ck_UserMonitorSchedule_retryBackoff", type_="check")
         batch.drop_constraint("ck_UserMonitorSchedule_retries", type_="check")
-        for column in ("pausedReason", "pausedAt", "paused", "failedSlots", "pauseAfter", "retryBackoffSeconds", "retries"):
+        for column in ("pausedReason", "pausedAt", "paused", "retrying", "failedSlots", "pauseAfter", "retryBackoffSeconds", "retries"):
             batch.drop_column(column)
