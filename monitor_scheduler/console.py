@@ -13,6 +13,7 @@ from core import shutdown
 from core.calendar import local_time
 from core.clock import utc_text
 from core.domain import DispatchSummary, Schedule
+from services.schedules import FailurePolicy
 from core.text import clean_error
 from dispatcher.loop import DispatchLoop
 
@@ -42,7 +43,14 @@ def slot_line(slot: datetime, zone: str) -> str:
     return f"{utc_text(slot)}  {local:%a %Y-%m-%d %H:%M} {local.tzname()} ({local:%z}) {zone}"
 
 
-def schedule_dict(schedule: Schedule) -> dict[str, object]:
+def pause_after_json(value: int | None) -> int | str | None:
+    """pauseAfter as the API spells it: "off" for never (stored 0), null for the settings default."""
+    return "off" if value == 0 else value
+
+
+def schedule_dict(schedule: Schedule, policy: FailurePolicy) -> dict[str, object]:
+    """A schedule as the command line's JSON, the failure policy that applies (`policy`:
+    Schedules.effective_policy) beside the schedule's own values (null: the settings default)."""
     return {
         "userId": schedule.user_id,
         "enabled": schedule.enabled,
@@ -62,6 +70,15 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
         "progress": schedule.progress,
         "progressMessage": schedule.progress_message,
         "progressAt": json_time(schedule.progress_at),
+        "paused": schedule.paused,
+        "pausedAt": json_time(schedule.paused_at),
+        "pausedReason": printable_error(schedule.paused_reason),
+        "failedSlots": schedule.failed_slots,
+        "retries": schedule.retries,
+        "retryBackoffSeconds": schedule.retry_backoff_seconds,
+        "pauseAfter": pause_after_json(schedule.pause_after),
+        "effective": {"retries": policy.retries, "retryBackoffSeconds": policy.retry_backoff_seconds,
+                      "pauseAfter": pause_after_json(policy.pause_after)},
     }
 
 
@@ -70,7 +87,7 @@ def print_schedules(rows: Sequence[Schedule]) -> None:
     for r in rows:
         print(
             f"{r.user_id:<24} {('yes' if r.enabled else 'no'):<7} {str(r.interval_minutes) + 'm':>6} "
-            f"{fmt(r.next_run_at):<24} {fmt(r.last_run_at):<24} {(r.last_status or '-'):<10} {r.locked_by or '-'}"
+            f"{fmt(r.next_run_at):<24} {fmt(r.last_run_at):<24} {('paused' if r.paused else r.last_status or '-'):<10} {r.locked_by or '-'}"
         )
 
 
