@@ -24,6 +24,7 @@ from core.scheduling import (
     MIN_INTERVAL_MINUTES,
     MIN_PAUSE_AFTER,
     MIN_RETRY_BACKOFF_SECONDS,
+    PAUSE_NEVER,
     validate_pause_after,
     validate_user_id,
 )
@@ -95,7 +96,7 @@ class ScheduleUpdate(BaseModel):
 
 
 POLICY_FIELDS = ("retries", "retryBackoffSeconds", "pauseAfter")
-PauseAfter = Annotated[int, Field(ge=MIN_PAUSE_AFTER, le=MAX_PAUSE_AFTER)] | Literal["off"]
+PauseAfter = Annotated[int, Field(ge=MIN_PAUSE_AFTER, le=MAX_PAUSE_AFTER)] | Literal["off", "never"]
 
 
 def _integral(value: object) -> object:
@@ -118,7 +119,7 @@ class AdminScheduleUpdate(ScheduleUpdate):
                     "null: the settings default.")
     pauseAfter: PauseAfter | None = Field(
         default=None, description=f'Pause the schedule after this many consecutive failed slots ({MIN_PAUSE_AFTER}-{MAX_PAUSE_AFTER}), '
-                                  f'or "off" (never); 0 is refused; null: the settings default.')
+                                  f'or "off" / "never" (never pause); 0 is refused; null: the settings default.')
 
     @field_validator("retries", "retryBackoffSeconds", mode="before")
     @classmethod
@@ -129,9 +130,12 @@ class AdminScheduleUpdate(ScheduleUpdate):
     @classmethod
     def _pause_after(cls, value: object) -> object:
         value = _integral(value)
-        if value is None or value == "off":
+        if value is None or value in PAUSE_NEVER:
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, str | bool):  # JSON text that is not a word for never, true/false
+            raise ValueError(f'pause after must be a whole number of failed slots from {MIN_PAUSE_AFTER} to {MAX_PAUSE_AFTER}, '
+                             f'or "off", got {value!r}')
+        if isinstance(value, int):
             validate_pause_after(value)  # the core rule's message (0 and the range) rather than the union's two
         return value
 
