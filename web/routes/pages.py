@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -294,29 +294,33 @@ def _resume_and_flash(request: Request, web: Web, user_id: str) -> None:
         flash(request, "ok", f"{user_id} was not paused: nothing changed.")
 
 
-@router.post("/settings/policy", dependencies=[FormCsrf])
-def save_my_policy(
-    request: Request, web: Web, user: PageAdmin,
+def policy_form(
     retries: Annotated[str, Form(max_length=16)] = "",
     retry_backoff: Annotated[str, Form(max_length=16)] = "",
     pause_after: Annotated[str, Form(max_length=16)] = "",
-) -> Response:
+) -> PolicyChange:
+    """The policy form's fields (settings page and admin rows): an empty one puts the settings
+    default back; the service checks the rest."""
+    def asked(text: str) -> object:
+        return USE_DEFAULT if text.strip() == "" else text
+
+    return PolicyChange(retries=asked(retries), retry_backoff=asked(retry_backoff), pause_after=asked(pause_after))
+
+
+Policy = Annotated[PolicyChange, Depends(policy_form)]
+
+
+@router.post("/settings/policy", dependencies=[FormCsrf])
+def save_my_policy(request: Request, web: Web, user: PageAdmin, policy: Policy) -> Response:
     """An admin's own schedule (users see the policy, only admins change it: PageAdmin)."""
     try:
-        web.services.schedules.update(user.user_id, enabled=None, interval=None, create=False,
-                                      policy=policy_form(retries, retry_backoff, pause_after))
+        web.services.schedules.update(user.user_id, enabled=None, interval=None, create=False, policy=policy)
     except MonitorSchedulerError as exc:
         return _settings_page(request, web, user.user_id, status_code=422, policy_error=str(exc))
     flash(request, "ok", "Saved.")
     return see_other("/settings")
 
 
-def policy_form(retries: str, retry_backoff: str, pause_after: str) -> PolicyChange:
-    """The policy form's fields: an empty one puts the settings default back."""
-    def asked(text: str) -> object:
-        return USE_DEFAULT if text.strip() == "" else text
-
-    return PolicyChange(retries=asked(retries), retry_backoff=asked(retry_backoff), pause_after=asked(pause_after))
 
 
 @router.post("/settings/run", dependencies=[FormCsrf])
@@ -389,76 +393,69 @@ def admin_page(
     )
 
 
-def _back(which: ScheduleFilter | None, q: str | None, page: int) -> RedirectResponse:
-    return see_other(_admin_url(which.value if which else None, q, page))
+def _back(row: AdminRow) -> RedirectResponse:
+    return see_other(_admin_url(row.which.value if row.which else None, row.q, row.page))
+
+
+@dataclass(frozen=True)
+class AdminRow:
+    """Who an admin page's row form is about, and where to go back to (filter, search, page),
+    all checked before anything is changed."""
+
+    user_id: str
+    which: ScheduleFilter | None
+    q: str | None
+    page: int
+
+
+def admin_row(
+    user_id: Annotated[str, Form(max_length=64)],
+    filter: Annotated[str | None, Form(max_length=16)] = None,
+    q: Annotated[str | None, Form(max_length=64)] = None,
+    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
+) -> AdminRow:
+    return AdminRow(user_id, _parse_filter(filter), q, page)
+
+
+Row = Annotated[AdminRow, Depends(admin_row)]
 
 
 @router.post("/admin/schedules/update", dependencies=[FormCsrf])
 def admin_update(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
+    request: Request, web: Web, _admin: PageAdmin, row: Row,
     interval: Annotated[str | None, Form(max_length=32)] = None,
     enabled: Annotated[str | None, Form(pattern="^[01]$")] = None,
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
-    which = _parse_filter(filter)  # every input is checked before anything is changed
     try:
         web.services.schedules.update(
-            user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
+            row.user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
         )
-        flash(request, "ok", f"Saved {user_id}.")
+        flash(request, "ok", f"Saved {row.user_id}.")
     except MonitorSchedulerError as exc:
-        flash(request, "error", f"{user_id}: {exc}")
-    return _back(which, q, page)
+        flash(request, "error", f"{row.user_id}: {exc}")
+    return _back(row)
 
 
 @router.post("/admin/schedules/policy", dependencies=[FormCsrf])
-def admin_policy(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
-    retries: Annotated[str, Form(max_length=16)] = "",
-    retry_backoff: Annotated[str, Form(max_length=16)] = "",
-    pause_after: Annotated[str, Form(max_length=16)] = "",
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
-) -> Response:
-    which = _parse_filter(filter)
+def admin_policy(request: Request, web: Web, _admin: PageAdmin, row: Row, policy: Policy) -> Response:
     try:
-        web.services.schedules.update(user_id, enabled=None, interval=None, create=False,
-                                      policy=policy_form(retries, retry_backoff, pause_after))
-        flash(request, "ok", f"Saved {user_id}.")
+        web.services.schedules.update(row.user_id, enabled=None, interval=None, create=False, policy=policy)
+        flash(request, "ok", f"Saved {row.user_id}.")
     except MonitorSchedulerError as exc:
-        flash(request, "error", f"{user_id}: {exc} (nothing saved)")
-    return _back(which, q, page)
+        flash(request, "error", f"{row.user_id}: {exc} (nothing saved)")
+    return _back(row)
 
 
 @router.post("/admin/schedules/resume", dependencies=[FormCsrf])
-def admin_resume(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
-) -> Response:
-    which = _parse_filter(filter)
-    _resume_and_flash(request, web, user_id)
-    return _back(which, q, page)
+def admin_resume(request: Request, web: Web, _admin: PageAdmin, row: Row) -> Response:
+    _resume_and_flash(request, web, row.user_id)
+    return _back(row)
 
 
 @router.post("/admin/schedules/run", dependencies=[FormCsrf])
-def admin_run(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
-) -> Response:
-    which = _parse_filter(filter)  # every input is checked before the run starts
-    _run_and_flash(request, web, user_id, operator=True)
-    return _back(which, q, page)
+def admin_run(request: Request, web: Web, _admin: PageAdmin, row: Row) -> Response:
+    _run_and_flash(request, web, row.user_id, operator=True)
+    return _back(row)
 
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])
