@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     and_,
     case,
     false,
@@ -125,11 +126,15 @@ def oldest_due(conn: Connection, *, now: datetime) -> datetime | None:
     ).scalar_one_or_none()
 
 
-def count_paused(conn: Connection) -> int:
+def paused_count_query() -> Select[int]:
     """Schedules paused after failed slots, counted in the due index `(enabled, paused, nextRunAt)`:
-    naming both values of `enabled` makes it two index ranges, not a table scan (once per scrape)."""
-    query = select(func.count()).select_from(schedules).where(s.enabled.in_([True, False]), s.paused == true())
-    return int(conn.execute(query).scalar_one())
+    naming both values of `enabled` makes it two index ranges, not a table scan (EXPLAIN-checked)."""
+    return select(func.count()).select_from(schedules).where(s.enabled.in_([True, False]), s.paused == true())
+
+
+def count_paused(conn: Connection) -> int:
+    """Once per /metrics scrape."""
+    return int(conn.execute(paused_count_query()).scalar_one())
 
 
 def count_expired_leases(conn: Connection, *, now: datetime) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from core import queries
 from core.domain import ScheduleFilter
@@ -112,6 +113,22 @@ def test_the_paused_filter_lists_only_paused_schedules_and_they_are_counted(back
     with backend.engine.connect() as conn:
         assert queries.count_paused(conn) == 2
         assert queries.count_due(conn, now=backend.clock.moment) == 2
+
+
+@pytest.mark.mysql
+def test_counting_paused_schedules_reads_two_ranges_of_the_due_index(mysql_backend: Backend) -> None:
+    mysql_backend.add_schedules(2000)
+    mysql_backend.add_schedules(500, enabled=False, prefix="off")
+    for user_id in ("user-000007", "off-000003"):
+        pause(mysql_backend, user_id)
+    with mysql_backend.engine.begin() as conn:
+        conn.execute(text("ANALYZE TABLE UserMonitorSchedule"))
+        assert queries.count_paused(conn) == 2
+    with mysql_backend.engine.connect() as conn:
+        compiled = queries.paused_count_query().compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        [plan] = [dict(row._mapping) for row in conn.exec_driver_sql("EXPLAIN " + compiled.string)]
+    assert (plan["key"], plan["type"]) == ("ix_UserMonitorSchedule_due", "range"), plan
+    assert int(plan["rows"]) < 100, plan
 
 
 # --- the failure policy -----------------------------------------------------------------------------
