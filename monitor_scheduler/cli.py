@@ -176,12 +176,7 @@ def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
     if args.next:
         zone = str(data["timeZone"])
         data["nextRuns"] = [console.slot_line(slot, zone) for slot in app.services.schedules.upcoming(args.user, args.next)]
-    data["recentRuns"] = [
-        {"slot": console.json_time(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.json_time(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
-         "progressMessage": r.progress_message, "result": console.printable_error(r.result)}
-        for r in app.services.runs.history(args.user, limit=args.runs)
-    ]
+    data["recentRuns"] = [console.run_dict(r) for r in app.services.runs.history(args.user, limit=args.runs)]
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return EXIT_OK
 

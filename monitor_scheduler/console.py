@@ -12,7 +12,8 @@ from types import FrameType
 from core import shutdown
 from core.calendar import local_time
 from core.clock import utc_text
-from core.domain import DispatchSummary, Schedule
+from core.domain import DispatchSummary, RunRecord, Schedule
+from services.results import split_result
 from services.schedules import FailurePolicy
 from core.text import clean_error
 from dispatcher.loop import DispatchLoop
@@ -80,6 +81,15 @@ def schedule_dict(schedule: Schedule, policy: FailurePolicy) -> dict[str, object
         "effective": {"retries": policy.retries, "retryBackoffSeconds": policy.retry_backoff_seconds,
                       "pauseAfter": pause_after_json(policy.pause_after)},
     }
+
+
+def run_dict(run: RunRecord) -> dict[str, object]:
+    """A history row as `schedule show` prints it: the task's result as JSON (as the API gives
+    it), or the note why it was not kept."""
+    result, note = split_result(run.result)
+    return {"slot": json_time(run.slot), "trigger": run.trigger, "attempt": run.attempt, "status": run.status,
+            "finishedAt": json_time(run.finished_at), "durationMs": run.duration_ms, "error": printable_error(run.error),
+            "progressMessage": run.progress_message, "result": result, "resultNote": printable_error(note)}
 
 
 def print_schedules(rows: Sequence[Schedule]) -> None:

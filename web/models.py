@@ -6,7 +6,6 @@ Request bodies are strict (no "5" for 5, no unknown fields such as a `userId` sn
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Literal, overload
 
@@ -28,6 +27,7 @@ from core.scheduling import (
     validate_pause_after,
     validate_user_id,
 )
+from services.results import split_result
 from services.schedules import USE_DEFAULT, CalendarChange, FailurePolicy, PolicyChange
 
 # The documented shape of a user id (scheduling.validate_user_id is the rule and runs too): no
@@ -327,21 +327,6 @@ class RunOut(BaseModel):
             finishedAt=aware(run.finished_at), durationMs=run.duration_ms, progressMessage=run.progress_message,
             result=result, resultNote=note,
         )
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")  # NaN and Infinity: Python's extension, no JSON body can carry it
-
-
-def split_result(stored: str | None) -> tuple[JsonValue, str | None]:
-    """A run's stored result: the JSON the task returned, or (not JSON) a note why it was not kept."""
-    if stored is None:
-        return None, None
-    try:
-        value: JsonValue = json.loads(stored, parse_constant=_not_json)
-    except ValueError:
-        return None, stored
-    return value, None
 
 
 class SummaryOut(BaseModel):

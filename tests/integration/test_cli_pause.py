@@ -95,7 +95,7 @@ def test_schedule_show_resume_and_list_paused(run, backend: Backend) -> None:
     assert "\x1b" not in shown["pausedReason"], "cleaned for a terminal, like lastError"
     assert shown["pausedAt"] == paused_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     assert shown["effective"] == {"retries": 1, "retryBackoffSeconds": 45, "pauseAfter": "off"}
-    assert shown["recentRuns"][0]["attempt"] == 2 and shown["recentRuns"][0]["result"] == '{"checked": 3}'
+    assert shown["recentRuns"][0]["attempt"] == 2 and shown["recentRuns"][0]["result"] == {"checked": 3}
 
     code, out, _ = run("schedule", "list", "--paused", "--json")
     assert [r["userId"] for r in json.loads(out)] == ["alice"]

@@ -42,7 +42,8 @@ from web.deps import (
 )
 from web.errors import lease_held_text
 from web.middleware.head import is_head
-from web.models import NEXT_RUNS_SHOWN, PreviewOut, split_result
+from web.models import NEXT_RUNS_SHOWN, PreviewOut
+from services.results import split_result
 from services.schedules import USE_DEFAULT, CalendarChange, FailurePolicy, PolicyChange
 
 logger = logging.getLogger(__name__)
