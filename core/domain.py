@@ -53,6 +53,7 @@ class ScheduleFilter(StrEnum):
     FAILING = "failing"
     DISABLED = "disabled"
     STALE = "stale"
+    PAUSED = "paused"  # paused after failed slots, until the user or an admin resumes it
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ when the run ends are skipped (no burst of catch-up runs) and counted.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,13 @@ MAX_INTERVAL_MINUTES = 1440
 MAX_USER_ID_LENGTH = 64
 MIN_RETENTION_DAYS = 1  # `prune --days 0` (or less) would delete the run that just finished
 MAX_RETENTION_DAYS = 36_500  # a hundred years; far beyond it the cutoff date is out of range
+# When a run fails (issue 17): the ranges of a schedule's own values (and of the settings defaults).
+MAX_RETRIES = 10
+MIN_RETRY_BACKOFF_SECONDS = 1
+MAX_RETRY_BACKOFF_SECONDS = 86_400
+MIN_PAUSE_AFTER = 1  # 0 is not a threshold: "off" (stored 0) never pauses
+MAX_PAUSE_AFTER = 1000
+PAUSE_NEVER = ("off", "never")  # the words for "never pause this schedule"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,57 @@ def validate_interval(value: object) -> int:
     if not MIN_INTERVAL_MINUTES <= value <= MAX_INTERVAL_MINUTES:
         raise ValueError(f"interval must be {limits}, got {value}")
     return value
+
+
+def _whole_number(value: object) -> int | None:
+    """An int, or text of ASCII digits (blanks around); None for anything else (bool, float, sign)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        stripped = value.strip()
+        return int(stripped) if stripped.isascii() and stripped.isdigit() and len(stripped) <= 12 else None
+    return value if isinstance(value, int) else None
+
+
+def validate_retries(value: object) -> int:
+    """Attempts after the first within one slot, 0 to 10; ValueError naming the limits otherwise."""
+    number = _whole_number(value)
+    if number is None or not 0 <= number <= MAX_RETRIES:
+        raise ValueError(f"retries must be a whole number from 0 to {MAX_RETRIES}, got {value!r}")
+    return number
+
+
+_BACKOFF = re.compile(r"([0-9]{1,6})\s*(s|m|h)?")
+_BACKOFF_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def validate_retry_backoff(value: object) -> int:
+    """The base delay before a retry in whole seconds, 1 s to 24 h: an int of seconds, or text such
+    as "30", "30s", "5m", "1h"; ValueError naming the limits otherwise."""
+    limits = f"a duration from {MIN_RETRY_BACKOFF_SECONDS}s to 24h such as 30s, 5m or 1h (a bare number is seconds)"
+    seconds: int | None = None
+    if isinstance(value, str):
+        match = _BACKOFF.fullmatch(value.strip())
+        if match is not None:
+            seconds = int(match.group(1)) * _BACKOFF_UNITS[match.group(2) or "s"]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    if seconds is None or not MIN_RETRY_BACKOFF_SECONDS <= seconds <= MAX_RETRY_BACKOFF_SECONDS:
+        raise ValueError(f"retry backoff must be {limits}, got {value!r}")
+    return seconds
+
+
+def validate_pause_after(value: object) -> int:
+    """Consecutive failed slots before the schedule pauses: 1 to 1000, or "off"/"never" (stored as
+    0: never pause). A 0 is refused rather than read as "never": it looks like "pause at once"."""
+    if isinstance(value, str) and value.strip().lower() in PAUSE_NEVER:
+        return 0
+    number = _whole_number(value)
+    if number == 0:
+        raise ValueError('pause after must be from 1 to 1000 failed slots, or "off" to never pause; 0 is refused (it reads as "pause at once")')
+    if number is None or not MIN_PAUSE_AFTER <= number <= MAX_PAUSE_AFTER:
+        raise ValueError(f'pause after must be a whole number of failed slots from {MIN_PAUSE_AFTER} to {MAX_PAUSE_AFTER}, or "off", got {value!r}')
+    return number
 
 
 # Control (Cc: C0, DEL, C1), format (Cf: bidi overrides, zero-width characters, BOM...), lone

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Column, Connection, Table, bindparam, delete, insert, select, true, update
 
 from core.capacity import Sample
 from core.domain import Calendar, RunRecord, truncate_error
@@ -107,6 +107,28 @@ def update_schedule(
         values["nextRunAt"] = next_run_at
         values["retrying"] = False
     conn.execute(update(schedules).where(s.userId == user_id).values(**values))
+
+
+def update_failure_policy(conn: Connection, *, user_id: str, now: datetime, values: Mapping[str, int | None]) -> None:
+    """Write a schedule's own retries / retryBackoffSeconds / pauseAfter (the keys given; None: the
+    settings default again). Validated by the caller (core.scheduling); the CHECK constraints
+    are the last line."""
+    allowed = {"retries", "retryBackoffSeconds", "pauseAfter"}
+    assert set(values) <= allowed, f"not a failure-policy column: {sorted(set(values) - allowed)}"
+    if values:
+        conn.execute(update(schedules).where(s.userId == user_id).values(updatedAt=now, **values))
+
+
+def resume_schedule(conn: Connection, *, user_id: str, now: datetime, next_run_at: datetime | None) -> bool:
+    """Resume a paused schedule: paused off, pausedAt/pausedReason cleared, failedSlots back to 0,
+    nextRunAt = `next_run_at` (the caller's next slot from now: never a burst of the missed ones;
+    None leaves it to the run that holds the lease). Conditional on `paused`: False when the row
+    was not paused (already resumed by someone else), and then nothing is written."""
+    values: dict[str, object] = {"paused": False, "pausedAt": None, "pausedReason": None, "failedSlots": 0, "updatedAt": now}
+    if next_run_at is not None:
+        values["nextRunAt"] = next_run_at
+    result = conn.execute(update(schedules).where(s.userId == user_id, s.paused == true()).values(**values))
+    return bool(result.rowcount)
 
 
 def record_dispatch_pass(conn: Connection, *, at: datetime, detail: str) -> None:

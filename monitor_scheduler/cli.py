@@ -26,12 +26,21 @@ from core.exceptions import ConfigurationError, DispatchFailed, InvalidInput, Mo
 from core.logs import configure_logging
 from core.calendar import ScheduleRule, parse_cron
 from core.clock import utc_naive
-from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS, validate_interval
+from core.scheduling import (
+    MAX_INTERVAL_MINUTES,
+    MAX_PAUSE_AFTER,
+    MAX_RETENTION_DAYS,
+    MAX_RETRIES,
+    MIN_INTERVAL_MINUTES,
+    MIN_PAUSE_AFTER,
+    MIN_RETENTION_DAYS,
+    validate_interval,
+)
 from core.settings import Settings, load_settings
 from dispatcher.loop import DispatchLoop, parse_duration
 from monitor_scheduler import console
 from monitor_scheduler.wiring import App
-from services.schedules import CalendarChange
+from services.schedules import USE_DEFAULT, CalendarChange, PolicyChange
 from worker.pool import run_workers
 
 logger = logging.getLogger(__name__)
@@ -115,11 +124,31 @@ def cmd_worker(app: App, args: argparse.Namespace) -> int:
     )
 
 
+def _policy_value(text: str | None) -> object | None:
+    """A failure-policy option as typed: "default" puts the settings default back; the rest is
+    checked by the service (a bad value exits 2, nothing written)."""
+    if text is not None and text.strip().lower() == USE_DEFAULT.value:
+        return USE_DEFAULT
+    return text
+
+
 def cmd_schedule_set(app: App, args: argparse.Namespace) -> int:
     calendar = CalendarChange(cron=args.cron, time_zone=args.tz, spread=args.spread)
-    change = app.services.schedules.set(args.user, interval=args.interval, enabled=args.enabled, calendar=calendar)
+    policy = PolicyChange(retries=_policy_value(args.retries), retry_backoff=_policy_value(args.retry_backoff),
+                          pause_after=_policy_value(args.pause_after))
+    schedules = app.services.schedules
+    change = schedules.set(args.user, interval=args.interval, enabled=args.enabled, calendar=calendar, policy=policy)
     verb = "created" if change.created else "updated"
-    print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule)))
+    print(f"{verb} " + json.dumps(console.schedule_dict(change.schedule, schedules.effective_policy(change.schedule))))
+    return EXIT_OK
+
+
+def cmd_schedule_resume(app: App, args: argparse.Namespace) -> int:
+    """Resume a paused schedule (exit 0 also when it was not paused: nothing changes then)."""
+    schedules = app.services.schedules
+    resumed = schedules.resume(args.user)
+    verb = "resumed" if resumed.resumed else "not paused, unchanged"
+    print(f"{verb} " + json.dumps(console.schedule_dict(resumed.schedule, schedules.effective_policy(resumed.schedule))))
     return EXIT_OK
 
 
@@ -142,16 +171,12 @@ def cmd_schedule_preview(_app: None, args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_show(app: App, args: argparse.Namespace) -> int:
-    data = console.schedule_dict(app.services.schedules.get(args.user))
+    schedule = app.services.schedules.get(args.user)
+    data = console.schedule_dict(schedule, app.services.schedules.effective_policy(schedule))
     if args.next:
         zone = str(data["timeZone"])
         data["nextRuns"] = [console.slot_line(slot, zone) for slot in app.services.schedules.upcoming(args.user, args.next)]
-    data["recentRuns"] = [
-        {"slot": console.json_time(r.slot), "trigger": r.trigger, "attempt": r.attempt, "status": r.status,
-         "finishedAt": console.json_time(r.finished_at), "durationMs": r.duration_ms, "error": console.printable_error(r.error),
-         "progressMessage": r.progress_message}
-        for r in app.services.runs.history(args.user, limit=args.runs)
-    ]
+    data["recentRuns"] = [console.run_dict(r) for r in app.services.runs.history(args.user, limit=args.runs)]
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return EXIT_OK
 
@@ -160,7 +185,8 @@ def cmd_schedule_list(app: App, args: argparse.Namespace) -> int:
     which = next((f for f in ScheduleFilter if getattr(args, f.value)), None)
     page = app.services.schedules.list_page(which=which, search=args.search, limit=args.limit, offset=args.offset)
     if args.json:
-        print(json.dumps([console.schedule_dict(r) for r in page.rows], ensure_ascii=False))
+        effective = app.services.schedules.effective_policy
+        print(json.dumps([console.schedule_dict(r, effective(r)) for r in page.rows], ensure_ascii=False))
     else:
         console.print_schedules(page.rows)
     return EXIT_OK
@@ -261,6 +287,7 @@ _FILTER_HELP = {
     ScheduleFilter.FAILING: "only schedules whose last run failed or was lost",
     ScheduleFilter.DISABLED: "only disabled schedules",
     ScheduleFilter.STALE: "only schedules whose lease expired without a result (see unlock)",
+    ScheduleFilter.PAUSED: "only schedules paused after consecutive failed slots (see schedule resume)",
 }
 
 
@@ -312,7 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the schedule automatically (default: unchanged, enabled for a new schedule)")
     toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
                         help="stop automatic runs; run now still works (default: unchanged)")
+    p.add_argument("--retries", metavar="N",
+                   help=f"attempts after the first within one slot when a run fails, 0-{MAX_RETRIES}, or 'default' "
+                   "(default: unchanged, DEFAULT_RETRIES for a new schedule)")
+    p.add_argument("--retry-backoff", metavar="DURATION",
+                   help="base delay before a retry, doubled each attempt: 1s to 24h, e.g. 30s, 5m, 1h or seconds, or 'default' "
+                   "(default: unchanged, RETRY_BACKOFF_SECONDS for a new schedule)")
+    p.add_argument("--pause-after", metavar="N",
+                   help=f"pause after N consecutive failed slots, {MIN_PAUSE_AFTER}-{MAX_PAUSE_AFTER}, 'off' to never pause, or 'default' "
+                   "(default: unchanged, PAUSE_AFTER_FAILED_SLOTS for a new schedule)")
     p.set_defaults(func=cmd_schedule_set, enabled=None)
+    p = sched.add_parser("resume", help="resume a paused schedule: it runs again at its next slot from now (missed slots are not run)")
+    p.add_argument("user", help="the user id whose paused schedule resumes")
+    p.set_defaults(func=cmd_schedule_resume)
     p = sched.add_parser("preview", help="the next slots of a cron expression or an interval (no database)")
     kind = p.add_mutually_exclusive_group(required=True)
     kind.add_argument("--cron", metavar="EXPR", help='5 fields, e.g. "0 9 * * MON-FRI" (no default: --cron or --interval)')

@@ -12,7 +12,9 @@ from types import FrameType
 from core import shutdown
 from core.calendar import local_time
 from core.clock import utc_text
-from core.domain import DispatchSummary, Schedule
+from core.domain import DispatchSummary, RunRecord, Schedule
+from services.results import split_result
+from services.schedules import FailurePolicy
 from core.text import clean_error
 from dispatcher.loop import DispatchLoop
 
@@ -42,7 +44,14 @@ def slot_line(slot: datetime, zone: str) -> str:
     return f"{utc_text(slot)}  {local:%a %Y-%m-%d %H:%M} {local.tzname()} ({local:%z}) {zone}"
 
 
-def schedule_dict(schedule: Schedule) -> dict[str, object]:
+def pause_after_json(value: int | None) -> int | str | None:
+    """pauseAfter as the API spells it: "off" for never (stored 0), null for the settings default."""
+    return "off" if value == 0 else value
+
+
+def schedule_dict(schedule: Schedule, policy: FailurePolicy) -> dict[str, object]:
+    """A schedule as the command line's JSON, the failure policy that applies (`policy`:
+    Schedules.effective_policy) beside the schedule's own values (null: the settings default)."""
     return {
         "userId": schedule.user_id,
         "enabled": schedule.enabled,
@@ -62,7 +71,25 @@ def schedule_dict(schedule: Schedule) -> dict[str, object]:
         "progress": schedule.progress,
         "progressMessage": schedule.progress_message,
         "progressAt": json_time(schedule.progress_at),
+        "paused": schedule.paused,
+        "pausedAt": json_time(schedule.paused_at),
+        "pausedReason": printable_error(schedule.paused_reason),
+        "failedSlots": schedule.failed_slots,
+        "retries": schedule.retries,
+        "retryBackoffSeconds": schedule.retry_backoff_seconds,
+        "pauseAfter": pause_after_json(schedule.pause_after),
+        "effective": {"retries": policy.retries, "retryBackoffSeconds": policy.retry_backoff_seconds,
+                      "pauseAfter": pause_after_json(policy.pause_after)},
     }
+
+
+def run_dict(run: RunRecord) -> dict[str, object]:
+    """A history row as `schedule show` prints it: the task's result as JSON (as the API gives
+    it), or the note why it was not kept."""
+    result, note = split_result(run.result)
+    return {"slot": json_time(run.slot), "trigger": run.trigger, "attempt": run.attempt, "status": run.status,
+            "finishedAt": json_time(run.finished_at), "durationMs": run.duration_ms, "error": printable_error(run.error),
+            "progressMessage": run.progress_message, "result": result, "resultNote": printable_error(note)}
 
 
 def print_schedules(rows: Sequence[Schedule]) -> None:
@@ -70,7 +97,7 @@ def print_schedules(rows: Sequence[Schedule]) -> None:
     for r in rows:
         print(
             f"{r.user_id:<24} {('yes' if r.enabled else 'no'):<7} {str(r.interval_minutes) + 'm':>6} "
-            f"{fmt(r.next_run_at):<24} {fmt(r.last_run_at):<24} {(r.last_status or '-'):<10} {r.locked_by or '-'}"
+            f"{fmt(r.next_run_at):<24} {fmt(r.last_run_at):<24} {('paused' if r.paused else r.last_status or '-'):<10} {r.locked_by or '-'}"
         )
 
 

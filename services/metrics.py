@@ -43,6 +43,8 @@ class SchedulerCollector(Collector):
             yield self._runs(queries.run_counts_since(conn, since=since))
             yield self._durations(*queries.duration_buckets_since(conn, since=since, bounds_ms=DURATION_BUCKETS_MS))
             yield from self._backlog(queries.count_due(conn, now=now), queries.oldest_due(conn, now=now), now)
+            yield GaugeMetricFamily(f"{PREFIX}_paused_schedules", "Schedules paused after consecutive failed slots, not run until resumed",
+                                    value=queries.count_paused(conn))
             yield GaugeMetricFamily(f"{PREFIX}_expired_leases", "Leases expired and not yet recovered (runs lost, due again)", value=queries.count_expired_leases(conn, now=now))
             yield from self._last_pass(*queries.last_dispatch_pass(conn))
         yield from self._queue(self.status.queue_health())

@@ -8,23 +8,42 @@ How nextRunAt moves when settings change (also in README "Semantics"):
   running sets nextRunAt = max(now, last slot + interval) for an interval (due now if it never
   ran), the first occurrence after now for a calendar schedule;
 - while a run holds the lease, only the settings change: the run's fenced finish computes the
-  next slot from the new rule.
+  next slot from the new rule;
+- resuming a paused schedule sets nextRunAt to its next slot from now (the slots missed while
+  paused are skipped, never run as a burst); a leased row keeps nextRunAt, as above.
+
+A schedule's own retries / retry backoff / pause-after (NULL: the settings default) are set by
+operators only (the CLI, the admin API and pages); `effective_policy` says what applies.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import Enum
 
 from sqlalchemy import Engine
 
 from core import queries, writes
 from core.clock import Clock
-from core.calendar import ScheduleRule, next_slot_after_change, parse_cron, rule_of, spread_start, stored_rule, upcoming_slots, validate_spread
+from core.calendar import (
+    ScheduleRule,
+    next_slot,
+    next_slot_after_change,
+    parse_cron,
+    rule_of,
+    spread_start,
+    stored_rule,
+    upcoming_slots,
+    validate_spread,
+)
 from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
-from core.scheduling import validate_interval, validate_user_id
+from core.scheduling import validate_interval, validate_pause_after, validate_retries, validate_retry_backoff, validate_user_id
+
+logger = logging.getLogger(__name__)
 
 
 _IMPORT_CHUNK = 5000  # rows per INSERT statement of a bulk import (bounded packet size)
@@ -60,6 +79,69 @@ class CalendarChange:
     time_zone: object | None = None
     spread: object | None = None
     to_interval: bool = False
+
+
+class Default(Enum):
+    """Put a schedule's own value back to the settings default (the column to NULL)."""
+
+    USE = "default"
+
+
+USE_DEFAULT = Default.USE
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """Retries within a slot, the base backoff between them, and the failed slots before a pause
+    (0: never pause). As stored (None: the settings default) or as it applies (`effective_policy`)."""
+
+    retries: int | None = None
+    retry_backoff_seconds: int | None = None
+    pause_after: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What a caller asked of the failure policy, as typed: None keeps a value, USE_DEFAULT puts
+    the settings default back; anything else is checked by the core rules (InvalidInput)."""
+
+    retries: object | None = None
+    retry_backoff: object | None = None
+    pause_after: object | None = None
+
+    def columns(self) -> dict[str, int | None]:
+        """The columns to write, validated (nothing is written when one value is refused)."""
+        asked = (("retries", self.retries, validate_retries), ("retryBackoffSeconds", self.retry_backoff, validate_retry_backoff),
+                 ("pauseAfter", self.pause_after, validate_pause_after))
+        values: dict[str, int | None] = {}
+        for column, value, rule in asked:
+            if value is None:
+                continue
+            try:
+                values[column] = None if value is USE_DEFAULT else rule(value)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
+        return values
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The schedule after a resume, the "now" it was read at, and whether it was paused."""
+
+    schedule: Schedule
+    now: datetime
+    resumed: bool
+
+
+def _slot_after_resume(current: Schedule, now: datetime) -> datetime | None:
+    """The next slot from now of a paused schedule: its nextRunAt if still ahead, else the first
+    slot of its cadence after now (the missed ones skipped, as a late run's finish skips them).
+    None while a run holds the lease: its finish sets the next slot."""
+    if current.locked_by is not None:
+        return None
+    if current.next_run_at >= now:
+        return current.next_run_at
+    return next_slot(rule_of(current), current.next_run_at, now).at
 
 
 def _checked(user_id: str, interval: object | None) -> tuple[str, int | None]:
@@ -122,20 +204,33 @@ class Schedules:
     bare database); `default_interval` is DEFAULT_INTERVAL_MINUTES, `spread_start`
     SPREAD_START_TIMES (off unless asked: an interval schedule is then due at once, as it always was)."""
 
-    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int, spread_start: bool = False) -> None:
+    def __init__(self, engine: Engine, clock: Clock, *, default_interval: int, spread_start: bool = False,
+                 policy_defaults: FailurePolicy = FailurePolicy(0, 30, 0)) -> None:
         self.engine = engine
         self.clock = clock
         self.default_interval = default_interval
         self.spread_start = spread_start
+        self.policy_defaults = policy_defaults  # DEFAULT_RETRIES, RETRY_BACKOFF_SECONDS, PAUSE_AFTER_FAILED_SLOTS
+
+    def effective_policy(self, schedule: Schedule) -> FailurePolicy:
+        """What applies to `schedule`: its own values, the settings defaults where it has none."""
+        defaults = self.policy_defaults
+        return FailurePolicy(
+            defaults.retries if schedule.retries is None else schedule.retries,
+            defaults.retry_backoff_seconds if schedule.retry_backoff_seconds is None else schedule.retry_backoff_seconds,
+            defaults.pause_after if schedule.pause_after is None else schedule.pause_after,
+        )
 
     def set(
         self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True,
-        calendar: CalendarChange = CalendarChange(),
+        calendar: CalendarChange = CalendarChange(), policy: PolicyChange = PolicyChange(),
     ) -> ScheduleChange:
         """Validate, then create or change a schedule in one transaction (InvalidInput/UnknownUser
         raise before anything is written). An interval given without `calendar` switches a
-        calendar schedule back to that interval."""
+        calendar schedule back to that interval. `policy` is for operators only: the callers
+        that act for a user never pass it."""
         user_id, interval_minutes = _checked(user_id, interval)
+        policy_columns = policy.columns()
         if interval_minutes is not None and calendar.cron is None:
             calendar = replace(calendar, to_interval=True)
         with self.engine.begin() as conn:
@@ -167,6 +262,7 @@ class Schedules:
                     calendar=columns,
                 )
                 created = False
+            writes.update_failure_policy(conn, user_id=user_id, now=now, values=policy_columns)
             schedule = queries.get_schedule(conn, user_id)
         assert schedule is not None  # written in this transaction
         return ScheduleChange(schedule, created)
@@ -180,11 +276,30 @@ class Schedules:
 
     def update(
         self, user_id: str, *, enabled: bool | None, interval: object | None, create: bool,
-        calendar: CalendarChange = CalendarChange(),
+        calendar: CalendarChange = CalendarChange(), policy: PolicyChange = PolicyChange(),
     ) -> Snapshot:
         """`set`, then the schedule as the web shows it (with the "now" it was read at)."""
-        change = self.set(user_id, interval=interval, enabled=enabled, create=create, calendar=calendar)
+        change = self.set(user_id, interval=interval, enabled=enabled, create=create, calendar=calendar, policy=policy)
         return self.read(change.schedule.user_id)
+
+    def resume(self, user_id: str) -> Resumed:
+        """Resume a paused schedule (the user's or an admin's request): claimed again from its next
+        slot from now, its failed-slot count back to 0, pausedAt and pausedReason cleared (the
+        history keeps the "paused" row that says why). A schedule that is not paused is left
+        exactly as it is (`resumed` False): resuming twice, or a stale page's button, is harmless
+        and cannot move nextRunAt. UnknownUser when there is no schedule."""
+        with self.engine.begin() as conn:
+            now = self.clock.now(conn)
+            current = queries.get_schedule(conn, user_id, for_update=True)
+            if current is None:
+                raise UnknownUser(f"no schedule for user {user_id!r}")
+            resumed = current.paused and writes.resume_schedule(conn, user_id=user_id, now=now, next_run_at=_slot_after_resume(current, now))
+            schedule = queries.get_schedule(conn, user_id)
+        assert schedule is not None  # read in this transaction
+        if resumed:
+            logger.info("resumed user=%s, paused since %s (%s); next run at %s", user_id, current.paused_at, current.paused_reason,
+                        schedule.next_run_at)
+        return Resumed(schedule, now, resumed)
 
     def upcoming(self, user_id: str, count: int) -> list[datetime]:
         """The next `count` slots of a stored schedule (UnknownUser if none)."""

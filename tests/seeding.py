@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from core import writes
 from core.db import create_db_engine
@@ -59,3 +59,13 @@ def add_schedules(
     ]
     for start in range(0, len(rows), INSERT_CHUNK):
         writes.insert_schedules(conn, rows[start : start + INSERT_CHUNK])
+
+
+def pause(conn: Connection, user_id: str, *, at: datetime, reason: str = "paused after 3 consecutive failed slots; last error: down",
+          failed_slots: int = 3) -> None:
+    """Pause a schedule by hand, as the run outcome path does after failed slots (plain SQL, as an
+    operator would): paused, since `at`, why."""
+    conn.execute(
+        text("UPDATE UserMonitorSchedule SET paused = 1, pausedAt = :at, pausedReason = :reason, failedSlots = :failed "
+             "WHERE userId = :user").bindparams(at=at, reason=reason, failed=failed_slots, user=user_id)
+    )

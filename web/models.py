@@ -7,15 +7,28 @@ Request bodies are strict (no "5" for 5, no unknown fields such as a `userId` sn
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, overload
+from typing import Annotated, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from typing_extensions import override
 
 from core.calendar import MAX_SPREAD_SECONDS, local_time, upcoming_slots
 from core.domain import RunRecord, Schedule
-from core.scheduling import MAX_INTERVAL_MINUTES, MAX_USER_ID_LENGTH, MIN_INTERVAL_MINUTES, validate_user_id
-from services.schedules import CalendarChange
+from core.scheduling import (
+    MAX_INTERVAL_MINUTES,
+    MAX_PAUSE_AFTER,
+    MAX_RETRIES,
+    MAX_RETRY_BACKOFF_SECONDS,
+    MAX_USER_ID_LENGTH,
+    MIN_INTERVAL_MINUTES,
+    MIN_PAUSE_AFTER,
+    MIN_RETRY_BACKOFF_SECONDS,
+    PAUSE_NEVER,
+    validate_pause_after,
+    validate_user_id,
+)
+from services.results import split_result
+from services.schedules import USE_DEFAULT, CalendarChange, FailurePolicy, PolicyChange
 
 # The documented shape of a user id (scheduling.validate_user_id is the rule and runs too): no
 # control, format or separator characters, no whitespace at either end.
@@ -59,17 +72,82 @@ class ScheduleUpdate(BaseModel):
             raise ValueError('kind "interval" and a cron expression contradict each other')
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _operators_only(cls, data: object) -> object:
+        # Before the unknown-field check, so that a user is told why rather than "extra input".
+        if cls is ScheduleUpdate and isinstance(data, dict) and any(name in data for name in POLICY_FIELDS):
+            raise ValueError(f"{', '.join(name for name in POLICY_FIELDS if name in data)}: set by an administrator only "
+                             "(PATCH /api/admin/schedule); GET /api/schedules/me shows what applies")
+        return data
+
     def calendar_change(self) -> CalendarChange:
         """The calendar fields as the service takes them (it validates expression, zone, spread)."""
         return CalendarChange(cron=self.cron, time_zone=self.timeZone, spread=self.spreadSeconds, to_interval=self.kind == "interval")
 
+    def policy_change(self) -> PolicyChange:
+        """No failure-policy fields for users (refused above); AdminScheduleUpdate has them."""
+        return PolicyChange()
+
     @field_validator("intervalMinutes", mode="before")
     @classmethod
     def _integral_number(cls, value: object) -> object:
-        # JSON does not tell 30 from 30.0 and JSON Schema calls both integers; "30", 30.5 and true stay refused.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        return _integral(value)
+
+
+POLICY_FIELDS = ("retries", "retryBackoffSeconds", "pauseAfter")
+PauseAfter = Annotated[int, Field(ge=MIN_PAUSE_AFTER, le=MAX_PAUSE_AFTER)] | Literal["off", "never"]
+
+
+def _integral(value: object) -> object:
+    # JSON does not tell 30 from 30.0 and JSON Schema calls both integers; "30", 30.5 and true stay refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class AdminScheduleUpdate(ScheduleUpdate):
+    """An operator's change: the user's fields, plus the schedule's failure policy. Left out: as
+    it is; null: back to the settings default (DEFAULT_RETRIES, RETRY_BACKOFF_SECONDS,
+    PAUSE_AFTER_FAILED_SLOTS)."""
+
+    retries: int | None = Field(default=None, ge=0, le=MAX_RETRIES,
+                                description=f"Attempts after the first within one slot when a run fails, 0-{MAX_RETRIES}; null: the settings default.")
+    retryBackoffSeconds: int | None = Field(
+        default=None, ge=MIN_RETRY_BACKOFF_SECONDS, le=MAX_RETRY_BACKOFF_SECONDS,
+        description="Base delay before a retry in seconds (1-86400): doubled each attempt, capped, with a stable per-user jitter; "
+                    "null: the settings default.")
+    pauseAfter: PauseAfter | None = Field(
+        default=None, description=f'Pause the schedule after this many consecutive failed slots ({MIN_PAUSE_AFTER}-{MAX_PAUSE_AFTER}), '
+                                  f'or "off" / "never" (never pause); 0 is refused; null: the settings default.')
+
+    @field_validator("retries", "retryBackoffSeconds", mode="before")
+    @classmethod
+    def _integral_numbers(cls, value: object) -> object:
+        return _integral(value)
+
+    @field_validator("pauseAfter", mode="before")
+    @classmethod
+    def _pause_after(cls, value: object) -> object:
+        value = _integral(value)
+        if value is None or value in PAUSE_NEVER:
+            return value
+        if isinstance(value, str | bool):  # JSON text that is not a word for never, true/false
+            raise ValueError(f'pause after must be a whole number of failed slots from {MIN_PAUSE_AFTER} to {MAX_PAUSE_AFTER}, '
+                             f'or "off", got {value!r}')
+        if isinstance(value, int):
+            validate_pause_after(value)  # the core rule's message (0 and the range) rather than the union's two
         return value
+
+    @override
+    def policy_change(self) -> PolicyChange:
+        def asked(name: str, value: object) -> object | None:
+            if name not in self.model_fields_set:
+                return None
+            return USE_DEFAULT if value is None else value
+
+        return PolicyChange(retries=asked("retries", self.retries), retry_backoff=asked("retryBackoffSeconds", self.retryBackoffSeconds),
+                            pause_after=asked("pauseAfter", self.pauseAfter))
 
 
 class CronRequest(BaseModel):
@@ -99,6 +177,26 @@ class ErrorOut(BaseModel):
 NEXT_RUNS_SHOWN = 5
 
 
+def pause_after_out(value: int | None) -> int | Literal["off"] | None:
+    """pauseAfter as the API spells it: "off" for never (stored 0), so a GET can be sent back."""
+    return "off" if value == 0 else value
+
+
+class FailurePolicyOut(BaseModel):
+    """What applies when a run fails: the schedule's own values, else the settings defaults."""
+
+    retries: int = Field(description="Attempts after the first within one slot.")
+    retryBackoffSeconds: int = Field(description="Base delay before a retry (doubled each attempt, capped, with a per-user jitter).")
+    pauseAfter: int | Literal["off"] = Field(description='Consecutive failed slots before the schedule pauses; "off": never.')
+
+    @classmethod
+    def of(cls, policy: FailurePolicy) -> FailurePolicyOut:
+        assert policy.retries is not None and policy.retry_backoff_seconds is not None and policy.pause_after is not None
+        pause_after = pause_after_out(policy.pause_after)
+        assert pause_after is not None
+        return cls(retries=policy.retries, retryBackoffSeconds=policy.retry_backoff_seconds, pauseAfter=pause_after)
+
+
 class ScheduleOut(BaseModel):
     userId: str
     enabled: bool
@@ -107,7 +205,7 @@ class ScheduleOut(BaseModel):
     cron: str | None = Field(description="The calendar schedule's expression (null for an interval schedule).")
     timeZone: str = Field(description="IANA zone the expression is read in.")
     spreadSeconds: int = Field(description="Bound of the calendar schedule's stable per-user start offset.")
-    nextRuns: list[datetime] = Field(description=f"The next {NEXT_RUNS_SHOWN} slots (UTC; empty while disabled).")
+    nextRuns: list[datetime] = Field(description=f"The next {NEXT_RUNS_SHOWN} slots (UTC; empty while disabled or paused).")
     nextRunAt: datetime
     lastRunAt: datetime | None
     lastStatus: str | None
@@ -123,9 +221,21 @@ class ScheduleOut(BaseModel):
                                                            "(once idle: the last run's final report; null if it never reported).")
     progressMessage: str | None = Field(description="The task's last progress message (at most 255 characters, no control characters).")
     progressAt: datetime | None = Field(description="When that progress was stored (reports are stored at most every 2 s; the last one with the finish).")
+    paused: bool = Field(description="Paused after consecutive failed slots: not run until resumed (POST .../resume). "
+                                     "Not the same as disabled.")
+    pausedAt: datetime | None = Field(description="Since when it is paused (null while not paused).")
+    pausedReason: str | None = Field(description="Why it was paused, with the last error (null while not paused); "
+                                                 "the run history keeps it as a run with status \"paused\".")
+    failedSlots: int = Field(description="Consecutive slots whose final outcome was a failure (0 after a success or a resume).")
+    retries: int | None = Field(description="This schedule's own retries (null: the settings default; see `effective`).")
+    retryBackoffSeconds: int | None = Field(description="This schedule's own base retry backoff in seconds (null: the settings default).")
+    pauseAfter: int | Literal["off"] | None = Field(description='This schedule\'s own pause threshold in failed slots, "off": never '
+                                                                '(null: the settings default).')
+    effective: FailurePolicyOut = Field(description="The retries, backoff and pause threshold that apply.")
 
     @classmethod
-    def of(cls, schedule: Schedule, now: datetime) -> ScheduleOut:
+    def of(cls, schedule: Schedule, now: datetime, policy: FailurePolicy) -> ScheduleOut:
+        """`policy`: the effective one (services.schedules.Schedules.effective_policy)."""
         return cls(
             userId=schedule.user_id,
             enabled=schedule.enabled,
@@ -134,7 +244,7 @@ class ScheduleOut(BaseModel):
             cron=schedule.cron_expr,
             timeZone=schedule.time_zone,
             spreadSeconds=schedule.spread_seconds,
-            nextRuns=[aware(slot) for slot in upcoming_slots(schedule, now, NEXT_RUNS_SHOWN)],
+            nextRuns=[] if schedule.paused else [aware(slot) for slot in upcoming_slots(schedule, now, NEXT_RUNS_SHOWN)],
             nextRunAt=aware(schedule.next_run_at),
             lastRunAt=aware(schedule.last_run_at),
             lastStatus=schedule.last_status,
@@ -145,6 +255,14 @@ class ScheduleOut(BaseModel):
             progress=schedule.progress,
             progressMessage=schedule.progress_message,
             progressAt=aware(schedule.progress_at),
+            paused=schedule.paused,
+            pausedAt=aware(schedule.paused_at),
+            pausedReason=schedule.paused_reason,
+            failedSlots=schedule.failed_slots,
+            retries=schedule.retries,
+            retryBackoffSeconds=schedule.retry_backoff_seconds,
+            pauseAfter=pause_after_out(schedule.pause_after),
+            effective=FailurePolicyOut.of(policy),
         )
 
 
@@ -155,8 +273,8 @@ class AdminScheduleOut(ScheduleOut):
 
     @classmethod
     @override
-    def of(cls, schedule: Schedule, now: datetime) -> AdminScheduleOut:
-        base = ScheduleOut.of(schedule, now).model_dump()
+    def of(cls, schedule: Schedule, now: datetime, policy: FailurePolicy) -> AdminScheduleOut:
+        base = ScheduleOut.of(schedule, now, policy).model_dump()
         return cls(
             **base,
             lockedBy=schedule.locked_by,
@@ -195,14 +313,19 @@ class RunOut(BaseModel):
     finishedAt: datetime
     durationMs: int | None
     progressMessage: str | None = Field(description="The run's last progress message.")
+    result: JsonValue = Field(description="What the task returned (JSON, at most 4 KB as text); null when it returned nothing "
+                                          "or the value was not kept (then `resultNote` says why).")
+    resultNote: str | None = Field(description="Why the task's value was not kept (too large, not JSON-serialisable); null otherwise.")
 
     @classmethod
     def of(cls, run: RunRecord) -> RunOut:
+        result, note = split_result(run.result)
         return cls(
             id=run.id, trigger=run.trigger, slot=aware(run.slot), attempt=run.attempt,
             status=run.status, error=run.error, skippedSlots=run.skipped_slots,
             enqueuedAt=aware(run.enqueued_at), startedAt=aware(run.started_at),
             finishedAt=aware(run.finished_at), durationMs=run.duration_ms, progressMessage=run.progress_message,
+            result=result, resultNote=note,
         )
 
 

@@ -28,6 +28,7 @@ from core.clock import Clock, FixedClock
 from core.domain import Mode
 from monitor_scheduler.wiring import App
 from core.settings import load_settings
+from tests import seeding
 from tests.conftest import PYTHON, REPO_ROOT, cli_env
 from tests.web.conftest import SECRET_KEY
 from tests.web.tasks import STEPS
@@ -221,6 +222,38 @@ def test_a_failing_monitor_shows_its_status_and_error(live: LiveServer, page) ->
     expect(page.locator("#status")).to_have_text("failed")
     expect(page.locator("#last-error")).to_contain_text("monitored endpoint answered HTTP 500")
     screenshot(page, "settings-failed")
+
+
+def test_a_paused_schedule_shows_why_and_since_when_and_resume_brings_it_back(live: LiveServer, page) -> None:
+    live.seed("paula")
+    live.run_once("paula")
+    reason = "paused after 3 consecutive failed slots; last error: <b>HTTP 503</b>"
+    at = live.schedule("paula").last_run_at
+    assert at is not None
+    with live.app.engine.begin() as conn:
+        writes.insert_runs(conn, [domain.RunRecord("paula", "schedule", at, 2, "t", "succeeded", None, 0, at, at, at, 7, "w",
+                                                   result='{"checked": 12, "alerts": 1}')])
+        seeding.pause(conn, "paula", at=at, reason=reason)
+    page.goto(live.link("paula"))
+    banner = page.locator("#paused-banner")
+    expect(banner).to_be_visible()
+    expect(page.locator("#paused-reason")).to_have_text(reason)  # as text: the markup is shown, not applied
+    expect(page.locator("#paused-since time")).to_contain_text(re.compile(r"CES?T|GMT\+[12]"))
+    expect(page.locator("#status")).to_have_text("paused")
+    expect(page.locator("#next-run")).to_have_text("— (paused)")
+    expect(page.locator("#runs tbody tr").first.locator("td.attempt")).to_have_text("2")
+    expect(page.locator("#runs tbody tr").first.locator("td.result pre")).to_have_text('{\n  "alerts": 1,\n  "checked": 12\n}')
+    screenshot(page, "settings-paused")
+
+    page.click("#resume")
+    expect(banner).to_be_hidden()
+    expect(page.locator("#saved-note")).to_have_text("Resumed.")
+    expect(page.locator("#status")).to_have_text("succeeded")
+    expect(page.locator("#next-run time")).to_have_count(1)
+    # The history as the script renders it (after the resume it refreshed from the API): the same cells.
+    expect(page.locator("#runs tbody tr").first.locator("td.result pre")).to_have_text('{\n  "alerts": 1,\n  "checked": 12\n}')
+    schedule = live.schedule("paula")
+    assert (schedule.paused, schedule.paused_reason, schedule.failed_slots) == (False, None, 0)
 
 
 @pytest.mark.redis

@@ -9,11 +9,12 @@ x's history, not the user "x/runs"); a path with an encoded "/" is refused with 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 
-from core.domain import ScheduleFilter
+from core.domain import Schedule, ScheduleFilter
 from core.scheduling import MAX_USER_ID_LENGTH
 from services.runs import HISTORY_LIMIT
 from services.status import capacity_figures
@@ -23,13 +24,13 @@ from web.models import (
     USER_ID_PATTERN,
     AdminRunNowOut,
     AdminScheduleOut,
+    AdminScheduleUpdate,
     CapacityOut,
     DispatcherStatusOut,
     OverviewOut,
     QueueHealthOut,
     RunOut,
     ScheduleListOut,
-    ScheduleUpdate,
     SummaryOut,
     UnlockOut,
     aware,
@@ -71,14 +72,14 @@ UserIdPath = Annotated[str, Depends(path_user_id)]
 def list_schedules(
     web: Web,
     _admin: AdminUser,
-    filter: Annotated[ScheduleFilter | None, Query(description="due, running, failing, disabled or stale")] = None,
+    filter: Annotated[ScheduleFilter | None, Query(description="due, running, failing, disabled, stale or paused")] = None,
     search: Annotated[str | None, Query(max_length=MAX_USER_ID_LENGTH, description="user id contains")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ScheduleListOut:
     page = web.services.schedules.list_page(which=filter, search=search, limit=limit, offset=offset)
     return ScheduleListOut(
-        items=[AdminScheduleOut.of(row, page.now) for row in page.rows],
+        items=[_out(web, row, page.now) for row in page.rows],
         limit=limit, offset=offset, nextOffset=offset + limit if page.has_more else None,
     )
 
@@ -113,6 +114,10 @@ def unlock(web: Web, _admin: AdminUser) -> UnlockOut:
 # --- one user, named in a query parameter ---------------------------------------------------------
 
 
+def _out(web: Web, schedule: Schedule, now: datetime) -> AdminScheduleOut:
+    return AdminScheduleOut.of(schedule, now, web.services.schedules.effective_policy(schedule))
+
+
 def _history(web: Web, user_id: str, limit: int) -> list[RunOut]:
     return [RunOut.of(run) for run in web.services.runs.history(user_id, limit)]
 
@@ -120,25 +125,25 @@ def _history(web: Web, user_id: str, limit: int) -> list[RunOut]:
 def _run(web: Web, user_id: str) -> AdminRunNowOut:
     summary, snapshot = web.services.runs.run_now(user_id)
     assert snapshot.schedule is not None
-    return AdminRunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=AdminScheduleOut.of(snapshot.schedule, snapshot.now))
+    return AdminRunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=_out(web, snapshot.schedule, snapshot.now))
 
 
 def _read(web: Web, user_id: str) -> AdminScheduleOut:
     snapshot = web.services.schedules.read(user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no schedule for user {user_id!r}")
-    return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
+    return _out(web, snapshot.schedule, snapshot.now)
 
 
-def _update(web: Web, user_id: str, body: ScheduleUpdate) -> AdminScheduleOut:
+def _update(web: Web, user_id: str, body: AdminScheduleUpdate) -> AdminScheduleOut:
     snapshot = web.services.schedules.update(user_id, enabled=body.enabled, interval=body.intervalMinutes, create=False,
-                                             calendar=body.calendar_change())
+                                             calendar=body.calendar_change(), policy=body.policy_change())
     assert snapshot.schedule is not None
-    return AdminScheduleOut.of(snapshot.schedule, snapshot.now)
+    return _out(web, snapshot.schedule, snapshot.now)
 
 
 HistoryLimit = Annotated[int, Query(ge=1, le=200)]
-Body = Annotated[ScheduleUpdate, Depends(json_body(ScheduleUpdate))]
+Body = Annotated[AdminScheduleUpdate, Depends(json_body(AdminScheduleUpdate))]
 
 
 @router.get("/schedule", response_model=AdminScheduleOut, responses=error_responses(401, 403, 404, 422), summary="One schedule")
@@ -148,10 +153,19 @@ def read_schedule(web: Web, _admin: AdminUser, user_id: UserIdQuery) -> AdminSch
 
 @router.patch(
     "/schedule", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 413, 422),
-    openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule",
+    openapi_extra=body_doc(AdminScheduleUpdate), summary="Change any schedule",
 )
 def update_schedule(web: Web, _admin: AdminUser, user_id: UserIdQuery, body: Body) -> AdminScheduleOut:
     return _update(web, user_id, body)
+
+
+@router.post("/schedule/resume", response_model=AdminScheduleOut, responses=error_responses(401, 403, 404, 422),
+             summary="Resume a paused schedule",
+             description="As the user's own resume: runs again from its next slot from now (no burst of the missed slots), "
+                         "failed-slot count back to 0; a schedule that is not paused is left as it is (200).")
+def resume_schedule(web: Web, _admin: AdminUser, user_id: UserIdQuery) -> AdminScheduleOut:
+    resumed = web.services.schedules.resume(user_id)
+    return _out(web, resumed.schedule, resumed.now)
 
 
 @router.get("/runs", response_model=list[RunOut], responses=error_responses(401, 403, 422), summary="A user's run history")
@@ -189,7 +203,7 @@ def read_schedule_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath) -> A
 
 @router.patch(
     "/schedules/{user_id}", response_model=AdminScheduleOut, responses=error_responses(400, 401, 403, 404, 413, 422),
-    openapi_extra=body_doc(ScheduleUpdate), summary="Change any schedule (id without '/')", deprecated=True,
+    openapi_extra=body_doc(AdminScheduleUpdate), summary="Change any schedule (id without '/')", deprecated=True,
 )
 def update_schedule_by_path(web: Web, _admin: AdminUser, user_id: UserIdPath, body: Body) -> AdminScheduleOut:
     return _update(web, user_id, body)

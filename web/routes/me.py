@@ -3,6 +3,7 @@ session; there is no parameter that could name another user (unknown body fields
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from services.runs import HISTORY_LIMIT
 from web.deps import CurrentUser, Web, body_doc, json_body
 from core.calendar import upcoming_slots
+from core.domain import Schedule
 from web.models import NEXT_RUNS_SHOWN, PreviewOut, RunNowOut, RunOut, ScheduleOut, ScheduleUpdate, SummaryOut
 from web.routes import error_responses
 
@@ -21,7 +23,11 @@ def read_mine(web: Web, user: CurrentUser) -> ScheduleOut:
     snapshot = web.services.schedules.read(user.user_id)
     if snapshot.schedule is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "you have no schedule yet: PATCH one to create it")
-    return ScheduleOut.of(snapshot.schedule, snapshot.now)
+    return _out(web, snapshot.schedule, snapshot.now)
+
+
+def _out(web: Web, schedule: Schedule, now: datetime) -> ScheduleOut:
+    return ScheduleOut.of(schedule, now, web.services.schedules.effective_policy(schedule))
 
 
 @router.patch(
@@ -34,7 +40,7 @@ def update_mine(
     snapshot = web.services.schedules.update(user.user_id, enabled=body.enabled, interval=body.intervalMinutes, create=True,
                                              calendar=body.calendar_change())
     assert snapshot.schedule is not None
-    return ScheduleOut.of(snapshot.schedule, snapshot.now)
+    return _out(web, snapshot.schedule, snapshot.now)
 
 
 @router.get("/preview", response_model=PreviewOut, responses=error_responses(401, 422), summary="Preview the slots of an expression or interval",
@@ -61,7 +67,15 @@ def preview(
 def run_mine(web: Web, user: CurrentUser) -> RunNowOut:
     summary, snapshot = web.services.runs.run_now(user.user_id, cooldown=True)
     assert snapshot.schedule is not None
-    return RunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=ScheduleOut.of(snapshot.schedule, snapshot.now))
+    return RunNowOut(summary=SummaryOut(**summary.as_dict()), schedule=_out(web, snapshot.schedule, snapshot.now))
+
+
+@router.post("/resume", response_model=ScheduleOut, responses=error_responses(401, 403, 404), summary="Resume my paused schedule",
+             description="A schedule paused after failed slots runs again from its next slot from now (the slots missed while paused "
+                         "are not run), its failed-slot count back to 0. Not paused: nothing changes (200, the schedule as it is).")
+def resume_mine(web: Web, user: CurrentUser) -> ScheduleOut:
+    resumed = web.services.schedules.resume(user.user_id)
+    return _out(web, resumed.schedule, resumed.now)
 
 
 @router.get("/runs", response_model=list[RunOut], responses=error_responses(401, 422), summary="My run history, newest first")

@@ -8,6 +8,7 @@ Templates autoescape everything; user ids and errors are never marked safe.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
@@ -42,7 +43,8 @@ from web.deps import (
 from web.errors import lease_held_text
 from web.middleware.head import is_head
 from web.models import NEXT_RUNS_SHOWN, PreviewOut
-from services.schedules import CalendarChange
+from services.results import split_result
+from services.schedules import USE_DEFAULT, CalendarChange, FailurePolicy, PolicyChange
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,36 @@ def status_label(schedule: Schedule | None, now: datetime) -> str:
         return "queued" if schedule.state is RunState.QUEUED else "running"
     if schedule.locked_by is not None:
         return "stale lease"
+    if schedule.paused:
+        return "paused"
     return schedule.last_status or "never run"
+
+
+def result_text(stored: str | None) -> str:
+    """A run's result for people: its JSON indented (escaped by the template like any text), or
+    the note saying why it was not kept."""
+    value, note = split_result(stored)
+    if note is not None:
+        return note
+    return "" if value is None else json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _seconds(value: int) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value % size == 0:
+            return f"{value // size} {unit}"
+    return f"{value} s"
+
+
+def policy_text(policy: FailurePolicy) -> str:
+    """What happens when a run fails, in one line ("retried up to 3 times, first after 30 s; ...")."""
+    if policy.retries:
+        retries = (f"retried up to {policy.retries} time{'s' if policy.retries != 1 else ''} in the same slot, "
+                   f"first after {_seconds(policy.retry_backoff_seconds or 0)} (then longer)")
+    else:
+        retries = "not retried (the next slot runs as usual)"
+    pause = f"paused after {policy.pause_after} failed slot{'s' if policy.pause_after != 1 else ''} in a row" if policy.pause_after else "never paused"
+    return f"{retries}; {pause}"
 
 
 def percent(fraction: float | None) -> str:
@@ -79,8 +110,8 @@ def percent(fraction: float | None) -> str:
 
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(iso=_iso, utc=_utc, percent=percent)
-    env.globals.update(status_label=status_label, MIN_INTERVAL=MIN_INTERVAL_MINUTES, MAX_INTERVAL=MAX_INTERVAL_MINUTES)
+    env.filters.update(iso=_iso, utc=_utc, percent=percent, result_text=result_text, seconds=_seconds)
+    env.globals.update(status_label=status_label, policy_text=policy_text, MIN_INTERVAL=MIN_INTERVAL_MINUTES, MAX_INTERVAL=MAX_INTERVAL_MINUTES)
     return env
 
 
@@ -192,11 +223,11 @@ class CalendarForm:
 
 def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int = 200, error: str | None = None,
                    form_interval: str | None = None, form_enabled: bool | None = None,
-                   calendar: CalendarForm | None = None) -> HTMLResponse:
+                   calendar: CalendarForm | None = None, policy_error: str | None = None) -> HTMLResponse:
     snapshot = web.services.schedules.read(user_id)
     schedule = snapshot.schedule
     form = calendar or CalendarForm.of(schedule)
-    preview = PreviewOut.of(upcoming_slots(schedule, snapshot.now, NEXT_RUNS_SHOWN), schedule.time_zone).slots if schedule else []
+    preview = PreviewOut.of(upcoming_slots(schedule, snapshot.now, NEXT_RUNS_SHOWN), schedule.time_zone).slots if schedule and not schedule.paused else []
     return render(
         request, "settings.html", status_code,
         schedule=schedule,
@@ -209,6 +240,8 @@ def _settings_page(request: Request, web: Web, user_id: str, *, status_code: int
         cooldown=web.settings.RUN_NOW_COOLDOWN,
         form_kind=form.kind, form_cron=form.cron, form_zone=form.time_zone, form_spread=form.spread_minutes,
         cron_error=form.error, zones=zone_names(), preview=preview,
+        policy=web.services.schedules.effective_policy(schedule) if schedule else None,
+        policy_defaults=web.services.schedules.policy_defaults, policy_error=policy_error,
     )
 
 
@@ -242,6 +275,53 @@ def save_settings(
                               calendar=replace(form, error=calendar_error))
     flash(request, "ok", "Saved.")
     return see_other("/settings")
+
+
+@router.post("/settings/resume", dependencies=[FormCsrf])
+def resume_mine(request: Request, web: Web, user: PageUser) -> Response:
+    _resume_and_flash(request, web, user.user_id)
+    return see_other("/settings")
+
+
+def _resume_and_flash(request: Request, web: Web, user_id: str) -> None:
+    try:
+        resumed = web.services.schedules.resume(user_id)
+    except UnknownUser:
+        flash(request, "error", f"There is no schedule of {user_id} to resume.")
+        return
+    if resumed.resumed:
+        flash(request, "ok", f"Resumed {user_id}: the next run is at its next slot from now ({_utc(resumed.schedule.next_run_at)}).")
+    else:
+        flash(request, "ok", f"{user_id} was not paused: nothing changed.")
+
+
+def policy_form(
+    retries: Annotated[str, Form(max_length=16)] = "",
+    retry_backoff: Annotated[str, Form(max_length=16)] = "",
+    pause_after: Annotated[str, Form(max_length=16)] = "",
+) -> PolicyChange:
+    """The policy form's fields (settings page and admin rows): an empty one puts the settings
+    default back; the service checks the rest."""
+    def asked(text: str) -> object:
+        return USE_DEFAULT if text.strip() == "" else text
+
+    return PolicyChange(retries=asked(retries), retry_backoff=asked(retry_backoff), pause_after=asked(pause_after))
+
+
+Policy = Annotated[PolicyChange, Depends(policy_form)]
+
+
+@router.post("/settings/policy", dependencies=[FormCsrf])
+def save_my_policy(request: Request, web: Web, user: PageAdmin, policy: Policy) -> Response:
+    """An admin's own schedule (users see the policy, only admins change it: PageAdmin)."""
+    try:
+        web.services.schedules.update(user.user_id, enabled=None, interval=None, create=False, policy=policy)
+    except MonitorSchedulerError as exc:
+        return _settings_page(request, web, user.user_id, status_code=422, policy_error=str(exc))
+    flash(request, "ok", "Saved.")
+    return see_other("/settings")
+
+
 
 
 @router.post("/settings/run", dependencies=[FormCsrf])
@@ -305,7 +385,7 @@ def admin_page(
         request, "admin.html",
         rows=rows.rows, now=rows.now, has_more=rows.has_more, page=page,
         filter=which.value if which else None, q=q or "",
-        filters=[f.value for f in ScheduleFilter],
+        filters=[f.value for f in ScheduleFilter], effective_policy=web.services.schedules.effective_policy,
         queue=overview.queue_health(), dispatcher=overview.dispatcher_status(),
         capacity=overview.capacity(), chart=build_chart(samples, end=chart_end, hours=CHART_HOURS), chart_hours=CHART_HOURS,
         here=_admin_url(which.value if which else None, q, page),
@@ -314,42 +394,69 @@ def admin_page(
     )
 
 
-def _back(which: ScheduleFilter | None, q: str | None, page: int) -> RedirectResponse:
-    return see_other(_admin_url(which.value if which else None, q, page))
+def _back(row: AdminRow) -> RedirectResponse:
+    return see_other(_admin_url(row.which.value if row.which else None, row.q, row.page))
+
+
+@dataclass(frozen=True)
+class AdminRow:
+    """Who an admin page's row form is about, and where to go back to (filter, search, page),
+    all checked before anything is changed."""
+
+    user_id: str
+    which: ScheduleFilter | None
+    q: str | None
+    page: int
+
+
+def admin_row(
+    user_id: Annotated[str, Form(max_length=64)],
+    filter: Annotated[str | None, Form(max_length=16)] = None,
+    q: Annotated[str | None, Form(max_length=64)] = None,
+    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
+) -> AdminRow:
+    return AdminRow(user_id, _parse_filter(filter), q, page)
+
+
+Row = Annotated[AdminRow, Depends(admin_row)]
 
 
 @router.post("/admin/schedules/update", dependencies=[FormCsrf])
 def admin_update(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
+    request: Request, web: Web, _admin: PageAdmin, row: Row,
     interval: Annotated[str | None, Form(max_length=32)] = None,
     enabled: Annotated[str | None, Form(pattern="^[01]$")] = None,
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
-    which = _parse_filter(filter)  # every input is checked before anything is changed
     try:
         web.services.schedules.update(
-            user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
+            row.user_id, enabled=None if enabled is None else enabled == "1", interval=interval or None, create=False
         )
-        flash(request, "ok", f"Saved {user_id}.")
+        flash(request, "ok", f"Saved {row.user_id}.")
     except MonitorSchedulerError as exc:
-        flash(request, "error", f"{user_id}: {exc}")
-    return _back(which, q, page)
+        flash(request, "error", f"{row.user_id}: {exc}")
+    return _back(row)
+
+
+@router.post("/admin/schedules/policy", dependencies=[FormCsrf])
+def admin_policy(request: Request, web: Web, _admin: PageAdmin, row: Row, policy: Policy) -> Response:
+    try:
+        web.services.schedules.update(row.user_id, enabled=None, interval=None, create=False, policy=policy)
+        flash(request, "ok", f"Saved {row.user_id}.")
+    except MonitorSchedulerError as exc:
+        flash(request, "error", f"{row.user_id}: {exc} (nothing saved)")
+    return _back(row)
+
+
+@router.post("/admin/schedules/resume", dependencies=[FormCsrf])
+def admin_resume(request: Request, web: Web, _admin: PageAdmin, row: Row) -> Response:
+    _resume_and_flash(request, web, row.user_id)
+    return _back(row)
 
 
 @router.post("/admin/schedules/run", dependencies=[FormCsrf])
-def admin_run(
-    request: Request, web: Web, _admin: PageAdmin,
-    user_id: Annotated[str, Form(max_length=64)],
-    filter: Annotated[str | None, Form(max_length=16)] = None,
-    q: Annotated[str | None, Form(max_length=64)] = None,
-    page: Annotated[int, Form(ge=1, le=100_000)] = 1,
-) -> Response:
-    which = _parse_filter(filter)  # every input is checked before the run starts
-    _run_and_flash(request, web, user_id, operator=True)
-    return _back(which, q, page)
+def admin_run(request: Request, web: Web, _admin: PageAdmin, row: Row) -> Response:
+    _run_and_flash(request, web, row.user_id, operator=True)
+    return _back(row)
 
 
 @router.post("/admin/unlock", dependencies=[FormCsrf])

@@ -83,7 +83,19 @@ function settingsPage(page) {
 
   function statusLabel(s) {
     if (s.running) return s.state === "queued" ? "queued" : "running";
+    if (s.paused) return "paused";
     return s.lastStatus || "never run";
+  }
+
+  // Paused after failed slots: the banner (rendered by the server, hidden while not paused) with
+  // since when and why, filled as text.
+  function renderPaused(s) {
+    const banner = document.getElementById("paused-banner");
+    if (!banner) return;
+    banner.hidden = !s.paused;
+    replaceContent(document.getElementById("paused-since"), timeElement(s.pausedAt));
+    replaceContent(document.getElementById("paused-reason"), document.createTextNode(s.pausedReason || ""));
+    replaceContent(document.getElementById("failed-slots"), document.createTextNode(String(s.failedSlots)));
   }
 
   // The run's progress, as the server renders it (_macros.html run_progress): hidden while idle,
@@ -118,8 +130,10 @@ function settingsPage(page) {
     if (note && note.dataset.kind === "queued" && s.state !== "queued") note.remove();
     replaceContent(document.getElementById("status"), pill(lastStatus));
     renderProgress(s);
+    renderPaused(s);
     // While a run holds the lease, nextRunAt is only the lease's expiry; the run's finish sets the next slot.
     const next = !s.enabled ? document.createTextNode("— (disabled)")
+      : s.paused ? document.createTextNode("— (paused)")
       : s.running ? document.createTextNode("after the current run") : timeElement(s.nextRunAt);
     replaceContent(document.getElementById("next-run"), next);
     replaceContent(document.getElementById("last-run"), timeElement(s.lastRunAt));
@@ -140,15 +154,17 @@ function settingsPage(page) {
       const cells = [
         timeElement(run.finishedAt),
         document.createTextNode(run.trigger),
+        document.createTextNode(String(run.attempt)),
         pill(run.status),
         document.createTextNode(run.durationMs === null ? "—" : `${run.durationMs} ms`),
         document.createTextNode(run.progressMessage || ""),
         document.createTextNode(run.error || ""),
+        resultElement(run),
       ];
+      const classes = { 2: "attempt", 5: "progress-message", 6: "error-text", 7: "result" };
       cells.forEach((node, i) => {
         const td = document.createElement("td");
-        if (i === 4) td.className = "progress-message";
-        if (i === 5) td.className = "error-text";
+        if (classes[i]) td.className = classes[i];
         td.appendChild(node);
         tr.appendChild(td);
       });
@@ -158,12 +174,28 @@ function settingsPage(page) {
       const tr = document.createElement("tr");
       tr.className = "empty";
       const td = document.createElement("td");
-      td.colSpan = 6;
+      td.colSpan = 8;
       td.textContent = "No runs yet.";
       tr.appendChild(td);
       rows.push(tr);
     }
     tbody.replaceChildren(...rows);
+  }
+
+  // A run's result as the server renders it: the JSON indented (keys sorted), or the note; as text.
+  function sortedKeys(value) {
+    if (Array.isArray(value)) return value.map(sortedKeys);
+    if (value === null || typeof value !== "object") return value;
+    return Object.fromEntries(Object.keys(value).sort().map((key) => [key, sortedKeys(value[key])]));
+  }
+
+  function resultElement(run) {
+    const text = run.resultNote !== null && run.resultNote !== undefined ? run.resultNote
+      : run.result === null || run.result === undefined ? "" : JSON.stringify(sortedKeys(run.result), null, 2);
+    if (!text) return document.createTextNode("");
+    const pre = document.createElement("pre");
+    pre.textContent = text;
+    return pre;
   }
 
   async function refresh() {
@@ -262,6 +294,21 @@ function settingsPage(page) {
       savedNote.textContent = (result.data && result.data.message) || `Not saved (HTTP ${result.status}).`;
     }
   });
+
+  const resumeForm = document.getElementById("resume-form");
+  if (resumeForm) {
+    resumeForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const result = await api("POST", "/api/schedules/me/resume");
+      if (result.ok) {
+        renderSchedule(result.data);
+        savedNote.textContent = "Resumed.";
+      } else {
+        savedNote.textContent = (result.data && result.data.message) || `Not resumed (HTTP ${result.status}).`;
+      }
+      await refresh();
+    });
+  }
 
   if (runForm) {
     runForm.addEventListener("submit", async (event) => {
