@@ -34,7 +34,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import select
@@ -48,7 +47,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, PoolResetState
 
-from core.exceptions import ConfigurationError
+from core.database_urls import normalise_postgres_url, require_postgres_driver
 from core.retry import Backoff
 
 logger = logging.getLogger(__name__)
@@ -61,30 +60,6 @@ PING_AFTER_IDLE_SECONDS = 30.0
 RECONNECT_ONCE = Backoff(first=0.0, retries=1)
 
 T = TypeVar("T")
-
-
-POSTGRES_DRIVER = "postgresql+psycopg"
-POSTGRES_EXTRA_HINT = "pip install 'monitor-scheduler[postgres]'"
-
-
-def normalise_postgres_url(url: str) -> str:
-    """postgresql:// (and postgres://, libpq's spelling) names psycopg 3, the one PostgreSQL driver
-    this project supports; SQLAlchemy's own default would be psycopg2."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return POSTGRES_DRIVER + "://" + url[len(prefix) :]
-    return url
-
-
-def postgres_driver_installed() -> bool:
-    return importlib.util.find_spec("psycopg") is not None
-
-
-def require_postgres_driver() -> None:
-    """ConfigurationError naming the extra when psycopg is not installed (checked before any
-    connection, so a missing driver is a configuration problem, not a traceback)."""
-    if not postgres_driver_installed():
-        raise ConfigurationError(f"invalid setting DATABASE_URL: PostgreSQL needs the psycopg driver: {POSTGRES_EXTRA_HINT}")
 
 
 def create_db_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.db import POSTGRES_DRIVER, POSTGRES_EXTRA_HINT, normalise_postgres_url, postgres_driver_installed
+from core.database_urls import POSTGRES_DRIVER, POSTGRES_EXTRA_HINT, normalise_postgres_url, postgres_driver_installed
 from core.domain import Mode
 from core.exceptions import ConfigurationError
 from core.scheduling import MAX_INTERVAL_MINUTES, MAX_RETENTION_DAYS, MIN_INTERVAL_MINUTES, MIN_RETENTION_DAYS
