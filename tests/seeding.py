@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, update
 
 from core import writes
 from core.db import create_db_engine
 from schema.migrate import upgrade
+from schema.models import schedules
 
 INSERT_CHUNK = 5_000  # rows per INSERT statement
 
@@ -63,9 +64,9 @@ def add_schedules(
 
 def pause(conn: Connection, user_id: str, *, at: datetime, reason: str = "paused after 3 consecutive failed slots; last error: down",
           failed_slots: int = 3) -> None:
-    """Pause a schedule by hand, as the run outcome path does after failed slots (plain SQL, as an
-    operator would): paused, since `at`, why."""
+    """Pause a schedule by hand, as the run outcome path does after failed slots: paused, since
+    `at`, why (one statement for all three databases)."""
     conn.execute(
-        text("UPDATE UserMonitorSchedule SET paused = 1, pausedAt = :at, pausedReason = :reason, failedSlots = :failed "
-             "WHERE userId = :user").bindparams(at=at, reason=reason, failed=failed_slots, user=user_id)
+        update(schedules).where(schedules.c.userId == user_id)
+        .values(paused=True, pausedAt=at, pausedReason=reason, failedSlots=failed_slots)
     )
