@@ -188,6 +188,8 @@ ALTER TABLE "UserMonitorSchedule" ADD COLUMN "pauseAfter" INTEGER;
 
 ALTER TABLE "UserMonitorSchedule" ADD COLUMN "failedSlots" INTEGER DEFAULT 0 NOT NULL;
 
+ALTER TABLE "UserMonitorSchedule" ADD COLUMN retrying BOOLEAN DEFAULT false NOT NULL;
+
 ALTER TABLE "UserMonitorSchedule" ADD COLUMN paused BOOLEAN DEFAULT false NOT NULL;
 
 ALTER TABLE "UserMonitorSchedule" ADD COLUMN "pausedAt" TIMESTAMP(3) WITHOUT TIME ZONE;
