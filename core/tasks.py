@@ -81,9 +81,13 @@ def decode_result(stored: str | None) -> tuple[Any, str | None]:
     if stored.startswith(RESULT_NOTE_PREFIX):
         return None, stored
     try:
-        return json.loads(stored), None
-    except ValueError:  # written by hand: shown as it is
+        return json.loads(stored, parse_constant=_not_json), None
+    except ValueError:  # written by hand (NaN included: no JSON answer can carry it): shown as it is
         return None, stored
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")  # NaN and Infinity: Python's extension of JSON
 
 
 ProgressReporter = Callable[[float, str], None]

@@ -124,7 +124,8 @@ def resume_schedule(conn: Connection, *, user_id: str, now: datetime, next_run_a
     nextRunAt = `next_run_at` (the caller's next slot from now: never a burst of the missed ones;
     None leaves it to the run that holds the lease). Conditional on `paused`: False when the row
     was not paused (already resumed by someone else), and then nothing is written."""
-    values: dict[str, object] = {"paused": False, "pausedAt": None, "pausedReason": None, "failedSlots": 0, "updatedAt": now}
+    # A resumed schedule starts a fresh slot: no retry of the slot it paused in is pending.
+    values: dict[str, object] = {"paused": False, "pausedAt": None, "pausedReason": None, "failedSlots": 0, "retrying": False, "updatedAt": now}
     if next_run_at is not None:
         values["nextRunAt"] = next_run_at
     result = conn.execute(update(schedules).where(s.userId == user_id, s.paused == true()).values(**values))

@@ -15,10 +15,11 @@ from sqlalchemy import Engine
 
 from core.clock import Clock
 from core.domain import Mode
+from core.retry import RetryDefaults
 from core.settings import Settings
 from dispatcher.service import Dispatcher
 from services.runs import Runs
-from services.schedules import FailurePolicy, Schedules
+from services.schedules import Schedules
 from services.sessions import SessionService
 from services.status import Status
 
@@ -46,8 +47,7 @@ class Services:
         settings = wiring.settings
         self.schedules = Schedules(wiring.engine, wiring.clock, default_interval=settings.DEFAULT_INTERVAL_MINUTES,
                                    spread_start=settings.SPREAD_START_TIMES,
-                                   policy_defaults=FailurePolicy(settings.DEFAULT_RETRIES, settings.RETRY_BACKOFF_SECONDS,
-                                                                 settings.PAUSE_AFTER_FAILED_SLOTS))
+                                   policy_defaults=RetryDefaults.from_settings(settings))
         self.runs = Runs(wiring.settings, wiring.engine, wiring.clock, wiring.dispatcher, self.schedules)
         # The Redis client is only built (no connection yet) in queue mode: sync mode has none.
         self.status = Status(wiring.settings, wiring.engine, wiring.clock, wiring.redis if wiring.settings.queue_mode_available else None)

@@ -3,22 +3,16 @@ returned, or a note saying why its value was not kept)."""
 
 from __future__ import annotations
 
-import json
+from typing import cast
 
 from pydantic import JsonValue
 
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")  # NaN and Infinity: Python's extension, no JSON body can carry it
+from core.tasks import decode_result
 
 
 def split_result(stored: str | None) -> tuple[JsonValue, str | None]:
-    """(the value, None) for stored JSON; (None, the note) for text that is not JSON (a note, or a
-    row written by hand); (None, None) when the run stored nothing."""
-    if stored is None:
-        return None, None
-    try:
-        value: JsonValue = json.loads(stored, parse_constant=_not_json)
-    except ValueError:
-        return None, stored
-    return value, None
+    """(the value, None) for stored JSON; (None, the note) for a note or text that is not JSON (a
+    row written by hand); (None, None) when the run stored nothing: core.tasks.decode_result, the
+    one reader, typed for the API's models."""
+    value, note = decode_result(stored)
+    return cast(JsonValue, value), note

@@ -41,6 +41,7 @@ from core.calendar import (
 )
 from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
+from core.retry import RetryDefaults, effective_retry_policy
 from core.scheduling import validate_interval, validate_pause_after, validate_retries, validate_retry_backoff, validate_user_id
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,8 @@ def _slot_after_resume(current: Schedule, now: datetime) -> datetime | None:
     None while a run holds the lease: its finish sets the next slot."""
     if current.locked_by is not None:
         return None
+    if current.retrying and current.run_slot is not None:  # nextRunAt is a retry's time, not a slot
+        return next_slot(rule_of(current), current.run_slot, now).at
     if current.next_run_at >= now:
         return current.next_run_at
     return next_slot(rule_of(current), current.next_run_at, now).at
@@ -205,7 +208,7 @@ class Schedules:
     SPREAD_START_TIMES (off unless asked: an interval schedule is then due at once, as it always was)."""
 
     def __init__(self, engine: Engine, clock: Clock, *, default_interval: int, spread_start: bool = False,
-                 policy_defaults: FailurePolicy = FailurePolicy(0, 30, 0)) -> None:
+                 policy_defaults: RetryDefaults = RetryDefaults()) -> None:
         self.engine = engine
         self.clock = clock
         self.default_interval = default_interval
@@ -213,13 +216,10 @@ class Schedules:
         self.policy_defaults = policy_defaults  # DEFAULT_RETRIES, RETRY_BACKOFF_SECONDS, PAUSE_AFTER_FAILED_SLOTS
 
     def effective_policy(self, schedule: Schedule) -> FailurePolicy:
-        """What applies to `schedule`: its own values, the settings defaults where it has none."""
-        defaults = self.policy_defaults
-        return FailurePolicy(
-            defaults.retries if schedule.retries is None else schedule.retries,
-            defaults.retry_backoff_seconds if schedule.retry_backoff_seconds is None else schedule.retry_backoff_seconds,
-            defaults.pause_after if schedule.pause_after is None else schedule.pause_after,
-        )
+        """What applies to `schedule`: its own values, the settings defaults where it has none (the
+        rule the run outcome follows: core.retry.effective_retry_policy)."""
+        policy = effective_retry_policy(schedule, self.policy_defaults)
+        return FailurePolicy(policy.retries, policy.backoff_seconds, policy.pause_after)
 
     def set(
         self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True,

@@ -14,6 +14,7 @@ from core import queries
 from core.domain import ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
 from core.executor import Runner
+from core.retry import RetryDefaults
 from dispatcher.service import Dispatcher
 from services.schedules import USE_DEFAULT, CalendarChange, FailurePolicy, PolicyChange, Schedules
 from tests import seeding
@@ -22,7 +23,7 @@ from tests.conftest import T0, Backend
 REASON = "paused after 3 consecutive failed slots; last error: HTTP 503"
 
 
-def schedules(backend: Backend, defaults: FailurePolicy = FailurePolicy(0, 30, 0)) -> Schedules:
+def schedules(backend: Backend, defaults: RetryDefaults = RetryDefaults()) -> Schedules:
     return Schedules(backend.engine, backend.clock, default_interval=5, policy_defaults=defaults)
 
 
@@ -135,7 +136,7 @@ def test_counting_paused_schedules_reads_two_ranges_of_the_due_index(mysql_backe
 
 
 def test_operators_set_the_failure_policy_and_put_the_defaults_back(backend: Backend) -> None:
-    service = schedules(backend, FailurePolicy(1, 45, 0))
+    service = schedules(backend, RetryDefaults(1, 45, 0))
     created = service.set("alice", policy=PolicyChange(retries="3", retry_backoff="5m", pause_after=5)).schedule
     assert (created.retries, created.retry_backoff_seconds, created.pause_after) == (3, 300, 5)
     assert service.effective_policy(created) == FailurePolicy(3, 300, 5)
@@ -183,4 +184,4 @@ def test_a_plain_sql_schedule_takes_the_settings_defaults(backend: Backend) -> N
     backend.add_schedules(1)
     schedule = backend.schedule("user-000000")
     assert (schedule.retries, schedule.retry_backoff_seconds, schedule.pause_after, schedule.paused, schedule.failed_slots) == (None, None, None, False, 0)
-    assert schedules(backend, FailurePolicy(2, 60, 4)).effective_policy(schedule) == FailurePolicy(2, 60, 4)
+    assert schedules(backend, RetryDefaults(2, 60, 4)).effective_policy(schedule) == FailurePolicy(2, 60, 4)

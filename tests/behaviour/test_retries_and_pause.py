@@ -24,6 +24,7 @@ from core.tasks import RESULT_LIMIT, RunContext, decode_result
 from dispatcher.service import DispatchPolicy, Dispatcher
 from dispatcher.sinks import InlineSink
 from schema.models import schedules
+from services.schedules import Schedules
 from tests.conftest import T0, Backend
 
 Task = Callable[[str, RunContext], object]
@@ -182,8 +183,13 @@ def test_a_schedule_failing_every_slot_is_paused_after_n_slots_and_runs_again_on
     backend.clock.advance(hours=5)
     assert dispatcher.tick().claimed == 0, "a paused schedule is not claimed"
 
-    # Resumed (the pause work's write: paused off, the count reset, due at the next slot from now).
-    set_policy(backend, user, paused=False, pausedAt=None, pausedReason=None, failedSlots=0, nextRunAt=backend.clock.moment)
+    # Resumed as the user's or an admin's button does: paused off, the count reset, due at the
+    # next slot from now (no burst of the slots missed while paused).
+    resumed = Schedules(backend.engine, backend.clock, default_interval=5).resume(user)
+    assert resumed.resumed
+    assert dispatcher.tick().claimed == 0, "not before its next slot"
+    backend.clock.moment = backend.schedule(user).next_run_at
+    assert resumed.now < backend.clock.moment <= resumed.now + timedelta(minutes=10)
     assert dispatcher.tick().failed == 1
     assert (backend.runs(user)[-1].slot, backend.runs(user)[-1].attempt) == (backend.clock.moment, 1), "a new slot, attempt 1"
     row = backend.schedule(user)
