@@ -149,15 +149,19 @@ class RidingOutRedis(BaseWorker):
 
     @override
     def unsubscribe(self) -> None:
-        # RQ sends UNSUBSCRIBE, then stops its pubsub thread (started with sleep_time=60), counting
-        # on the reply to wake the thread for its last loop. When the thread reads the reply before
-        # the stop request (a loaded host), it loops on and waits up to 60 s for a subscription
-        # that never comes, and redis-py 8's stop() waits for it: the warm shutdown of SIGTERM took
-        # a minute, past PM2's and systemd's kill timeouts. Asked to stop first, the thread makes
-        # that reply its last message.
-        if self.pubsub_thread is not None:
-            stop_without_waiting(self.pubsub_thread)
-        super().unsubscribe()
+        # RQ's own sends UNSUBSCRIBE, then stops its pubsub thread (started with sleep_time=60),
+        # counting on the reply to wake the thread for its last loop. When the thread reads the
+        # reply before the stop request (a loaded host), it loops on and waits up to 60 s for a
+        # subscription that never comes, and redis-py 8's stop() joins it without a bound: the warm
+        # shutdown of SIGTERM took a minute, past PM2's and systemd's kill timeouts. The same steps
+        # here, with the wait bounded: a thread stuck in that wait is not reading the connection
+        # (closing it is safe) and ends by itself, a daemon.
+        if self.pubsub is None or self.pubsub_thread is None:
+            return
+        self.pubsub.unsubscribe()
+        stop_without_waiting(self.pubsub_thread)
+        self.pubsub_thread.join(timeout=PUBSUB_STOP_WAIT)
+        self.pubsub.close()
 
     def redis_answers_again(self) -> None:
         self.waiting_for_redis.warned_at = float("-inf")  # the next outage is warned of again
@@ -187,6 +191,10 @@ class ReconnectListener:
 
     def connected(self, _connection: Any) -> None:
         self.worker.redis_answers_again()
+
+
+# How long a stopping worker waits for its pubsub thread to read the UNSUBSCRIBE reply.
+PUBSUB_STOP_WAIT = 1.0
 
 
 def stop_without_waiting(thread: Any) -> None:

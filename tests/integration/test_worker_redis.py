@@ -75,11 +75,12 @@ def test_a_worker_whose_redis_lost_its_data_registers_again_at_its_next_heartbea
 
 
 @pytest.mark.parametrize("cls", [NotingSimpleWorker, NotingWorker, ThreadedWorker.with_threads(2)], ids=["simple", "fork", "threaded"])
-def test_the_pubsub_thread_ends_with_the_unsubscribe_even_when_it_reads_the_reply_first(redis_conn: Redis, cls: type[BaseWorker]) -> None:
+def test_a_stopping_worker_waits_a_bounded_time_for_its_pubsub_thread(redis_conn: Redis, cls: type[BaseWorker]) -> None:
     """Given a worker subscribed to its channel whose pubsub thread reads the UNSUBSCRIBE reply
     before the stop request (forced here by a pause after UNSUBSCRIBE is sent; a loaded host does it
-    by itself), its unsubscribe (the last step of a warm shutdown) returns at once: RQ's own waited
-    for the thread's 60-second sleep (seen: SIGTERM'd workers not exiting within a minute)."""
+    by itself), its unsubscribe (the last step of a warm shutdown) returns within PUBSUB_STOP_WAIT:
+    RQ's own waited for the thread's 60-second sleep (seen: SIGTERM'd workers not exiting within
+    a minute)."""
     worker = cls([Queue("pubsub", connection=redis_conn)], connection=redis_conn)
     worker.subscribe()
     assert worker.pubsub is not None and worker.pubsub_thread is not None
@@ -98,4 +99,11 @@ def test_the_pubsub_thread_ends_with_the_unsubscribe_even_when_it_reads_the_repl
     stopping.start()
     stopping.join(10)
     assert not stopping.is_alive(), "unsubscribe still waits for the pubsub thread"
+
+
+def test_in_the_usual_order_the_pubsub_thread_ends_with_the_unsubscribe(redis_conn: Redis) -> None:
+    worker = NotingSimpleWorker([Queue("pubsub", connection=redis_conn)], connection=redis_conn)
+    worker.subscribe()
+    assert worker.pubsub_thread is not None
+    worker.unsubscribe()
     assert not worker.pubsub_thread.is_alive()
