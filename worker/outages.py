@@ -32,6 +32,7 @@ What a Retry cannot do, `RidingOutRedis` does:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import threading
@@ -146,6 +147,18 @@ class RidingOutRedis(BaseWorker):
             self._reconnect_listener = ReconnectListener(self)
             self.pubsub.connection.register_connect_callback(self._reconnect_listener.connected)
 
+    @override
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE, then stops its pubsub thread (started with sleep_time=60), counting
+        # on the reply to wake the thread for its last loop. When the thread reads the reply before
+        # the stop request (a loaded host), it loops on and waits up to 60 s for a subscription
+        # that never comes, and redis-py 8's stop() waits for it: the warm shutdown of SIGTERM took
+        # a minute, past PM2's and systemd's kill timeouts. Asked to stop first, the thread makes
+        # that reply its last message.
+        if self.pubsub_thread is not None:
+            stop_without_waiting(self.pubsub_thread)
+        super().unsubscribe()
+
     def redis_answers_again(self) -> None:
         self.waiting_for_redis.warned_at = float("-inf")  # the next outage is warned of again
         logger.warning("Redis answers again (worker %s): going on", self.name)
@@ -174,3 +187,12 @@ class ReconnectListener:
 
     def connected(self, _connection: Any) -> None:
         self.worker.redis_answers_again()
+
+
+def stop_without_waiting(thread: Any) -> None:
+    """Ask redis-py's pubsub thread to end its loop, without waiting for it: redis-py 8's
+    `PubSubWorkerThread.stop(timeout=None)` joins the thread, earlier ones only clear the flag."""
+    if "timeout" in inspect.signature(thread.stop).parameters:
+        thread.stop(timeout=0)
+    else:
+        thread.stop()

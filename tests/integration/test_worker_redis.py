@@ -1,8 +1,11 @@
 """The worker's own Redis traffic (worker.outages.RidingOutRedis), on a real Redis: the round trips
-a no-op job costs, and a worker whose Redis lost its data registering again."""
+a no-op job costs, a worker whose Redis lost its data registering again, and the pubsub thread
+ending at once when the worker stops."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +15,8 @@ from rq import Queue, SimpleWorker
 from rq.worker import BaseWorker
 from rq.worker_registration import get_keys
 
-from worker.pool import NotingSimpleWorker
+from worker.pool import NotingSimpleWorker, NotingWorker
+from worker.threaded import ThreadedWorker
 
 pytestmark = [pytest.mark.redis]
 
@@ -68,3 +72,30 @@ def test_a_worker_whose_redis_lost_its_data_registers_again_at_its_next_heartbea
     assert get_keys(queue=queue) == {worker.key}
     stored = redis_conn.hgetall(worker.key)
     assert stored[b"state"] == b"idle" and b"birth" in stored and redis_conn.ttl(worker.key) > 0
+
+
+@pytest.mark.parametrize("cls", [NotingSimpleWorker, NotingWorker, ThreadedWorker.with_threads(2)], ids=["simple", "fork", "threaded"])
+def test_the_pubsub_thread_ends_with_the_unsubscribe_even_when_it_reads_the_reply_first(redis_conn: Redis, cls: type[BaseWorker]) -> None:
+    """Given a worker subscribed to its channel whose pubsub thread reads the UNSUBSCRIBE reply
+    before the stop request (forced here by a pause after UNSUBSCRIBE is sent; a loaded host does it
+    by itself), its unsubscribe (the last step of a warm shutdown) returns at once: RQ's own waited
+    for the thread's 60-second sleep (seen: SIGTERM'd workers not exiting within a minute)."""
+    worker = cls([Queue("pubsub", connection=redis_conn)], connection=redis_conn)
+    worker.subscribe()
+    assert worker.pubsub is not None and worker.pubsub_thread is not None
+    deadline = time.monotonic() + 10
+    while not worker.pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    send_unsubscribe = worker.pubsub.unsubscribe
+
+    def unsubscribe_then_let_the_thread_read_the_reply(*args: object) -> object:
+        sent = send_unsubscribe(*args)
+        time.sleep(0.5)
+        return sent
+
+    worker.pubsub.unsubscribe = unsubscribe_then_let_the_thread_read_the_reply
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(10)
+    assert not stopping.is_alive(), "unsubscribe still waits for the pubsub thread"
+    assert not worker.pubsub_thread.is_alive()
