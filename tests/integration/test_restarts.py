@@ -66,7 +66,9 @@ def connection_id(conn: Connection) -> int:
 def kill_connection(server: DatabaseServer, victim: int) -> None:
     """End one client connection from the server side, as a restart does to every one."""
     if isinstance(server, servers.PostgresServer):
-        server.execute(f"SELECT pg_terminate_backend({int(victim)})")
+        # With a timeout it returns once the backend has exited (without, it only signals it, and
+        # the client may use the connection before the server's farewell reaches it).
+        server.execute(f"SELECT pg_terminate_backend({int(victim)}, 10000)")
     else:
         server.execute(f"KILL CONNECTION {int(victim)}")
 
