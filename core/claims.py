@@ -4,7 +4,7 @@ Callers pass the connection (inside the transaction they own) and "now" explicit
 reads a clock or commits. The writes of a run that holds a lease (start, renew, finish, progress)
 are in core.fenced.
 
-- `claim_due`: the due rows, oldest first, over the (enabled, nextRunAt) index with
+- `claim_due`: the due rows, oldest first, over the (enabled, paused, nextRunAt) index with
   `FOR UPDATE SKIP LOCKED` (MySQL/MariaDB; on SQLite the transaction is BEGIN IMMEDIATE and so
   already exclusive), one UPDATE that gives each a lease and moves `nextRunAt` to the lease
   expiry (out of the due range), then one read of what that UPDATE wrote (the slot/attempt rule

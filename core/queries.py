@@ -216,7 +216,8 @@ def _count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
 def run_counts(conn: Connection, *, now: datetime) -> RunCounts:
     """Due, queued and running schedules in one statement, on every pass and every scrape.
 
-    The WHERE is two index ranges, `(enabled, nextRunAt) <= now` (due, and expired leases) or
+    The WHERE is two index ranges, `(enabled, paused = 0, nextRunAt) <= now` (due, and expired
+    leases; `paused` is named so the range stays tight since migration 0008) or
     `lockedUntil > now` (live leases), so the cost follows the backlog and the runs in flight,
     not the table (EXPLAIN: index_merge sort_union on MariaDB, MULTI-INDEX OR on SQLite). A live
     lease with no start time is a job waiting in the queue; with one, a worker runs it."""
@@ -227,7 +228,7 @@ def run_counts(conn: Connection, *, now: datetime) -> RunCounts:
             _count_where(due),
             _count_where(and_(live, s.runStartedAt.is_(None))),
             _count_where(and_(live, s.runStartedAt.is_not(None))),
-        ).where(or_(and_(s.enabled == true(), s.nextRunAt <= now), live))
+        ).where(or_(and_(s.enabled == true(), s.paused == false(), s.nextRunAt <= now), live))
     ).one()
     return RunCounts(due=int(row[0]), queued=int(row[1]), running=int(row[2]))
 
@@ -238,7 +239,7 @@ def interval_loads(conn: Connection, *, since: datetime) -> list[IntervalLoad]:
 
     Plan: the per-user averages come from a range of the finishedAt index (the window's runs
     only, grouped by user into a temporary table), joined to the enabled schedules (one scan of
-    the `(enabled, nextRunAt)` index's enabled part plus the rows) and grouped by interval: at
+    the `(enabled, paused, nextRunAt)` index's enabled part plus the rows) and grouped by interval: at
     most 1440 rows come back, never one per user."""
     averages = (
         select(runs.c.userId, func.avg(runs.c.durationMs).label("avg_ms"))
