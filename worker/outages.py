@@ -89,7 +89,29 @@ class WaitingForRedis(AbstractBackoff):
         return self.policy.delay(failures)
 
 
-class RidingOutRedis(BaseWorker):
+class StopsPubsubPromptly(BaseWorker):
+    """A worker whose warm shutdown does not wait a minute for RQ's pubsub thread (below). Part of
+    RidingOutRedis; on its own it also gives the benchmarks and tests a "bare RQ" worker that
+    exits promptly (scripts/bench/bench_tasks.py)."""
+
+    @override
+    def unsubscribe(self) -> None:
+        # RQ's own sends UNSUBSCRIBE, then stops its pubsub thread (started with sleep_time=60),
+        # counting on the reply to wake the thread for its last loop. When the thread reads the
+        # reply before the stop request (a loaded host), it loops on and waits up to 60 s for a
+        # subscription that never comes, and redis-py 8's stop() joins it without a bound: the warm
+        # shutdown of SIGTERM took a minute, past PM2's and systemd's kill timeouts. The same steps
+        # here, with the wait bounded: a thread stuck in that wait is not reading the connection
+        # (closing it is safe) and ends by itself, a daemon.
+        if self.pubsub is None or self.pubsub_thread is None:
+            return
+        self.pubsub.unsubscribe()
+        stop_without_waiting(self.pubsub_thread)
+        self.pubsub_thread.join(timeout=PUBSUB_STOP_WAIT)
+        self.pubsub.close()
+
+
+class RidingOutRedis(StopsPubsubPromptly):
     """Mixed into the worker classes (worker.pool, worker.threaded) ahead of RQ's: the worker's
     connection waits out Redis outages, and the worker registers again after one (see the module)."""
 
@@ -146,22 +168,6 @@ class RidingOutRedis(BaseWorker):
         if self.pubsub is not None and self.pubsub.connection is not None:
             self._reconnect_listener = ReconnectListener(self)
             self.pubsub.connection.register_connect_callback(self._reconnect_listener.connected)
-
-    @override
-    def unsubscribe(self) -> None:
-        # RQ's own sends UNSUBSCRIBE, then stops its pubsub thread (started with sleep_time=60),
-        # counting on the reply to wake the thread for its last loop. When the thread reads the
-        # reply before the stop request (a loaded host), it loops on and waits up to 60 s for a
-        # subscription that never comes, and redis-py 8's stop() joins it without a bound: the warm
-        # shutdown of SIGTERM took a minute, past PM2's and systemd's kill timeouts. The same steps
-        # here, with the wait bounded: a thread stuck in that wait is not reading the connection
-        # (closing it is safe) and ends by itself, a daemon.
-        if self.pubsub is None or self.pubsub_thread is None:
-            return
-        self.pubsub.unsubscribe()
-        stop_without_waiting(self.pubsub_thread)
-        self.pubsub_thread.join(timeout=PUBSUB_STOP_WAIT)
-        self.pubsub.close()
 
     def redis_answers_again(self) -> None:
         self.waiting_for_redis.warned_at = float("-inf")  # the next outage is warned of again

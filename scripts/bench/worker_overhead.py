@@ -6,7 +6,8 @@ worker.threaded.ThreadedWorker with one thread = `threaded`, started by threaded
   ours: JOBS due schedules dispatched by our dispatcher, run by `monitor-scheduler worker` with
         MONITOR_TASK=worker.tasks:noop_task (lease check, heartbeat thread, fenced finish + history);
   bare: JOBS plain RQ jobs of the same no-op function (worker.tasks.noop_task), by default run by
-        RQ's own command (`rq worker-pool -w rq.worker.SimpleWorker`, or rq.worker.Worker for `fork`;
+        RQ's own command (`rq worker-pool -w bench_tasks.BareSimpleWorker`: rq.SimpleWorker exiting
+        promptly, or BareForkWorker for `fork`;
         `rq worker` for one process): bare RQ, the reference the issue targets name. With
         `--bare-worker ours` they run on our worker command instead (same class and concurrency;
         for `threaded`: our simple class), which isolates what our job adds from what our worker
@@ -56,13 +57,14 @@ def fill_bare(redis_conn: Redis, jobs: int) -> int:
     return jobs
 
 
-RQ_CLASSES = {"simple": "rq.worker.SimpleWorker", "fork": "rq.worker.Worker", "threaded": "rq.worker.SimpleWorker"}
+# RQ's classes, but for a prompt exit (bench_tasks.BareSimpleWorker says why): no step of a job differs.
+RQ_CLASSES = {"simple": "bench_tasks.BareSimpleWorker", "fork": "bench_tasks.BareForkWorker", "threaded": "bench_tasks.BareSimpleWorker"}
 
 
 def bare_rq_command(redis_url: str, worker_class: str, concurrency: int) -> list[str]:
     """RQ's own worker command: no class, connection or setting of ours."""
     rq = str(Path(common.PYTHON).with_name("rq"))
-    options = ["-w", RQ_CLASSES[worker_class], "-u", redis_url, "-P", str(common.REPO_ROOT), "-q"]
+    options = ["-w", RQ_CLASSES[worker_class], "-u", redis_url, "-P", str(common.REPO_ROOT), "-P", str(common.BENCH_DIR), "-q"]
     if concurrency == 1:
         return [rq, "worker", *options, common.QUEUE]
     return [rq, "worker-pool", "-n", str(concurrency), *options, common.QUEUE]
