@@ -6,7 +6,8 @@ TEST_REDIS_URL. A missing server fails the run, unless MONITOR_ALLOW_MISSING_SER
 (then it skips).
 
 `backend` runs a test once on SQLite, once on MariaDB and once on PostgreSQL: the behaviour suite is
-one suite.
+one suite. The web suite runs on SQLite and on one of the two servers per test (the choice is
+stable, about half on each); MONITOR_TEST_EVERY_SERVER=1 runs everything on every server.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -194,10 +196,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("one_server")
         params = getattr(getattr(item, "callspec", None), "params", {})
         server = next((params[f] for f in SERVER_FIXTURES if f in params), None)
-        (drop if marker is not None and server is not None and server != marker.args[0] else keep).append(item)
+        if marker is not None and server is not None and server != marker.args[0]:
+            drop.append(item)
+        elif _web_test_on_the_other_server(item, params.get("backend")):
+            drop.append(item)
+        else:
+            keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def _web_test_on_the_other_server(item: pytest.Item, backend: object) -> bool:
+    """The web suite (HTTP, pages, the API) runs on SQLite and on one database server per test:
+    what it checks is the web layer over the service layer, whose database behaviour the
+    behaviour suite checks on all three. The server is chosen from the test's name (stable from
+    run to run, about half the tests on each), so both servers serve the web app every run."""
+    if backend not in SERVERS or "tests/web/" not in item.nodeid.replace("\\", "/"):
+        return False
+    name = getattr(item, "originalname", item.name)
+    chosen = sorted(SERVERS)[zlib.crc32(f"{item.nodeid.split('::')[0]}::{name}".encode()) % len(SERVERS)]
+    return backend != chosen
 
 
 @pytest.fixture(params=list(SERVERS.values()))

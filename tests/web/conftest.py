@@ -1,5 +1,6 @@
 """Web fixtures: the FastAPI app around a real database (the `backend` fixtures from
-tests/conftest.py, SQLite and MariaDB) and, for queue mode, the throwaway Redis.
+tests/conftest.py: SQLite, and MariaDB or PostgreSQL chosen per test by tests/conftest.py's
+`_web_test_on_the_other_server`) and, for queue mode, the throwaway Redis.
 
 API tests drive it in-process with FastAPI's TestClient; browser tests (test_browser.py) serve it
 with uvicorn on a free loopback port.
@@ -78,7 +79,7 @@ def make_harness(backend: Backend, **overrides: object) -> WebHarness:
 
 @pytest.fixture
 def web(backend: Backend) -> Iterator[WebHarness]:
-    """Sync mode (no Redis) on SQLite and on MariaDB."""
+    """Sync mode (no Redis) on SQLite and on one database server."""
     harness = make_harness(backend)
     yield harness
     harness.client.close()
