@@ -205,6 +205,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (scripts/test)
+        items[:] = slow_files_first(items)
+
+
+def slow_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The files holding a `slow` test first, otherwise in collection order: xdist hands out whole
+    files in this order, so the minute-long real-process tests start at once and the many short
+    tests fill the gaps, instead of one slow file running alone at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    return sorted(items, key=lambda item: item.path not in slow)  # stable: in-file order is kept
 
 
 def _web_test_on_the_other_server(item: pytest.Item, backend: object) -> bool:
