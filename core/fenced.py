@@ -13,11 +13,10 @@ run (scripts/bench/profile_sync_path.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Protocol
-
-from dataclasses import dataclass
 
 from sqlalchemy import Boolean, Connection, Select, Update, bindparam, case, func, select, true, update
 from sqlalchemy.sql.elements import ColumnElement

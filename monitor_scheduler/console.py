@@ -78,7 +78,7 @@ def schedule_dict(schedule: Schedule, policy: FailurePolicy) -> dict[str, object
         "retries": schedule.retries,
         "retryBackoffSeconds": schedule.retry_backoff_seconds,
         "pauseAfter": pause_after_json(schedule.pause_after),
-        "effective": {"retries": policy.retries, "retryBackoffSeconds": policy.retry_backoff_seconds,
+        "effective": {"retries": policy.retries, "retryBackoffSeconds": policy.backoff_seconds,
                       "pauseAfter": pause_after_json(policy.pause_after)},
     }
 

@@ -41,7 +41,7 @@ from core.calendar import (
 )
 from core.domain import Calendar, Schedule, ScheduleFilter
 from core.exceptions import InvalidInput, UnknownUser
-from core.retry import RetryDefaults, effective_retry_policy
+from core.retry import RetryDefaults, RetryPolicy, effective_retry_policy
 from core.scheduling import validate_interval, validate_pause_after, validate_retries, validate_retry_backoff, validate_user_id
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,9 @@ class Default(Enum):
 USE_DEFAULT = Default.USE
 
 
-@dataclass(frozen=True)
-class FailurePolicy:
-    """Retries within a slot, the base backoff between them, and the failed slots before a pause
-    (0: never pause). As stored (None: the settings default) or as it applies (`effective_policy`)."""
-
-    retries: int | None = None
-    retry_backoff_seconds: int | None = None
-    pause_after: int | None = None
+# The failure policy that applies to a schedule (`Schedules.effective_policy`): core's one type,
+# named here because the web and the CLI import the service layer, not core.
+FailurePolicy = RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -218,8 +213,7 @@ class Schedules:
     def effective_policy(self, schedule: Schedule) -> FailurePolicy:
         """What applies to `schedule`: its own values, the settings defaults where it has none (the
         rule the run outcome follows: core.retry.effective_retry_policy)."""
-        policy = effective_retry_policy(schedule, self.policy_defaults)
-        return FailurePolicy(policy.retries, policy.backoff_seconds, policy.pause_after)
+        return effective_retry_policy(schedule, self.policy_defaults)
 
     def set(
         self, user_id: str, *, interval: object | None = None, enabled: bool | None = None, create: bool = True,

@@ -191,10 +191,9 @@ class FailurePolicyOut(BaseModel):
 
     @classmethod
     def of(cls, policy: FailurePolicy) -> FailurePolicyOut:
-        assert policy.retries is not None and policy.retry_backoff_seconds is not None and policy.pause_after is not None
         pause_after = pause_after_out(policy.pause_after)
         assert pause_after is not None
-        return cls(retries=policy.retries, retryBackoffSeconds=policy.retry_backoff_seconds, pauseAfter=pause_after)
+        return cls(retries=policy.retries, retryBackoffSeconds=policy.backoff_seconds, pauseAfter=pause_after)
 
 
 class ScheduleOut(BaseModel):

@@ -96,7 +96,7 @@ def policy_text(policy: FailurePolicy) -> str:
     """What happens when a run fails, in one line ("retried up to 3 times, first after 30 s; ...")."""
     if policy.retries:
         retries = (f"retried up to {policy.retries} time{'s' if policy.retries != 1 else ''} in the same slot, "
-                   f"first after {_seconds(policy.retry_backoff_seconds or 0)} (then longer)")
+                   f"first after {_seconds(policy.backoff_seconds)} (then longer)")
     else:
         retries = "not retried (the next slot runs as usual)"
     pause = f"paused after {policy.pause_after} failed slot{'s' if policy.pause_after != 1 else ''} in a row" if policy.pause_after else "never paused"
