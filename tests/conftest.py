@@ -13,6 +13,7 @@ stable, about half on each); MONITOR_TEST_EVERY_SERVER=1 runs everything on ever
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import zlib
@@ -34,6 +35,19 @@ from tests import seeding, servers
 REPO_ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 5, 12, 0, 0)
 _db_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_it_was() -> Iterator[None]:
+    """A command run in-process (`cli.main`) sets the root logger up for a process: a handler on
+    the sys.stderr of that moment, which is the test's capture stream. Left behind, it outlives the
+    stream, and a background thread logging later (an event loop's watch, a lease keeper) printed
+    "--- Logging error --- ValueError: I/O operation on closed file" into the run's output."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
