@@ -53,6 +53,11 @@ def consume_jti(conn: Connection, *, jti: str, expires_at: datetime, now: dateti
     return True
 
 
+def jti_used(conn: Connection, *, jti: str) -> bool:
+    """Whether `jti` was recorded as used (a read: nothing is claimed)."""
+    return conn.execute(select(t.jti).where(t.jti == digest(jti))).first() is not None
+
+
 # --- browser sessions -----------------------------------------------------------------------------
 
 

@@ -29,6 +29,11 @@ class SessionService:
         with self.engine.begin() as conn:
             return sessions.consume_jti(conn, jti=jti, expires_at=until, now=self.clock.now(conn))
 
+    def used(self, jti: str) -> bool:
+        """Whether a sign-in link's `jti` was used already (a read: the link stays usable)."""
+        with self.engine.connect() as conn:
+            return sessions.jti_used(conn, jti=jti)
+
     def start(self, user_id: str, *, admin: bool) -> str:
         """A new session; returns the secret for the cookie."""
         with self.engine.begin() as conn:

@@ -85,8 +85,9 @@ def refuse_signed_out(principal: Principal, claims: dict[str, object], sessions:
         raise AuthError(f"token revoked: {reason} the user was signed out everywhere at {when:%Y-%m-%d %H:%M:%S} UTC; ask for a new token")
 
 
-def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
-    """A sign-in link's token: valid, carrying a `jti`, and not used before (by any process)."""
+def check_sign_in_token(secret: str, token: str, used: SessionService) -> tuple[Principal, str, float]:
+    """A sign-in link's token as it would be used, without using it: valid, carrying a `jti`, not
+    used before, its user not signed out since. Returns who it names, its jti and its expiry."""
     principal, claims = decode_token(secret, token)
     refuse_signed_out(principal, claims, used)  # a link mailed before a sign-out everywhere dies with it
     jti = claims.get("jti")
@@ -95,7 +96,16 @@ def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Prin
     expires = claims.get("exp")
     if not isinstance(expires, (int, float)):
         raise AuthError("sign-in tokens need a numeric 'exp' claim")
-    if not used.consume(jti, float(expires)):
+    if used.used(jti):
+        raise AuthError("this sign-in link was already used")
+    return principal, jti, float(expires)
+
+
+def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
+    """A sign-in link's token: `check_sign_in_token`, then used up (by any process: the consume is
+    the claim, so of two racing uses exactly one signs in)."""
+    principal, jti, expires = check_sign_in_token(secret, token, used)
+    if not used.consume(jti, expires):
         raise AuthError("this sign-in link was already used")
     return principal
 

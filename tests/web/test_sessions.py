@@ -228,6 +228,20 @@ def test_a_bad_link_in_a_live_session_is_refused_and_keeps_the_session(web: WebH
     assert admin.get("/admin").status_code == 200
 
 
+def test_a_used_link_in_a_live_session_is_refused_at_once_not_after_the_question(web: WebHarness) -> None:
+    """Asking "switch to alice?" for a link that can no longer sign anyone in would end in a 401
+    after the answer: the question is asked only of a link that would still work."""
+    admin = web.browser_client("root", admin=True)
+    link = web.sign_in_link("alice")
+    assert TestClient(web.api, follow_redirects=False).get(link).status_code == 303, "used up elsewhere"
+
+    page = admin.get(link)
+
+    assert page.status_code == 401 and "already used" in page.text
+    assert 'id="wanted-user"' not in page.text
+    assert admin.get("/admin").status_code == 200, "the session stays root's"
+
+
 def test_the_question_escapes_both_user_ids(web: WebHarness) -> None:
     evil = '<img src=x onerror="alert(1)">'
     admin = web.browser_client("root", admin=True)

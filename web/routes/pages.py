@@ -26,7 +26,7 @@ from core.clock import utc_text
 from core.exceptions import InvalidInput, LeaseHeld, MonitorSchedulerError, RunNowTooSoon, UnknownUser
 from core.domain import RunState, Schedule, ScheduleFilter
 from core.scheduling import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES
-from web.auth import AuthError, Principal, consume_sign_in_token, decode_token
+from web.auth import AuthError, Principal, check_sign_in_token, consume_sign_in_token
 from web.chart import build_chart
 from services.status import CHART_HOURS
 from web.deps import (
@@ -154,9 +154,10 @@ def login(request: Request, web: Web, token: Annotated[str, Query(max_length=409
     if current is not None:
         # Someone is signed in here: a link (possibly from another site: the Lax cookie comes
         # along) must not silently swap them for another user. The token is only read, not used;
-        # a bad one is refused below exactly as without a session.
+        # a bad, expired or used one is refused below exactly as without a session (not after
+        # asking a question whose answer could only fail).
         try:
-            wanted: Principal | None = decode_token(web.token_key, token)[0]
+            wanted: Principal | None = check_sign_in_token(web.token_key, token, session_store(web))[0]
         except AuthError:
             wanted = None
         if wanted is not None and wanted.user_id != current.user_id:
