@@ -63,7 +63,7 @@ from core.exceptions import PermanentError, RunTimedOut, TaskExited
 from core.logs import run_fields
 from core.progress import ProgressPolicy, Report, RunProgress
 from core.outcome import SlotOutcome, dropped_record, paused_record, settle
-from core.retry import Backoff, RetryDefaults, retry_policy
+from core.retry import Backoff, RetryDefaults, effective_retry_policy
 from core.run_threads import RunThreads
 from core.settings import Settings
 from core.tasks import RunContext, Task, encode_result, load_task
@@ -554,8 +554,7 @@ class Runner:
                 now, applied, skipped = self.clock.now(conn), False, 0
             else:
                 now = locked.now
-                policy = retry_policy(retries=locked.retries, backoff_seconds=locked.retry_backoff_seconds,
-                                      pause_after=locked.pause_after, defaults=self.retry_defaults)
+                policy = effective_retry_policy(locked, self.retry_defaults)
                 slot = settle(user_id=run.user_id, rule=locked.rule, slot=run.slot, attempt=run.attempt, now=now, status=status,
                               error=error, policy=policy, failed_slots=locked.failed_slots, permanent=ended.permanent)
                 skipped, retrying = slot.skipped, slot.retrying

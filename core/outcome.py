@@ -76,12 +76,16 @@ def settle(
 
 def paused_record(user_id: str, slot: datetime, attempt: int, reason: str, now: datetime, trigger: str = Trigger.SCHEDULE) -> RunRecord:
     """The history row that keeps why a schedule paused (status `paused`, error = the reason)."""
-    return RunRecord(user_id=user_id, trigger=str(trigger), slot=slot, attempt=attempt, lease_token=None, status=RunStatus.PAUSED,
-                     error=reason, skipped_slots=0, enqueued_at=None, started_at=None, finished_at=now, duration_ms=None, worker=None)
+    return _slot_note(RunStatus.PAUSED, user_id, slot, attempt, reason, now, trigger)
 
 
 def dropped_record(user_id: str, slot: datetime, attempt: int, note: str, now: datetime, trigger: str = Trigger.SCHEDULE) -> RunRecord:
     """The history row that counts a dropped retry (status `dropped`, attempt = the one it would
     have been, error = when it would have started and where the schedule goes instead)."""
-    return RunRecord(user_id=user_id, trigger=str(trigger), slot=slot, attempt=attempt, lease_token=None, status=RunStatus.DROPPED,
-                     error=note, skipped_slots=0, enqueued_at=None, started_at=None, finished_at=now, duration_ms=None, worker=None)
+    return _slot_note(RunStatus.DROPPED, user_id, slot, attempt, note, now, trigger)
+
+
+def _slot_note(status: RunStatus, user_id: str, slot: datetime, attempt: int, text: str, now: datetime, trigger: str) -> RunRecord:
+    """A history row that records what happened to a slot, not a run: nothing ran, no lease."""
+    return RunRecord(user_id=user_id, trigger=str(trigger), slot=slot, attempt=attempt, lease_token=None, status=status,
+                     error=text, skipped_slots=0, enqueued_at=None, started_at=None, finished_at=now, duration_ms=None, worker=None)
