@@ -100,13 +100,15 @@ class StopsPubsubPromptly(BaseWorker):
         # counting on the reply to wake the thread for its last loop. When the thread reads the
         # reply before the stop request (a loaded host), it loops on and waits up to 60 s for a
         # subscription that never comes, and redis-py 8's stop() joins it without a bound: the warm
-        # shutdown of SIGTERM took a minute, past PM2's and systemd's kill timeouts. The same steps
-        # here, with the wait bounded: a thread stuck in that wait is not reading the connection
-        # (closing it is safe) and ends by itself, a daemon.
+        # shutdown of SIGTERM took a minute, past PM2's and systemd's kill timeouts. Here the stop
+        # request comes first, so whenever the reply wakes the thread, its next loop check ends it
+        # (no race left). The wait stays bounded for a reply that never comes (Redis gone): a
+        # thread still waiting then is not reading the connection (closing it is safe) and ends
+        # by itself, a daemon.
         if self.pubsub is None or self.pubsub_thread is None:
             return
-        self.pubsub.unsubscribe()
         stop_without_waiting(self.pubsub_thread)
+        self.pubsub.unsubscribe()
         self.pubsub_thread.join(timeout=PUBSUB_STOP_WAIT)
         self.pubsub.close()
 
