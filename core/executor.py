@@ -23,9 +23,9 @@ A run has one deadline, JOB_TIMEOUT, in every mode, and one arbiter of "did the 
 did the timeout come first": this Runner (`_InProgress.ended`, claimed once under one lock).
 - Sync mode (`InlineRuns`): each task runs on one of the runner's
   run threads (core.run_threads; reused, none started per run), up to SYNC_THREADS side by side,
-  while the pass's thread waits for them, each up to JOB_TIMEOUT; past it, the pass's thread claims
-  the timeout and records the run failed through the fenced finish (the lease is released, the
-  user moves on) and the pass goes on.
+  each thread going on to the pass's next claimed run by itself, while the pass's thread waits,
+  each run up to JOB_TIMEOUT; past it, the pass's thread claims the timeout and records the run
+  failed through the fenced finish (the lease is released, the user moves on) and the pass goes on.
 - The threaded worker: its watchdog claims the timeout (`claim_timeout`, no database) and hands
   the recording (`record_timeout`) to another thread, so one slow write blocks no other timeout.
 - The default worker: RQ's SIGALRM raises `RunTimedOut` into the task (worker.timeouts); the
@@ -40,15 +40,15 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
@@ -120,13 +120,12 @@ class _InProgress:
 
 class _Handoff:
     """A run handed to a run thread and its outcome (a lock is the cheapest wait: ~8 µs a run
-    against ~18 µs for a concurrent.futures.Future); `ended` hears of it when the outcome is in,
-    so that one thread can wait for several runs at once (InlineRuns)."""
+    against ~18 µs for a concurrent.futures.Future)."""
 
-    __slots__ = ("run", "enqueued_at", "began", "capped", "ended", "done", "result", "error")
+    __slots__ = ("run", "enqueued_at", "began", "capped", "done", "result", "error")
 
-    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None, ended: queue.SimpleQueue[_Handoff], *, capped: bool) -> None:
-        self.run, self.enqueued_at, self.ended, self.capped = run, enqueued_at, ended, capped
+    def __init__(self, run: ClaimedRun, enqueued_at: datetime | None, *, capped: bool) -> None:
+        self.run, self.enqueued_at, self.capped = run, enqueued_at, capped
         self.began = time.monotonic()
         self.done = threading.Lock()
         self.done.acquire()  # released by the run thread when the outcome is in
@@ -141,84 +140,196 @@ class _Handoff:
 
 
 class InlineRuns:
-    """Runs started on the runner's run threads by one thread that waits for them (a sync pass),
-    each held to JOB_TIMEOUT by that thread, side by side up to the free `slots` (SYNC_THREADS,
-    shared by every pass of the process: dispatcher.sinks.InlineSink).
+    """The runs of one sync pass, on the runner's run threads, each held to JOB_TIMEOUT by the
+    pass's thread, side by side up to the free `slots` (SYNC_THREADS, shared by every pass of the
+    process: dispatcher.sinks.InlineSink).
 
-    The waiting thread is the one arbiter's caller for each of them: past its deadline a run's
-    timeout is claimed and recorded failed here (`Runner.claim_timeout`/`record_timeout`), its slot
-    is freed, and the task keeps its thread until it returns (its late result is refused). A stop
-    request (Ctrl-C) while waiting records every run still going failed ("stopped"), then is raised.
-    A run not `capped` takes no slot (a direct run a person waits for: see InlineSink)."""
+    The pass adds its claimed runs (`add`) to a backlog, in claim order. A run thread holding a
+    slot (a chain, `start_chains`) runs one, then takes the next from the backlog itself while
+    `may_start` (the pass's time budget) allows, and gives its slot back when none is left. So a
+    run costs no hand-over between threads: handing each run to a sleeping run thread and its
+    outcome back to the sleeping pass's thread cost more than the no-op run itself (two wake-ups of
+    a thread on the other CPU per run; docs/performance.md). The pass's thread sleeps meanwhile and
+    wakes for a chain's end, the backlog's end, the next run's JOB_TIMEOUT and its own slices.
 
-    def __init__(self, runner: Runner, *, slots: threading.Semaphore | None = None, timeout: float | None = None) -> None:
+    The pass's thread is the one arbiter's caller for the runs past their deadline: their timeout
+    is claimed and recorded failed here (`Runner.claim_timeout`/`record_timeout`), their slot goes
+    back (a new chain takes on the backlog), and the task keeps its thread until it returns (its
+    late result is refused, and its chain ends). A stop request (Ctrl-C) while waiting empties the
+    backlog and records every run still going failed ("stopped"), then is raised. A run not
+    `capped` takes no slot and no backlog run after it (a direct run a person waits for: see
+    InlineSink)."""
+
+    def __init__(
+        self, runner: Runner, *, slots: threading.Semaphore | None = None, threads: int = 1, timeout: float | None = None,
+        may_start: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._runner = runner
         self._slots = slots
+        self._threads = threads  # the most chains a pass may hold (the slots' size)
         self._timeout = runner.settings.JOB_TIMEOUT if timeout is None else timeout
-        self._ended: queue.SimpleQueue[_Handoff] = queue.SimpleQueue()
-        self._flights: dict[_Handoff, None] = {}  # in start order
+        self._may_start = may_start
+        self._changed = threading.Condition(threading.Lock())  # guards everything below
+        self._backlog: deque[tuple[ClaimedRun, datetime | None]] = deque()
+        self._flights: dict[_Handoff, None] = {}  # going, in start order
+        self._done: list[_Handoff] = []  # ended, outcome not yet handed to the pass
+        self._chains = 0  # run threads of this pass holding a slot
 
     @property
-    def in_flight(self) -> int:
-        return len(self._flights)
+    def fed(self) -> bool:
+        """Every backlog run has started, and a slot of this pass is free for the next claim's runs
+        (claiming while every slot's run writes makes SQLite's busy handler sleep)."""
+        with self._changed:
+            return self._fed_locked()
 
-    def try_start(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, capped: bool = True, wait: float = 0.0) -> bool:
-        """Start `run` if a slot is free (waiting up to `wait` seconds for one); False if none was."""
+    def _fed_locked(self) -> bool:
+        return not self._backlog and self._chains < self._threads
+
+    def add(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, capped: bool = True) -> None:
+        """Queue `run` for the chains; one not `capped` starts at once, on a thread of its own."""
         if capped and self._slots is not None:
-            if not (self._slots.acquire(timeout=wait) if wait > 0 else self._slots.acquire(blocking=False)):
-                return False
-        handoff = _Handoff(run, enqueued_at, self._ended, capped=capped)
-        self._flights[handoff] = None
-        self._runner.run_threads.submit(self._runner._execute_handed, handoff)
-        return True
+            with self._changed:
+                self._backlog.append((run, enqueued_at))
+            return
+        handoff = _Handoff(run, enqueued_at, capped=False)
+        with self._changed:
+            self._flights[handoff] = None
+        self._runner.run_threads.submit(self._chain, handoff)
+
+    def start_chains(self, *, wait: float = 0.0) -> None:
+        """A chain for each free slot the backlog can use; when this pass holds no slot (other
+        passes hold them all), wait up to `wait` seconds for one."""
+        while True:
+            with self._changed:
+                if len(self._backlog) <= 0 or self._chains >= self._threads:
+                    return
+                blocking = self._chains == 0 and wait > 0
+            assert self._slots is not None  # a backlog exists only with slots (add)
+            if not (self._slots.acquire(timeout=wait) if blocking else self._slots.acquire(blocking=False)):
+                return
+            with self._changed:
+                first = self._next_locked()
+                if first is None:  # the backlog went meanwhile (budget, stop, other chains)
+                    self._slots.release()
+                    return
+                self._chains += 1
+            self._runner.run_threads.submit(self._chain, first)
+
+    def take_back(self) -> list[ClaimedRun]:
+        """The backlog runs not started (the budget ran out): no chain starts them any more."""
+        with self._changed:
+            runs = [run for run, _ in self._backlog]
+            self._backlog.clear()
+        return runs
 
     def wait(self, *, every: bool = False, at_most: float | None = None) -> list[RunResult]:
-        """The outcomes of the runs that ended: wait until one has (every one with `every`; at
-        most `at_most` seconds, then maybe none), timing out those past JOB_TIMEOUT meanwhile."""
+        """The outcomes of the runs that ended, after waiting (at most `at_most` seconds) until the
+        pass has something to do: `fed`, a backlog with no chain left to run it, a run timed out
+        (its slot is free); with `every`, until every run has ended. Runs past JOB_TIMEOUT are timed
+        out meanwhile."""
         results: list[RunResult] = []
         give_up = None if at_most is None else time.monotonic() + at_most
         try:
-            while self._flights and (every or not results):
+            while True:
                 now = time.monotonic()
-                for handoff in [h for h in self._flights if now - h.began >= self._timeout]:
+                with self._changed:
+                    overdue = [h for h in self._flights if now - h.began >= self._timeout]
+                for handoff in overdue:
                     results.append(self._time_out(handoff, now))
-                if not self._flights or (results and not every):
-                    break
-                left = min(h.began for h in self._flights) + self._timeout - now
-                if give_up is not None:
-                    if now >= give_up:
+                with self._changed:  # checked and slept on under one lock: no wake-up is missed
+                    if not self._flights:
                         break
-                    left = min(left, give_up - now)
-                try:  # in slices, so that the main thread sees Ctrl-C meanwhile (SIGNAL_CHECK_PERIOD)
-                    handoff = self._ended.get(timeout=max(0.0, min(left, SIGNAL_CHECK_PERIOD)))
-                except queue.Empty:
-                    continue
-                if handoff in self._flights:  # else: timed out here already, its late result was refused
-                    self._end(handoff)
-                    results.append(handoff.outcome())
+                    if not every and (overdue or self._fed_locked() or (self._backlog and not self._chains)):
+                        break
+                    if give_up is not None and now >= give_up:
+                        break
+                    left = min(h.began for h in self._flights) + self._timeout - now
+                    if give_up is not None:
+                        left = min(left, give_up - now)
+                    # In slices, so that the main thread sees Ctrl-C meanwhile (SIGNAL_CHECK_PERIOD).
+                    self._changed.wait(max(0.0, min(left, SIGNAL_CHECK_PERIOD)))
+            results.extend(self._collect())
         except BaseException:
             self.stop()
             raise
         return results
 
     def stop(self, error: str = "stopped: the process was asked to stop") -> None:
-        """Record every run still going failed with `error` (those whose task returned meanwhile
-        keep their own outcome); their slots are freed."""
-        for handoff in list(self._flights):
-            self._end(handoff)
+        """Empty the backlog and record every run still going failed with `error` (those whose
+        task returned meanwhile keep their own outcome); their slots are freed."""
+        with self._changed:
+            self._backlog.clear()
+            going = list(self._flights)
+            for handoff in going:
+                self._end_locked(handoff)
+        for handoff in going:
             if self._runner.claim_timeout(handoff.run):
                 self._runner.record_timeout(handoff.run, elapsed=time.monotonic() - handoff.began, enqueued_at=handoff.enqueued_at, error=error)
 
+    def _chain(self, handoff: _Handoff | None) -> None:
+        """A run thread's share of the pass: runs, then the backlog's next, until none is left."""
+        while handoff is not None:
+            self._runner._execute_handed(handoff)
+            handoff = self._after(handoff)
+
+    def _after(self, ended: _Handoff) -> _Handoff | None:
+        """Hand `ended`'s outcome to the pass and take the backlog's next run, if this chain still
+        holds its slot and the budget allows; else give the slot back and wake the pass."""
+        with self._changed:
+            if ended not in self._flights:  # timed out or stopped meanwhile: its slot went with it
+                return None
+            del self._flights[ended]
+            self._done.append(ended)
+            # A run that raised (a stop request, an error the executor could not record) ends the
+            # chain: the pass raises it and stops the rest; so does a stop request noted meanwhile.
+            going_on = ended.capped and ended.error is None and not shutdown.requested()
+            following = self._next_locked() if going_on else None
+            if following is not None:
+                if not self._backlog:
+                    self._changed.notify_all()  # the pass may claim again
+                return following
+            if ended.capped:
+                self._chains -= 1
+                assert self._slots is not None
+                self._slots.release()
+            self._changed.notify_all()
+            return None
+
+    def _next_locked(self) -> _Handoff | None:
+        if not self._backlog or not self._may_start():
+            return None
+        run, enqueued_at = self._backlog.popleft()
+        handoff = _Handoff(run, enqueued_at, capped=True)
+        self._flights[handoff] = None
+        return handoff
+
+    def _collect(self) -> list[RunResult]:
+        with self._changed:
+            done, self._done = self._done, []
+        return [handoff.outcome() for handoff in done]
+
     def _time_out(self, handoff: _Handoff, now: float) -> RunResult:
-        self._end(handoff)
+        with self._changed:
+            returned = handoff not in self._flights  # its task returned just now, and its chain went on
+            if not returned:
+                self._end_locked(handoff)
+        if returned:
+            return self._wait_for(handoff)
         if self._runner.claim_timeout(handoff.run):
             return self._runner.record_timeout(handoff.run, elapsed=now - handoff.began, enqueued_at=handoff.enqueued_at)
-        handoff.done.acquire()  # its task returned (or had not started) first: its own outcome, being written
+        return self._wait_for(handoff)  # its task returned (or had not started) first: its own outcome, being written
+
+    def _wait_for(self, handoff: _Handoff) -> RunResult:
+        handoff.done.acquire()
+        with self._changed:
+            if handoff in self._done:
+                self._done.remove(handoff)
         return handoff.outcome()
 
-    def _end(self, handoff: _Handoff) -> None:
+    def _end_locked(self, handoff: _Handoff) -> None:
         del self._flights[handoff]
         if handoff.capped and self._slots is not None:
+            self._chains -= 1
             self._slots.release()
 
 
@@ -335,7 +446,6 @@ class Runner:
             handoff.error = exc
         finally:
             handoff.done.release()
-            handoff.ended.put(handoff)
 
     def execute(self, run: ClaimedRun, *, enqueued_at: datetime | None = None) -> RunResult:
         """Run the task on this thread and record its outcome (the module docstring)."""
@@ -567,8 +677,9 @@ class Runner:
             recorded_status = status if applied else RunStatus.STALE
             recorded_error = error if applied else f"lease lost before the result was written; task {status.value}" + (f": {error}" if error else "")
             started_at = self._started_at(now, duration_ms)
-            record = replace(self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms), result=ended.result)
-            insert_runs(conn, [replace(record, progress_message=progress[0][1]) if progress[0] else record, *extra])
+            record = self._record(run, recorded_status, recorded_error, skipped, enqueued_at, started_at, now, duration_ms,
+                                  result=ended.result, progress_message=progress[0][1] if progress[0] else None)
+            insert_runs(conn, [record, *extra])
         if applied:
             logger.info("run finished user=%s slot=%s attempt=%s token=%s status=%s skipped=%s%s", run.user_id, run.slot, run.attempt, run.token,
                         status.value, skipped, " retrying" if retrying else "", extra=run_fields(run))
@@ -607,13 +718,15 @@ class Runner:
 
     def _record(
         self, run: ClaimedRun, status: RunStatus, error: str | None, skipped: int, enqueued_at: datetime | None,
-        started_at: datetime | None, finished_at: datetime, duration_ms: int | None,
+        started_at: datetime | None, finished_at: datetime, duration_ms: int | None, *,
+        result: str | None = None, progress_message: str | None = None,
     ) -> RunRecord:
+        # Built whole: dataclasses.replace cost ~25 µs a call, 2-3 % of a no-op sync run (scripts/bench/sqlite_sync.py).
         return RunRecord(
             user_id=run.user_id, trigger=str(run.trigger), slot=run.slot, attempt=run.attempt,
             lease_token=run.token, status=status, error=error, skipped_slots=skipped,
             enqueued_at=enqueued_at, started_at=started_at, finished_at=finished_at,
-            duration_ms=duration_ms, worker=self.worker_name,
+            duration_ms=duration_ms, worker=self.worker_name, progress_message=progress_message, result=result,
         )
 
 

@@ -105,8 +105,10 @@ class InlineSink:
     """Run the claimed runs here, up to `threads` (SYNC_THREADS) side by side, through the same
     executor, lease and fencing the workers use, within a time budget.
 
-    Each run gets JOB_TIMEOUT, as on a worker: the pass's thread waits for its runs and, past a
-    run's timeout, records it failed and goes on (core.executor.InlineRuns); a task that never
+    A run thread that ends a run goes on to the batch's next itself (core.executor.InlineRuns);
+    the pass claims the next batch once the batch has started and a slot is free. Each run gets
+    JOB_TIMEOUT, as on a worker: the pass's thread waits for its runs and, past a run's timeout,
+    records it failed and goes on; a task that never
     returns keeps its thread, and its late result is refused (`stale`). A run starts only while the
     budget lasts; runs claimed and not started are handed back (`released`, due again at once),
     and the pass ends when its runs have ended. The `threads` slots are shared by every pass of
@@ -129,8 +131,10 @@ class InlineSink:
         self._pass = threading.local()  # a pass runs on one thread; passes may run at once
 
     def begin_pass(self) -> None:
-        self._pass.deadline = self.monotonic() + self.time_budget
-        self._pass.runs = InlineRuns(self.runner, slots=self._slots)
+        deadline = self._pass.deadline = self.monotonic() + self.time_budget
+        self._pass.runs = InlineRuns(
+            self.runner, slots=self._slots, threads=self.threads, may_start=lambda: self.monotonic() < deadline,
+        )
 
     def claim_limit(self) -> int:
         return max(SYNC_CLAIM_BATCH, self.threads)
@@ -144,20 +148,20 @@ class InlineSink:
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
         runs: InlineRuns = self._pass.runs
         try:
-            for index, run in enumerate(claimed):
-                while True:
-                    if self.must_stop(summary):
-                        return claimed[index:]
-                    # Waits for a slot in short slices when this pass has no run of its own to
-                    # wait for (another pass holds them all), so the budget is checked meanwhile.
-                    if runs.try_start(run, enqueued_at=run.claimed_at, capped=run.trigger is not Trigger.MANUAL,
-                                      wait=0.0 if runs.in_flight else SLOT_WAIT_SLICE):
-                        break
-                    self._count(runs.wait(at_most=SLOT_WAIT_SLICE), summary)
+            for run in claimed:
+                runs.add(run, enqueued_at=run.claimed_at, capped=run.trigger is not Trigger.MANUAL)
+            while True:
+                if self.must_stop(summary):
+                    return runs.take_back()
+                # Waits for a slot in short slices when this pass holds none (another pass holds
+                # them all), so the budget is checked meanwhile.
+                runs.start_chains(wait=SLOT_WAIT_SLICE)
+                if runs.fed:  # the next claim's runs have a slot to go to
+                    return ()
+                self._count(runs.wait(at_most=SLOT_WAIT_SLICE), summary)
         except BaseException:  # a stop request: record the runs going before their leases are released
             runs.stop()
             raise
-        return ()
 
     def end_pass(self, summary: DispatchSummary, *, stopping: bool) -> None:
         """Wait for the runs still going (each up to JOB_TIMEOUT); `stopping`: record them failed now."""

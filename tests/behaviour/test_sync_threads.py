@@ -104,6 +104,31 @@ def test_a_run_past_job_timeout_among_side_by_side_runs_is_failed_and_the_others
     assert [r.status for r in backend.runs("user-000000")] == ["failed", "stale"]
 
 
+def test_with_one_thread_a_run_past_job_timeout_hands_its_slot_to_the_rest_of_the_batch(backend: Backend) -> None:
+    """Given three due users, SYNC_THREADS=1 and JOB_TIMEOUT 1 s, when the first user's task never
+    returns (until released), then its run is failed (timed out) and the other two still run in
+    the same pass, on another thread (the one that ran the first keeps it until its task returns)."""
+    backend.add_schedules(3)
+    release = threading.Event()
+    threads: dict[str, int] = {}
+
+    def task(user_id: str, context: RunContext) -> None:
+        threads[user_id] = threading.get_ident()
+        if user_id == "user-000000":
+            release.wait(30)
+
+    try:
+        summary = sync_dispatcher(backend, task, SYNC_THREADS=1, JOB_TIMEOUT=1).tick()
+    finally:
+        release.set()
+
+    assert (summary.claimed, summary.failed, summary.succeeded, summary.released) == (3, 1, 2, 0)
+    assert "timed out" in (backend.schedule("user-000000").last_error or "")
+    assert [backend.schedule(f"user-00000{i}").last_status for i in (1, 2)] == ["succeeded", "succeeded"]
+    assert threads["user-000001"] != threads["user-000000"]
+    assert leases_held(backend) == 0
+
+
 def test_the_time_budget_stops_starting_and_claiming_and_hands_back_what_did_not_run(backend: Backend) -> None:
     """Given 30 due users and SYNC_THREADS=2, when the budget runs out while the first two runs
     run (both in their task at once), then those two are recorded, the rest of their claim is
