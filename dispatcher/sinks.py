@@ -21,9 +21,14 @@ from dispatcher.workers import available_capacity
 
 logger = logging.getLogger(__name__)
 
-# Sync mode claims small batches so that, when the time budget runs out, few leases are handed
-# back unrun and none wait for their TTL.
+# Sync mode's first claim of a pass is small, so that runs of minutes do not wait long under a
+# lease before a thread is free, and few leases are handed back unrun when the budget runs out.
 SYNC_CLAIM_BATCH = 20
+# A batch whose runs all started within QUICK_BATCH_SECONDS doubles the next claim, up to
+# SYNC_CLAIM_BATCH_MAX: with quick runs, each claim of 20 cost as much as the runs' own writes
+# (the claim and the waking of the pass's thread; scripts/bench/sqlite_sync.py, ~15 % at 100).
+SYNC_CLAIM_BATCH_MAX = 500
+QUICK_BATCH_SECONDS = 0.5
 # How long after RQ marked a job started its lease may still look expired: the worker renews it
 # first thing (core.executor's start_run), so this only covers that statement's round trip.
 START_GRACE = timedelta(seconds=10)
@@ -132,12 +137,13 @@ class InlineSink:
 
     def begin_pass(self) -> None:
         deadline = self._pass.deadline = self.monotonic() + self.time_budget
+        self._pass.batch = max(SYNC_CLAIM_BATCH, self.threads)
         self._pass.runs = InlineRuns(
             self.runner, slots=self._slots, threads=self.threads, may_start=lambda: self.monotonic() < deadline,
         )
 
     def claim_limit(self) -> int:
-        return max(SYNC_CLAIM_BATCH, self.threads)
+        return int(self._pass.batch)
 
     def must_stop(self, summary: DispatchSummary) -> bool:
         if self.monotonic() < self._pass.deadline:
@@ -147,6 +153,7 @@ class InlineSink:
 
     def deliver(self, claimed: Sequence[ClaimedRun], summary: DispatchSummary) -> Sequence[ClaimedRun]:
         runs: InlineRuns = self._pass.runs
+        began = self.monotonic()
         try:
             for run in claimed:
                 runs.add(run, enqueued_at=run.claimed_at, capped=run.trigger is not Trigger.MANUAL)
@@ -157,6 +164,8 @@ class InlineSink:
                 # them all), so the budget is checked meanwhile.
                 runs.start_chains(wait=SLOT_WAIT_SLICE)
                 if runs.fed:  # the next claim's runs have a slot to go to
+                    if self.monotonic() - began < QUICK_BATCH_SECONDS:
+                        self._pass.batch = min(2 * self._pass.batch, max(SYNC_CLAIM_BATCH_MAX, self.threads))
                     return ()
                 self._count(runs.wait(at_most=SLOT_WAIT_SLICE), summary)
         except BaseException:  # a stop request: record the runs going before their leases are released

@@ -150,6 +150,29 @@ def test_the_time_budget_stops_starting_and_claiming_and_hands_back_what_did_not
     assert sum(1 for i in range(30) if backend.schedule(f"user-{i:06d}").last_status is None) == 28, "due again, never run"
 
 
+@pytest.mark.parametrize(("seconds_per_run", "claims"), [(0.0, [20, 40, 40]), (1.0, [20] * 5)], ids=["quick", "slow"])
+def test_quick_runs_grow_the_next_claim_and_slow_ones_keep_it_small(
+    backend: Backend, seconds_per_run: float, claims: list[int],
+) -> None:
+    """Given 100 due users and SYNC_THREADS=1, when a pass's batches all start within
+    QUICK_BATCH_SECONDS, then each next claim doubles (fewer claims per run); when each run takes
+    a second, the claims stay at SYNC_CLAIM_BATCH (runs of minutes do not wait under a lease)."""
+    backend.add_schedules(100)
+    clock = [0.0]
+
+    def task(user_id: str, context: RunContext) -> None:
+        clock[0] += seconds_per_run
+
+    summary = sync_dispatcher(backend, task, monotonic=lambda: clock[0], SYNC_THREADS=1, SYNC_TIME_BUDGET=1000).tick()
+
+    assert (summary.claimed, summary.succeeded, summary.released) == (100, 100, 0)
+    by_claim: dict[str, int] = {}
+    for run in backend.runs():
+        assert run.lease_token is not None
+        by_claim[run.lease_token] = by_claim.get(run.lease_token, 0) + 1
+    assert sorted(by_claim.values(), reverse=True) == sorted(claims, reverse=True)
+
+
 def test_a_pass_fills_a_slot_as_soon_as_a_run_ends(backend: Backend) -> None:
     """Given SYNC_THREADS=2 and one slow run among quick ones, when a pass runs them, then the
     quick ones go on in the other slot while the slow one runs (they do not wait for it)."""
