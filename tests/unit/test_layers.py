@@ -10,6 +10,8 @@ monitor_scheduler/cli.py, on purpose and documented there.)
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,15 @@ def test_no_function_local_imports(package: str) -> None:
         if "migrations" not in path.parts and (lines := function_local_imports(path.read_text()))
     }
     assert offenders == {}, f"imports inside functions (move them to the top of the module): {offenders}"
+
+
+def test_a_worker_or_dispatcher_process_does_not_load_the_postgresql_dialect() -> None:
+    """The schema names its PostgreSQL types without SQLAlchemy's PostgreSQL dialect, whose import
+    alone added ~3 MB to every process on SQLite and MariaDB (schema.models.PostgresMillis); a
+    PostgreSQL deployment loads it when its engine is made."""
+    probe = (
+        "import sys, monitor_scheduler.cli, worker.pool, worker.jobs, dispatcher.service;"
+        "print('sqlalchemy.dialects.postgresql' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
