@@ -38,7 +38,6 @@ import logging
 import os
 import select
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -233,9 +232,10 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
         # ~18 µs more per transaction, two a run (scripts/bench/sqlite_sync.py). Its error is
         # raised as SQLAlchemy's own, like every other statement's ("database is locked" after
         # the busy timeout is an OperationalError to the callers).
+        driver_error = conn.dialect.loaded_dbapi.Error  # sqlite3.Error, not imported in every process
         try:
             conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-        except sqlite3.Error as error:
-            raise exc.DBAPIError.instance("BEGIN IMMEDIATE", None, error, sqlite3.Error) from error
+        except driver_error as error:
+            raise exc.DBAPIError.instance("BEGIN IMMEDIATE", None, error, driver_error) from error
 
     return engine

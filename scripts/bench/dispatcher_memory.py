@@ -3,8 +3,12 @@
 
 The real entry point runs as a child process: `python -m monitor_scheduler.cli dispatch --mode queue
 --json` against TOTAL schedules (default 1M) with DUE due (default 100k); its peak RSS is the
-kernel's ru_maxrss for the child (os.wait4). The same command on a table with nothing due gives the
-baseline (interpreter + imports + one connection), so the growth a pass causes is printed too.
+child's own high-water mark (VmHWM), which a small launcher reads from /proc as the command exits.
+Not ru_maxrss: the kernel carries the parent's high-water mark into a child started by vfork and
+exec (Python's subprocess), so it reported this script's own RSS (~10 MB more than the
+dispatcher's) whenever the script was the larger. The same command on a table with nothing due
+gives the baseline (interpreter + imports + one connection), so the growth a pass causes is
+printed too.
 
     python scripts/bench/dispatcher_memory.py
     python scripts/bench/dispatcher_memory.py --smoke
@@ -25,29 +29,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 
+# Runs `python -m monitor_scheduler.cli ARGS` and writes the process's VmHWM (kB) to the file
+# named by argv[1] as it exits, whatever the exit.
+LAUNCHER = """
+import atexit, re, runpy, sys
+out = sys.argv.pop(1)
+
+def note_peak():
+    with open("/proc/self/status") as status:
+        peak = re.search(r"VmHWM:\\s+(\\d+)", status.read()).group(1)
+    with open(out, "w") as f:
+        f.write(peak)
+
+atexit.register(note_peak)
+runpy.run_module("monitor_scheduler.cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_measured(url: str, redis_url: str, chunk: int) -> tuple[dict[str, Any], float, float]:
-    """Run the CLI pass and return (summary, wall seconds, peak RSS MB) via os.wait4."""
+    """Run the CLI pass and return (summary, wall seconds, the child's peak RSS MB)."""
     env = common.child_env(
         DATABASE_URL=url, REDIS_URL=redis_url, QUEUE_NAME=common.QUEUE, DISPATCH_BATCH_SIZE="10000000",
         DISPATCH_CHUNK_SIZE=str(chunk), QUEUE_MAX_DEPTH="100000000", LOG_LEVEL="WARNING",
     )
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-dispatch-{os.getpid()}.out"
     err_path = out_path.with_suffix(".err")
+    peak_path = out_path.with_suffix(".peak")
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [common.PYTHON, "-m", "monitor_scheduler.cli", "dispatch", "--mode", "queue", "--json"],
-            env=env, cwd=str(common.REPO_ROOT), stdout=out, stderr=err,
+        proc = subprocess.run(
+            [common.PYTHON, "-c", LAUNCHER, str(peak_path), "dispatch", "--mode", "queue", "--json"],
+            env=env, cwd=str(common.REPO_ROOT), stdout=out, stderr=err, check=False,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - t0
     stdout, stderr = out_path.read_text(), err_path.read_text()
-    out_path.unlink(missing_ok=True)
-    err_path.unlink(missing_ok=True)
+    peak_kb = int(peak_path.read_text())
+    for path in (out_path, err_path, peak_path):
+        path.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"dispatch exited {proc.returncode}: {stderr[-2000:]}")
-    return json.loads(stdout.strip().splitlines()[-1]), seconds, usage.ru_maxrss / 1024
+    return json.loads(stdout.strip().splitlines()[-1]), seconds, peak_kb / 1024
 
 
 def main() -> int:

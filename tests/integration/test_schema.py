@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import claims, domain, queries, writes
 from core.clock import DatabaseClock, clock_for_dialect
@@ -401,3 +403,30 @@ def test_migration_0003_keeps_existing_rows_and_downgrades(server: str, request:
         assert current_revision(engine) == HEAD
     finally:
         engine.dispose()
+
+
+def test_a_sqlite_transaction_that_cannot_get_the_write_lock_fails_with_sqlalchemys_error(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE goes straight to the driver (core.db); a lock held past the busy timeout
+    still surfaces as SQLAlchemy's OperationalError, like any statement's, and the pool's
+    connection works again once the lock is gone."""
+    path = f"{tmp_path}/locked.db"
+    engine = create_db_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _short_busy_timeout(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=50")
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(OperationalError, match="database is locked"):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    holder.execute("ROLLBACK")
+    holder.close()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM t").scalar_one() == 1
+    engine.dispose()
