@@ -229,7 +229,7 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Straight to the driver: through exec_driver_sql, SQLAlchemy's execution machinery cost
-        # ~18 µs more per transaction, two a run (scripts/bench/sqlite_sync.py). Its error is
+        # ~18 µs more per transaction, two a run (a probe: docs/performance.md). Its error is
         # raised as SQLAlchemy's own, like every other statement's ("database is locked" after
         # the busy timeout is an OperationalError to the callers).
         driver_error = conn.dialect.loaded_dbapi.Error  # sqlite3.Error, not imported in every process

@@ -201,7 +201,7 @@ class InlineRuns:
         passes hold them all), wait up to `wait` seconds for one."""
         while True:
             with self._changed:
-                if len(self._backlog) <= 0 or self._chains >= self._threads:
+                if not self._backlog or self._chains >= self._threads:
                     return
                 blocking = self._chains == 0 and wait > 0
             assert self._slots is not None  # a backlog exists only with slots (add)
@@ -721,7 +721,7 @@ class Runner:
         started_at: datetime | None, finished_at: datetime, duration_ms: int | None, *,
         result: str | None = None, progress_message: str | None = None,
     ) -> RunRecord:
-        # Built whole: dataclasses.replace cost ~25 µs a call, 2-3 % of a no-op sync run (scripts/bench/sqlite_sync.py).
+        # Built whole: dataclasses.replace cost ~25 µs a call, 2-3 % of a no-op sync run (a probe: docs/performance.md).
         return RunRecord(
             user_id=run.user_id, trigger=str(run.trigger), slot=run.slot, attempt=run.attempt,
             lease_token=run.token, status=status, error=error, skipped_slots=skipped,

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 SYNC_CLAIM_BATCH = 20
 # A batch whose runs all started within QUICK_BATCH_SECONDS doubles the next claim, up to
 # SYNC_CLAIM_BATCH_MAX: with quick runs, each claim of 20 cost as much as the runs' own writes
-# (the claim and the waking of the pass's thread; scripts/bench/sqlite_sync.py, ~15 % at 100).
+# (the claim and the waking of the pass's thread: ~15 % of a no-op run, a probe in docs/performance.md).
 SYNC_CLAIM_BATCH_MAX = 500
 QUICK_BATCH_SECONDS = 0.5
 # How long after RQ marked a job started its lease may still look expired: the worker renews it

@@ -85,9 +85,18 @@ def refuse_signed_out(principal: Principal, claims: dict[str, object], sessions:
         raise AuthError(f"token revoked: {reason} the user was signed out everywhere at {when:%Y-%m-%d %H:%M:%S} UTC; ask for a new token")
 
 
-def check_sign_in_token(secret: str, token: str, used: SessionService) -> tuple[Principal, str, float]:
+def check_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
     """A sign-in link's token as it would be used, without using it: valid, carrying a `jti`, not
-    used before, its user not signed out since. Returns who it names, its jti and its expiry."""
+    used before, its user not signed out since."""
+    principal, jti, _expires = _sign_in_claims(secret, token, used)
+    if used.used(jti):
+        raise AuthError("this sign-in link was already used")
+    return principal
+
+
+def _sign_in_claims(secret: str, token: str, used: SessionService) -> tuple[Principal, str, float]:
+    """Who a sign-in token names, its jti and its expiry, once it is valid and its user was not
+    signed out since (whether it was used is for the caller: a read, or the consume itself)."""
     principal, claims = decode_token(secret, token)
     refuse_signed_out(principal, claims, used)  # a link mailed before a sign-out everywhere dies with it
     jti = claims.get("jti")
@@ -96,15 +105,13 @@ def check_sign_in_token(secret: str, token: str, used: SessionService) -> tuple[
     expires = claims.get("exp")
     if not isinstance(expires, (int, float)):
         raise AuthError("sign-in tokens need a numeric 'exp' claim")
-    if used.used(jti):
-        raise AuthError("this sign-in link was already used")
     return principal, jti, float(expires)
 
 
 def consume_sign_in_token(secret: str, token: str, used: SessionService) -> Principal:
-    """A sign-in link's token: `check_sign_in_token`, then used up (by any process: the consume is
-    the claim, so of two racing uses exactly one signs in)."""
-    principal, jti, expires = check_sign_in_token(secret, token, used)
+    """A sign-in link's token, used up (by any process: the consume is the claim, so of two racing
+    uses exactly one signs in; no read before it)."""
+    principal, jti, expires = _sign_in_claims(secret, token, used)
     if not used.consume(jti, expires):
         raise AuthError("this sign-in link was already used")
     return principal

@@ -157,7 +157,7 @@ def login(request: Request, web: Web, token: Annotated[str, Query(max_length=409
         # a bad, expired or used one is refused below exactly as without a session (not after
         # asking a question whose answer could only fail).
         try:
-            wanted: Principal | None = check_sign_in_token(web.token_key, token, session_store(web))[0]
+            wanted: Principal | None = check_sign_in_token(web.token_key, token, session_store(web))
         except AuthError:
             wanted = None
         if wanted is not None and wanted.user_id != current.user_id:
