@@ -213,7 +213,10 @@ def _sqlite_engine(url: str, pool_size: int) -> Engine:
     # A file database gets a QueuePool (SQLAlchemy 2); :memory: a single-connection pool that
     # takes no size.
     sized = {} if make_url(url).database in (None, "", ":memory:") else {"pool_size": pool_size, "max_overflow": pool_size}
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **sized)
+    # LIFO: the connection used last is used next. SQLite keeps a page cache per connection and
+    # drops it when another connection has written since, so handing out the pool's connections
+    # in turn (FIFO) made every transaction re-read its pages; benchmark 6 (docs/performance.md).
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, pool_use_lifo=True, **sized)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -118,6 +118,62 @@ class _InProgress:
     timeout_recorded: threading.Event | None = None  # set once the timeout's failure is written
 
 
+GROW_AFTER = 0.002
+"""Seconds a sync pass's backlog may stand still (no run taken from it while its chains run)
+before the pass doubles its chains (`Widening`)."""
+
+GROW_CHECK_MAX = 0.08
+"""The longest the pass's thread sleeps between looks at a moving backlog: each look that finds it
+moving doubles the next sleep, from GROW_AFTER up to this. The pass's thread waking every few
+milliseconds beside a busy run thread cost ~12 % of a no-op run (it takes the GIL from it;
+docs/performance.md)."""
+
+GROW_RETRY = 0.1
+"""Seconds before a pass looks again for a free slot that another pass of the process held."""
+
+
+class Widening:
+    """How many chains a sync pass wants (its width): one at first, doubled (up to `most`, its
+    SYNC_THREADS) each time its backlog has stood still for GROW_AFTER while its chains ran.
+
+    Why not every thread at once: runs that wait (an HTTP check, a sleep) stand the backlog still
+    at once and get every thread within a few GROW_AFTER, but runs quicker than that gain nothing
+    from more threads and lose to their contention: on SQLite, four threads of no-op runs
+    collide on the one write lock, whose busy handler sleeps a millisecond or more per collision
+    (benchmark 6, docs/performance.md). A pass's width never shrinks; a new pass starts at one.
+
+    Times are monotonic seconds passed in, so the rule is tested without threads; the pass's
+    thread calls `look` when `look_at` comes (InlineRuns.wait wakes for it)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.width = 1
+        self.look_at = 0.0  # when the pass's thread looks next (or seeks a missing slot again)
+        self._moved = 0.0  # when the backlog last moved: a run taken from it, or a first one added
+        self._every = GROW_AFTER
+
+    def moved(self, now: float) -> None:
+        self._moved = now
+
+    def begin(self, now: float) -> None:
+        """Chains start from none: the first look is GROW_AFTER away."""
+        self.look_at, self._every = now + GROW_AFTER, GROW_AFTER
+
+    def look(self, now: float) -> None:
+        """Double the width if the backlog stood still for GROW_AFTER (and look again GROW_AFTER
+        later); else look again twice as late as last time, up to GROW_CHECK_MAX."""
+        if now - self._moved >= GROW_AFTER and self.width < self.most:
+            self.width = min(2 * self.width, self.most)
+            self._every = GROW_AFTER
+        else:
+            self._every = min(2 * self._every, GROW_CHECK_MAX)
+        self.look_at = max(now + self._every, self._moved + GROW_AFTER)
+
+    def seek_slot_later(self, now: float) -> None:
+        """Other passes held the slots this width wants: look again in GROW_RETRY."""
+        self.look_at = now + GROW_RETRY
+
+
 class _Handoff:
     """A run handed to a run thread and its outcome (a lock is the cheapest wait: ~8 µs a run
     against ~18 µs for a concurrent.futures.Future)."""
@@ -146,11 +202,14 @@ class InlineRuns:
 
     The pass adds its claimed runs (`add`) to a backlog, in claim order. A run thread holding a
     slot (a chain, `start_chains`) runs one, then takes the next from the backlog itself while
-    `may_start` (the pass's time budget) allows, and gives its slot back when none is left. So a
+    `may_start` (the pass's time budget) allows, and gives its slot back when none is left. The
+    pass starts one chain and adds more as the backlog stands still (`Widening`), so quick runs
+    stay on one thread and waiting ones soon fill every slot. So a
     run costs no hand-over between threads: handing each run to a sleeping run thread and its
     outcome back to the sleeping pass's thread cost more than the no-op run itself (two wake-ups of
     a thread on the other CPU per run; docs/performance.md). The pass's thread sleeps meanwhile and
-    wakes for a chain's end, the backlog's end, the next run's JOB_TIMEOUT and its own slices.
+    wakes for a chain's end, the backlog's end or its standing still, the next run's JOB_TIMEOUT
+    and its own slices.
 
     The pass's thread is the one arbiter's caller for the runs past their deadline: their timeout
     is claimed and recorded failed here (`Runner.claim_timeout`/`record_timeout`), their slot goes
@@ -174,21 +233,25 @@ class InlineRuns:
         self._flights: dict[_Handoff, None] = {}  # going, in start order
         self._done: list[_Handoff] = []  # ended, outcome not yet handed to the pass
         self._chains = 0  # run threads of this pass holding a slot
+        self._widening = Widening(threads)  # how many chains this pass wants
 
     @property
     def fed(self) -> bool:
-        """Every backlog run has started, and a slot of this pass is free for the next claim's runs
-        (claiming while every slot's run writes makes SQLite's busy handler sleep)."""
+        """Every backlog run has started, and the pass has room (fewer chains than its width) for
+        the next claim's runs. At width 1 the next claim waits for the run to end: a claim while a
+        run writes makes SQLite's busy handler sleep, and the backlog look as if it stood still."""
         with self._changed:
             return self._fed_locked()
 
     def _fed_locked(self) -> bool:
-        return not self._backlog and self._chains < self._threads
+        return not self._backlog and self._chains < self._widening.width
 
     def add(self, run: ClaimedRun, *, enqueued_at: datetime | None = None, capped: bool = True) -> None:
         """Queue `run` for the chains; one not `capped` starts at once, on a thread of its own."""
         if capped and self._slots is not None:
             with self._changed:
+                if not self._backlog:  # a new head: it waits from now
+                    self._widening.moved(time.monotonic())
                 self._backlog.append((run, enqueued_at))
             return
         handoff = _Handoff(run, enqueued_at, capped=False)
@@ -197,16 +260,26 @@ class InlineRuns:
         self._runner.run_threads.submit(self._chain, handoff)
 
     def start_chains(self, *, wait: float = 0.0) -> None:
-        """A chain for each free slot the backlog can use; when this pass holds no slot (other
-        passes hold them all), wait up to `wait` seconds for one."""
-        while True:
-            with self._changed:
-                if not self._backlog or self._chains >= self._threads:
-                    return
-                blocking = self._chains == 0 and wait > 0
-            assert self._slots is not None  # a backlog exists only with slots (add)
-            if not (self._slots.acquire(timeout=wait) if blocking else self._slots.acquire(blocking=False)):
+        """Chains for the backlog up to the pass's width (`Widening`: it doubles, up to `threads`,
+        each time the backlog has stood still for GROW_AFTER while chains ran); when this pass
+        holds no slot (other passes hold them all), wait up to `wait` seconds for one."""
+        with self._changed:
+            if not self._backlog:
                 return
+            now = time.monotonic()
+            if not self._chains:
+                self._widening.begin(now)
+            elif now >= self._widening.look_at:
+                self._widening.look(now)
+            wanted = self._widening.width - self._chains
+            blocking = self._chains == 0 and wait > 0
+        assert self._slots is not None  # a backlog exists only with slots (add)
+        for _ in range(wanted):
+            if not (self._slots.acquire(timeout=wait) if blocking else self._slots.acquire(blocking=False)):
+                with self._changed:  # other passes hold the slots
+                    self._widening.seek_slot_later(time.monotonic())
+                return
+            blocking = False
             with self._changed:
                 first = self._next_locked()
                 if first is None:  # the backlog went meanwhile (budget, stop, other chains)
@@ -224,9 +297,9 @@ class InlineRuns:
 
     def wait(self, *, every: bool = False, at_most: float | None = None) -> list[RunResult]:
         """The outcomes of the runs that ended, after waiting (at most `at_most` seconds) until the
-        pass has something to do: `fed`, a backlog with no chain left to run it, a run timed out
-        (its slot is free); with `every`, until every run has ended. Runs past JOB_TIMEOUT are timed
-        out meanwhile."""
+        pass has something to do: `fed`, a backlog with no chain left to run it, a look at the
+        backlog due (`Widening.look_at`: more chains may start), a run timed out (its slot is free);
+        with `every`, until every run has ended. Runs past JOB_TIMEOUT are timed out meanwhile."""
         results: list[RunResult] = []
         give_up = None if at_most is None else time.monotonic() + at_most
         try:
@@ -239,13 +312,16 @@ class InlineRuns:
                 with self._changed:  # checked and slept on under one lock: no wake-up is missed
                     if not self._flights:
                         break
+                    growing = not every and bool(self._backlog) and self._chains < self._threads  # may widen, or seek a slot
                     if not every and (overdue or self._fed_locked() or (self._backlog and not self._chains)):
                         break
-                    if give_up is not None and now >= give_up:
+                    if (give_up is not None and now >= give_up) or (growing and now >= self._widening.look_at):
                         break
                     left = min(h.began for h in self._flights) + self._timeout - now
                     if give_up is not None:
                         left = min(left, give_up - now)
+                    if growing:
+                        left = min(left, self._widening.look_at - now)
                     # In slices, so that the main thread sees Ctrl-C meanwhile (SIGNAL_CHECK_PERIOD).
                     self._changed.wait(max(0.0, min(left, SIGNAL_CHECK_PERIOD)))
             results.extend(self._collect())
@@ -300,6 +376,7 @@ class InlineRuns:
             return None
         run, enqueued_at = self._backlog.popleft()
         handoff = _Handoff(run, enqueued_at, capped=True)
+        self._widening.moved(handoff.began)
         self._flights[handoff] = None
         return handoff
 

@@ -430,3 +430,19 @@ def test_a_sqlite_transaction_that_cannot_get_the_write_lock_fails_with_sqlalche
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT COUNT(*) FROM t").scalar_one() == 1
     engine.dispose()
+
+
+def test_a_sqlite_pool_hands_out_the_connection_returned_last(tmp_path: Path) -> None:
+    """One thread's transactions in a row reuse one SQLite connection (LIFO, core.db), whose page
+    cache stays valid while no other connection writes; handing the pool's connections out in
+    turn made each transaction re-read its pages (benchmark 6)."""
+    engine = create_db_engine(f"sqlite:///{tmp_path}/lifo.db", pool_size=4)
+    first, second = engine.connect(), engine.connect()
+    first_driver, second_driver = first.connection.driver_connection, second.connection.driver_connection
+    first.close()
+    second.close()  # returned last
+    for _ in range(3):
+        with engine.begin() as conn:
+            assert conn.connection.driver_connection is second_driver
+    assert first_driver is not second_driver
+    engine.dispose()
