@@ -118,7 +118,7 @@ class _InProgress:
     timeout_recorded: threading.Event | None = None  # set once the timeout's failure is written
 
 
-GROW_AFTER = 0.002
+GROW_AFTER = 0.005
 """Seconds a sync pass's backlog may stand still (no run taken from it while its chains run)
 before the pass doubles its chains (`Widening`)."""
 
@@ -156,8 +156,10 @@ class Widening:
         self._moved = now
 
     def begin(self, now: float) -> None:
-        """Chains start from none: the first look is GROW_AFTER away."""
-        self.look_at, self._every = now + GROW_AFTER, GROW_AFTER
+        """Chains start from none (a pass's first batch, or the next at width 1): the next look
+        is at least GROW_AFTER away, and no sooner than the looks so far have come to (a pass of
+        quick runs does not start looking often again at each batch)."""
+        self.look_at = max(self.look_at, now + GROW_AFTER)
 
     def look(self, now: float) -> None:
         """Double the width if the backlog stood still for GROW_AFTER (and look again GROW_AFTER

@@ -3,6 +3,8 @@ how its backlog moves. Times are passed in: no threads, no sleeps."""
 
 from __future__ import annotations
 
+import pytest
+
 from core.executor import GROW_AFTER, GROW_CHECK_MAX, GROW_RETRY, Widening
 
 
@@ -56,3 +58,21 @@ def test_a_missing_slot_is_sought_again_after_grow_retry() -> None:
     widening = Widening(most=4)
     widening.seek_slot_later(1.0)
     assert widening.look_at == 1.0 + GROW_RETRY
+
+
+def test_chains_starting_again_keep_the_looks_as_rare_as_they_had_come_to_be() -> None:
+    """Given a pass of quick runs whose looks have backed off, when its next batch starts a chain
+    from none (at width 1 each batch does), then the next look stays where the backoff put it;
+    a pass that never looked gets its first look GROW_AFTER after the start."""
+    widening = Widening(most=4)
+    widening.begin(0.0)
+    assert widening.look_at == pytest.approx(GROW_AFTER)
+    now = 0.0
+    for _ in range(8):  # the backlog moves just before each look
+        now = widening.look_at
+        widening.moved(now - GROW_AFTER / 10)
+        widening.look(now)
+    backed_off = widening.look_at
+    assert backed_off - now == pytest.approx(GROW_CHECK_MAX)
+    widening.begin(now + 0.001)
+    assert widening.look_at == backed_off and widening.width == 1
