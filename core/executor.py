@@ -169,7 +169,7 @@ class Widening:
             self._every = GROW_AFTER
         else:
             self._every = min(2 * self._every, GROW_CHECK_MAX)
-        self.look_at = max(now + self._every, self._moved + GROW_AFTER)
+        self.look_at = now + self._every
 
     def seek_slot_later(self, now: float) -> None:
         """Other passes held the slots this width wants: look again in GROW_RETRY."""
@@ -227,7 +227,6 @@ class InlineRuns:
     ) -> None:
         self._runner = runner
         self._slots = slots
-        self._threads = threads  # the most chains a pass may hold (the slots' size)
         self._timeout = runner.settings.JOB_TIMEOUT if timeout is None else timeout
         self._may_start = may_start
         self._changed = threading.Condition(threading.Lock())  # guards everything below
@@ -314,7 +313,7 @@ class InlineRuns:
                 with self._changed:  # checked and slept on under one lock: no wake-up is missed
                     if not self._flights:
                         break
-                    growing = not every and bool(self._backlog) and self._chains < self._threads  # may widen, or seek a slot
+                    growing = not every and bool(self._backlog) and self._chains < self._widening.most  # may widen, or seek a slot
                     if not every and (overdue or self._fed_locked() or (self._backlog and not self._chains)):
                         break
                     if (give_up is not None and now >= give_up) or (growing and now >= self._widening.look_at):

@@ -40,7 +40,6 @@ from sqlalchemy.sql.functions import FunctionElement
 metadata = MetaData()
 
 
-
 class PostgresMillis(TIMESTAMP):
     """`timestamp(3) without time zone`, named without importing SQLAlchemy's PostgreSQL dialect:
     this module is imported by every process, and that dialect's import alone added ~3 MB to
